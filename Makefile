@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test lint format features bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## Run the whole workflow on the default config (config/config.yaml).
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+## Warm the feature cache only.
+features: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --until features $(SNAKEMAKE_ARGS)
+
+## Unit and workflow tests.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format src tests workflow benchmarks
+	$(BIN)/snakefmt Snakefile rules
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/extraction.py
+
+clean:
+	rm -rf results .snakemake

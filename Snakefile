@@ -1,0 +1,31 @@
+# visual-ablation: layer-wise visual ablation experiments.
+# Stages (one rule file each): data -> features -> feature table (probes come next).
+import os
+import re
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The package lives in src/ (scripts add it to their path too, so conda envs need
+# only third-party packages).
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/features.smk"
+include: "rules/inventory.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FEATURE_TABLE,

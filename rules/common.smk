@@ -1,0 +1,50 @@
+# Config resolution and input functions shared by every stage.
+from snakemake.exceptions import WorkflowError
+
+from visual_ablation.config import ConfigError, canonical, check_backbones, resolve
+
+try:
+    EXPERIMENT = resolve(config)
+    # Model and layer names need the real models (imports torch): checked once, in the
+    # main process, so a typo stops the run before any job starts.
+    if workflow.is_main_process:
+        check_backbones(EXPERIMENT)
+except ConfigError as err:
+    raise WorkflowError(f"Invalid config: {err}") from None
+
+RESULTS = EXPERIMENT.results_dir
+CACHE = EXPERIMENT.cache_dir
+LOGS = os.path.join(RESULTS, "logs")
+BENCHMARKS = os.path.join(RESULTS, "benchmarks")
+FEATURE_TABLE = os.path.join(RESULTS, "feature_stores.csv")
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, EXPERIMENT.datasets)),
+    backbone="|".join(map(re.escape, EXPERIMENT.backbones)),
+    representation="|".join(map(re.escape, EXPERIMENT.representations)),
+
+
+def data_spec(wildcards):
+    """The data store's defining spec, as the params trigger compares it."""
+    return canonical(EXPERIMENT.data_spec(wildcards.dataset))
+
+
+def feature_spec(wildcards):
+    return canonical(
+        EXPERIMENT.feature_spec(
+            wildcards.dataset, wildcards.backbone, wildcards.representation
+        )
+    )
+
+
+def checkpoint_inputs(wildcards):
+    """A checkpoint file given as weights is a file dependency of its feature jobs."""
+    weights = EXPERIMENT.backbones[wildcards.backbone]["weights"]
+    return [weights] if weights not in (None, "none", "pretrained") else []
+
+
+def all_feature_stores():
+    return [
+        EXPERIMENT.feature_store(*target) for target in EXPERIMENT.feature_targets()
+    ]

@@ -1,0 +1,33 @@
+# Stage 2: one feature store per (dataset, backbone, representation), reused by every
+# probe config and run. Its params are the full spec of the store, so changing a
+# backbone's layers or a representation's params re-plans exactly those stores.
+
+
+rule features:
+    input:
+        data=os.path.join(CACHE, "data", "{dataset}.zarr"),
+        weights=checkpoint_inputs,
+    output:
+        directory(
+            os.path.join(
+                CACHE, "features", "{dataset}", "{backbone}", "{representation}.zarr"
+            )
+        ),
+    log:
+        os.path.join(
+            LOGS, "features", "{dataset}", "{backbone}", "{representation}.log"
+        ),
+    benchmark:
+        os.path.join(
+            BENCHMARKS, "features", "{dataset}", "{backbone}", "{representation}.tsv"
+        )
+    conda:
+        "../envs/features.yaml"
+    threads: config["extraction"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=feature_spec,
+        data_spec=data_spec,
+    script:
+        "../workflow/scripts/features.py"

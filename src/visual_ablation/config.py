@@ -1,0 +1,223 @@
+"""Experiment config -> resolved specs, checked by name, without importing torch.
+
+The Snakefile calls `resolve()` at parse time (so it must stay cheap) and hands each job
+the spec that defines its output. A spec is a plain JSON-able dict: it is both the rule's
+`params` (Snakemake's params trigger re-plans a job when it changes) and the provenance
+written into the store's attrs (a store whose attrs differ from it is refused on read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Bump deliberately when the meaning or layout of a store changes: every store of that
+# kind is then re-planned. Editing package code that does not change meaning must not.
+DATA_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 1
+
+SOURCES = ("sklearn-digits", "synthetic-shapes", "imagefolder", "parquet", "npz")
+SOURCES_WITH_PATH = ("imagefolder", "parquet", "npz")
+DEFAULT_IMAGE_SIZE = {"sklearn-digits": 32}
+FALLBACK_IMAGE_SIZE = 64
+
+# Default params of every representation; `representations.py` implements exactly these.
+REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "original": {},
+    "grayscale": {},
+    "lowpass": {"sigma": 0.04},
+    "highpass": {"sigma": 0.04},
+    "phase_scramble": {"strength": 1.0, "seed": 0},
+    "patch_shuffle": {"grid": 4, "seed": 0},
+    "edges": {},
+    "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.0, "seed": 0},
+}
+
+POOLINGS = ("mean", "cls")
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the person who wrote the config."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The resolved config: names -> normalised specs, and where files live."""
+
+    results_dir: str
+    cache_dir: str
+    datasets: dict[str, dict[str, Any]]
+    representations: dict[str, dict[str, Any]]
+    backbones: dict[str, dict[str, Any]]
+    split: dict[str, Any]
+    extraction: dict[str, Any]
+
+    def data_store(self, dataset: str) -> str:
+        return os.path.join(self.cache_dir, "data", f"{dataset}.zarr")
+
+    def feature_store(self, dataset: str, backbone: str, representation: str) -> str:
+        return os.path.join(self.cache_dir, "features", dataset, backbone, f"{representation}.zarr")
+
+    def data_spec(self, dataset: str) -> dict[str, Any]:
+        """Everything that defines `data/{dataset}.zarr`."""
+        return {
+            "format_version": DATA_FORMAT_VERSION,
+            "name": dataset,
+            **self.datasets[dataset],
+            "split": dict(self.split),
+        }
+
+    def feature_spec(self, dataset: str, backbone: str, representation: str) -> dict[str, Any]:
+        """Everything that defines one feature store (the split does not: features are
+        computed for every image)."""
+        data = {k: v for k, v in self.data_spec(dataset).items() if k != "split"}
+        return {
+            "format_version": FEATURE_FORMAT_VERSION,
+            "dataset": data,
+            "representation": {"name": representation, **self.representations[representation]},
+            "backbone": {"name": backbone, **self.backbones[backbone]},
+        }
+
+    def feature_targets(self) -> list[tuple[str, str, str]]:
+        return [
+            (d, b, r) for d in self.datasets for b in self.backbones for r in self.representations
+        ]
+
+
+def canonical(spec: dict[str, Any]) -> str:
+    """One stable string per spec: what Snakemake's params trigger compares."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def _valid(kind: str, key: str, value: Any, valid: list[str] | tuple[str, ...]) -> ConfigError:
+    return ConfigError(
+        f"config key '{key}': unknown {kind} {value!r}. Valid values: {', '.join(valid)}."
+    )
+
+
+def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
+    key = f"datasets.{name}"
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise _valid("dataset source", f"{key}.source", source, SOURCES)
+    out = dict(spec)
+    out.setdefault("image_size", DEFAULT_IMAGE_SIZE.get(source, FALLBACK_IMAGE_SIZE))
+    out.setdefault("seed", 0)
+    out.setdefault("n", None)
+    if source == "synthetic-shapes" and out["n"] is None:
+        raise ConfigError(f"config key '{key}.n': synthetic-shapes needs n (images to draw).")
+    if source in SOURCES_WITH_PATH:
+        if not out.get("path"):
+            raise ConfigError(f"config key '{key}.path': source {source} needs a path.")
+        path = Path(out["path"]).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        if not path.exists():
+            raise ConfigError(
+                f"config key '{key}.path': {path} does not exist. "
+                "Point it at the dataset (absolute, or relative to the working directory)."
+            )
+        out["path"] = str(path.resolve())
+    elif "path" in out:
+        raise ConfigError(f"config key '{key}.path': source {source} takes no path.")
+    return out
+
+
+def _resolve_representations(reps: Any) -> dict[str, dict[str, Any]]:
+    valid = tuple(REPRESENTATION_DEFAULTS)
+    if isinstance(reps, list):
+        if len(set(reps)) != len(reps):
+            dup = sorted({r for r in reps if reps.count(r) > 1})
+            raise ConfigError(f"config key 'representations': listed twice: {', '.join(dup)}.")
+        reps = {r: {} for r in reps}
+    out = {}
+    for name, params in reps.items():
+        params = dict(params or {})
+        kind = params.pop("kind", name)
+        if kind not in REPRESENTATION_DEFAULTS:
+            raise _valid("representation", f"representations.{name}", kind, valid)
+        defaults = REPRESENTATION_DEFAULTS[kind]
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"config key 'representations.{name}': unknown parameter(s) "
+                f"{', '.join(unknown)} for {kind}. "
+                f"Valid parameters: {', '.join(defaults) or '(none)'}."
+            )
+        out[name] = {"kind": kind, "params": {**defaults, **params}}
+    if not out:
+        raise ConfigError("config key 'representations': list at least one representation.")
+    return out
+
+
+def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(spec)
+    model = out["model"]
+    out.setdefault("weights", "none" if model != "pixels" else None)
+    out.setdefault("layers", "all")
+    out.setdefault("image_size", 16 if model == "pixels" else 64)
+    out.setdefault("pooling", "mean")
+    out.setdefault("seed", 0)
+    weights = out["weights"]
+    if model == "pixels":
+        out["weights"] = None
+    elif weights not in ("none", "pretrained"):
+        path = Path(str(weights)).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ConfigError(
+                f"config key 'backbones.{name}.weights': checkpoint {path} does not exist. "
+                "Use 'none', 'pretrained' or the path of a saved state_dict."
+            )
+        out["weights"] = str(path.resolve())
+    if isinstance(out["layers"], str) and out["layers"] != "all":
+        out["layers"] = [out["layers"]]
+    return out
+
+
+def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment:
+    """Check names and fill defaults; `config` has already passed the JSON schema."""
+    base = Path(base)
+    datasets = {n: _resolve_dataset(n, s, base) for n, s in config["datasets"].items()}
+    backbones = {n: _resolve_backbone(n, s, base) for n, s in config["backbones"].items()}
+    if not datasets:
+        raise ConfigError("config key 'datasets': define at least one dataset.")
+    if not backbones:
+        raise ConfigError("config key 'backbones': define at least one backbone.")
+    results_dir = str(config.get("results_dir", "results"))
+    return Experiment(
+        results_dir=results_dir,
+        cache_dir=str(config.get("cache_dir") or results_dir),
+        datasets=datasets,
+        representations=_resolve_representations(config["representations"]),
+        backbones=backbones,
+        split=dict(config["split"]),
+        extraction=dict(config.get("extraction", {})),
+    )
+
+
+def check_backbones(experiment: Experiment) -> None:
+    """Check model and layer names against the real models (imports torch: ~2 s).
+
+    Called once in the main Snakemake process, so a typo stops the run before any job.
+    """
+    from visual_ablation import backbones
+
+    valid_models = backbones.available_models()
+    for name, spec in experiment.backbones.items():
+        if spec["model"] not in valid_models:
+            raise _valid("backbone model", f"backbones.{name}.model", spec["model"], valid_models)
+        if spec["layers"] == "all":
+            continue
+        layers = backbones.available_layers(spec["model"])
+        for layer in spec["layers"]:
+            if layer not in layers:
+                raise ConfigError(
+                    f"config key 'backbones.{name}.layers': unknown layer {layer!r} of "
+                    f"{spec['model']}. Valid layers: {', '.join(layers)} (or 'all': "
+                    f"{', '.join(backbones.default_layers(spec['model']))})."
+                )

@@ -1,0 +1,22 @@
+"""Snakemake adapter: extract one feature store (dataset x backbone x representation)."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation import features
+
+    features.extract(
+        data_path=smk.input.data,
+        data_spec=json.loads(smk.params.data_spec),
+        out_path=smk.output[0],
+        spec=json.loads(smk.params.spec),
+        device=smk.config["extraction"]["device"],
+        batch_size=smk.config["extraction"]["batch_size"],
+        threads=smk.threads,
+    )

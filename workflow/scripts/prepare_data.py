@@ -1,0 +1,13 @@
+"""Snakemake adapter: decode one dataset into its data store."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+with job_log(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    from visual_ablation import data
+
+    data.prepare(json.loads(snakemake.params.spec), snakemake.output[0])  # noqa: F821

@@ -64,11 +64,17 @@ class Workflow:
 
     def run(self, *args: str, config: str = "config.yaml", check: bool = True):
         cmd = [
-            sys.executable, "-m", "snakemake",
-            "--snakefile", str(self.root / "Snakefile"),
-            "--directory", str(self.workdir),
-            "--configfile", str(self.workdir / config),
-            "--cores", "2",
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(self.root / "Snakefile"),
+            "--directory",
+            str(self.workdir),
+            "--configfile",
+            str(self.workdir / config),
+            "--cores",
+            "2",
             *args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import zarr
-
 from conftest import Workflow, copy_workflow, tiny_config
 
 pytestmark = pytest.mark.workflow

@@ -115,14 +115,16 @@ def patch_shuffle(x: torch.Tensor, index: torch.Tensor, grid: int, seed: int) ->
 
 
 def edges(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of the luminance, scaled to [0, 1] per image."""
+    """Sobel gradient magnitude of the luminance, scaled to [0, 1] per image (images whose
+    strongest gradient is below 0.01 count as flat and stay near 0)."""
     lum = luminance(x)
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype)
     kx = kx.to(x.device)
     kernels = torch.stack([kx, kx.T]).unsqueeze(1)
     grad = F.conv2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), kernels)
     mag = grad.pow(2).sum(dim=1, keepdim=True).sqrt()
-    peak = mag.amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
+    # floor: a flat image's rounding noise must not be stretched to full contrast
+    peak = mag.amax(dim=(2, 3), keepdim=True).clamp_min(1e-2)
     return (mag / peak).expand(-1, 3, -1, -1).contiguous()
 
 

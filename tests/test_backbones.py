@@ -1,0 +1,108 @@
+"""Layers, pooling and the one-pass multi-layer forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visual_ablation import backbones
+
+EFFNET_DIMS = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320, 1280]
+
+
+def test_pooling_of_conv_maps_tokens_and_vectors():
+    conv = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
+    torch.testing.assert_close(backbones.pool(conv, "mean"), conv.mean(dim=(2, 3)))
+    tokens = torch.randn(2, 5, 4)
+    assert torch.equal(backbones.pool(tokens, "cls"), tokens[:, 0])
+    torch.testing.assert_close(backbones.pool(tokens, "mean"), tokens.mean(dim=1))
+    vec = torch.randn(2, 7)
+    assert torch.equal(backbones.pool(vec, "mean"), vec)
+
+
+def test_efficientnet_lite0_all_layers_have_the_known_widths():
+    net = backbones.LayerExtractor(
+        {"model": "efficientnet_lite0", "weights": "none", "layers": "all", "image_size": 32}
+    )
+    out = net(torch.rand(3, 3, 32, 32))
+    assert list(out) == backbones.EFFNET_LITE0_LAYERS
+    assert [v.shape for v in out.values()] == [torch.Size([3, d]) for d in EFFNET_DIMS]
+
+
+def test_pretrained_efficientnet_weights_load_offline_and_differ_from_random():
+    spec = {"model": "efficientnet_lite0", "layers": ["head"], "image_size": 64}
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    pre = backbones.LayerExtractor({**spec, "weights": "pretrained"})(x)["head"]
+    rnd = backbones.LayerExtractor({**spec, "weights": "none"})(x)["head"]
+    assert not torch.allclose(pre, rnd)
+    ident = backbones.weights_identity({**spec, "weights": "pretrained"})
+    assert ident["file"] == "efficientnet-lite0-57934424.pth"
+    assert ident["sha256"].startswith("57934424")
+
+
+def test_seeded_random_init_is_reproducible():
+    spec = {"model": "resnet18", "weights": "none", "layers": ["layer2"], "image_size": 32}
+    x = torch.rand(2, 3, 32, 32)
+    a = backbones.LayerExtractor({**spec, "seed": 1})(x)["layer2"]
+    b = backbones.LayerExtractor({**spec, "seed": 1})(x)["layer2"]
+    c = backbones.LayerExtractor({**spec, "seed": 2})(x)["layer2"]
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_torchvision_layers_come_from_one_pass_that_stops_after_the_last():
+    net = backbones.LayerExtractor(
+        {"model": "resnet18", "weights": "none", "layers": ["layer1", "layer2.0"], "image_size": 32}
+    )
+    calls = []
+    net.net.layer3.register_forward_hook(lambda *a: calls.append("layer3"))
+    out = net(torch.rand(2, 3, 32, 32))
+    assert {k: v.shape for k, v in out.items()} == {
+        "layer1": torch.Size([2, 64]),
+        "layer2.0": torch.Size([2, 128]),
+    }
+    assert calls == []  # nothing after the last requested layer ran
+
+
+def test_all_layers_of_torchvision_models():
+    assert backbones.default_layers("resnet18") == [
+        "layer1.0",
+        "layer1.1",
+        "layer2.0",
+        "layer2.1",
+        "layer3.0",
+        "layer3.1",
+        "layer4.0",
+        "layer4.1",
+    ]
+    assert backbones.default_layers("mobilenet_v3_small")[:2] == ["features.0", "features.1"]
+    assert backbones.default_layers("vit_b_16")[0] == "encoder.layers.encoder_layer_0"
+
+
+def test_pixels_is_the_resized_normalised_image():
+    net = backbones.LayerExtractor({"model": "pixels", "layers": "all", "image_size": 8})
+    x = torch.rand(2, 3, 16, 16)
+    out = net(x)["pixels"]
+    assert out.shape == (2, 3 * 8 * 8)
+    torch.testing.assert_close(out, net.preprocess(x).flatten(1))
+
+
+def test_checkpoint_weights_are_loaded(tmp_path):
+    spec = {"model": "resnet18", "weights": "none", "layers": ["layer1"], "image_size": 32}
+    source = backbones.LayerExtractor({**spec, "seed": 7})
+    path = tmp_path / "ckpt.pt"
+    torch.save(source.net.state_dict(), path)
+    loaded = backbones.LayerExtractor({**spec, "weights": str(path), "seed": 0})
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(source(x)["layer1"], loaded(x)["layer1"])
+
+
+def test_unknown_layer_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown layer.*blocks.99.*valid: stem, blocks.0"):
+        backbones.LayerExtractor(
+            {
+                "model": "efficientnet_lite0",
+                "weights": "none",
+                "layers": ["blocks.99"],
+                "image_size": 32,
+            }
+        )

@@ -1,0 +1,101 @@
+"""Bad input stops the run with a message on the console that names the key or file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+pytestmark = pytest.mark.workflow
+
+
+def failing(wf, config, *args):
+    wf.write_config(config)
+    proc = wf.run(*args, check=False)
+    assert proc.returncode != 0, proc.output
+    return proc.output
+
+
+def test_unknown_dataset_source_lists_valid_sources(workflow_copy):
+    out = failing(workflow_copy, tiny_config(datasets={"mine": {"source": "folder"}}), "-n")
+    assert "'folder' is not one of ['sklearn-digits', 'synthetic-shapes', 'imagefolder'" in out
+    assert "['datasets']['mine']['source']" in out
+
+
+def test_unknown_representation_lists_valid_ones(workflow_copy):
+    out = failing(workflow_copy, tiny_config(representations=["original", "blurry"]), "-n")
+    assert "config key 'representations.blurry': unknown representation 'blurry'" in out
+    assert "Valid values: original, grayscale, lowpass, highpass, phase_scramble" in out
+
+
+def test_unknown_representation_param_is_named(workflow_copy):
+    config = tiny_config(representations={"lowpass": {"grid": 3}})
+    out = failing(workflow_copy, config, "-n")
+    assert "representations.lowpass': unknown parameter(s) grid for lowpass" in out
+    assert "Valid parameters: sigma" in out
+
+
+def test_unknown_backbone_model_lists_valid_models(workflow_copy):
+    config = tiny_config(backbones={"net": {"model": "resnet1000"}})
+    out = failing(workflow_copy, config, "-n")
+    assert "config key 'backbones.net.model': unknown backbone model 'resnet1000'" in out
+    assert "pixels, efficientnet_lite0," in out and "resnet18" in out
+
+
+def test_unknown_layer_lists_valid_layers(workflow_copy):
+    config = tiny_config()
+    config["backbones"]["effnet"]["layers"] = ["stem", "blocks.99"]
+    out = failing(workflow_copy, config, "-n")
+    assert "config key 'backbones.effnet.layers': unknown layer 'blocks.99'" in out
+    assert "blocks.15, head" in out
+
+
+def test_torchvision_layer_typo_lists_module_names(workflow_copy):
+    config = tiny_config(backbones={"r": {"model": "resnet18", "layers": ["layer9"]}})
+    out = failing(workflow_copy, config, "-n")
+    assert "unknown layer 'layer9' of resnet18" in out
+    assert "layer4.1.conv2" in out
+
+
+def test_dataset_path_that_does_not_exist(workflow_copy, tmp_path):
+    missing = tmp_path / "nowhere"
+    config = tiny_config(datasets={"mine": {"source": "imagefolder", "path": str(missing)}})
+    out = failing(workflow_copy, config, "-n")
+    assert f"config key 'datasets.mine.path': {missing} does not exist" in out
+
+
+def test_negative_split_fraction_is_a_schema_error(workflow_copy):
+    out = failing(workflow_copy, tiny_config(split={"val": -0.1}), "-n")
+    assert "['split']['val']" in out
+
+
+def test_unreadable_image_in_imagefolder_names_the_file(workflow_copy, tmp_path):
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    broken = root / "dog" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    config = tiny_config(datasets={"mine": {"source": "imagefolder", "path": str(root)}})
+    out = failing(workflow_copy, config)
+    assert f"cannot read image {broken}" in out
+    assert not (workflow_copy.workdir / "results" / "data" / "mine.zarr").exists()
+
+
+def test_single_class_dataset_is_refused(workflow_copy, tmp_path):
+    path = tmp_path / "one.npz"
+    np.savez(path, images=np.zeros((30, 8, 8), np.uint8), labels=np.zeros(30, np.int64))
+    config = tiny_config(datasets={"one": {"source": "npz", "path": str(path)}})
+    out = failing(workflow_copy, config)
+    assert "dataset 'one': only one class present (30 images)" in out
+
+
+def test_subset_larger_than_dataset_is_refused(workflow_copy):
+    config = tiny_config(datasets={"digits": {"source": "sklearn-digits", "n": 5000}})
+    out = failing(workflow_copy, config)
+    assert "dataset 'digits': subset n=5000 is larger than the dataset (1797 images)" in out
+    assert "Set datasets.digits.n to at most 1797" in out

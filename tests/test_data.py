@@ -1,0 +1,188 @@
+"""Every dataset source on small files the tests make, subset and split."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zarr
+from PIL import Image
+
+from visual_ablation import data
+from visual_ablation.store import StoreError, open_checked
+
+SPLIT = {"val": 0.15, "test": 0.2, "seed": 0}
+
+
+def spec(source, **kw):
+    return {
+        "name": "ds",
+        "source": source,
+        "image_size": 16,
+        "seed": 0,
+        "n": None,
+        "split": SPLIT,
+        "format_version": 1,
+        **kw,
+    }
+
+
+def build(tmp_path, s):
+    path = str(tmp_path / "ds.zarr")
+    data.prepare(s, path, progress=False)
+    return open_checked(path, s)
+
+
+def check_store(group, n, classes):
+    images = group["images"][:]
+    assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
+    labels, split = group["labels"][:], group["split"][:]
+    assert labels.shape == (n,) and set(np.unique(labels)) == set(range(classes))
+    assert set(np.unique(split)) == {0, 1, 2}
+    assert group.attrs["n"] == n
+
+
+def test_sklearn_digits_is_the_real_bundled_set(tmp_path):
+    group = build(tmp_path, spec("sklearn-digits"))
+    check_store(group, 1797, 10)
+    assert group.attrs["class_names"] == [str(i) for i in range(10)]
+    from sklearn.datasets import load_digits
+
+    assert np.array_equal(group["labels"][:], load_digits().target)
+
+
+def test_subset_is_stratified_and_split_fractions_hold(tmp_path):
+    group = build(tmp_path, spec("sklearn-digits", n=500))
+    check_store(group, 500, 10)
+    counts = np.bincount(group["labels"][:])
+    assert counts.min() >= 45 and counts.max() <= 55  # ~50 per class
+    split = group["split"][:]
+    assert abs((split == 2).mean() - 0.2) < 0.01 and abs((split == 1).mean() - 0.15) < 0.01
+    for cls in range(10):  # each class is in every part
+        assert set(split[group["labels"][:] == cls]) == {0, 1, 2}
+
+
+def test_synthetic_shapes_are_deterministic_and_prefix_stable():
+    a = data.ShapesSource(50, seed=3)
+    b = data.ShapesSource(80, seed=3)
+    img_a = np.concatenate(list(a.decode(np.arange(50), 32)))
+    img_b = np.concatenate(list(b.decode(np.arange(50), 32)))
+    assert np.array_equal(img_a, img_b) and np.array_equal(a.labels, b.labels[:50])
+    c = data.ShapesSource(50, seed=4)
+    assert not np.array_equal(img_a, np.concatenate(list(c.decode(np.arange(50), 32))))
+
+
+def test_synthetic_shapes_cover_every_shape_with_varied_nuisances(tmp_path):
+    group = build(tmp_path, spec("synthetic-shapes", n=400))
+    check_store(group, 400, len(data.SHAPES))
+    assert len(data.SHAPES) >= 6
+    images = group["images"][:].astype(float)
+    assert images.reshape(400, -1).std(axis=0).mean() > 40  # colours/positions vary
+
+
+def test_shape_masks_are_distinct():
+    yy, xx = np.mgrid[-1.2:1.2:64j, -1.2:1.2:64j]
+    masks = {s: data.ShapesSource._mask(s, xx, yy) for s in data.SHAPES}
+    for s, m in masks.items():
+        assert 0.1 < m.mean() < 0.9, s
+    names = list(masks)
+    for i, s in enumerate(names):
+        for t in names[i + 1 :]:
+            assert (masks[s] != masks[t]).mean() > 0.03, (s, t)
+
+
+def make_folder(root, sizes=((20, 30), (64, 48), (7, 7))):
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("cat", "dog", "eel")):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            h, w = sizes[i % len(sizes)]
+            img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            img[..., c] = 255
+            ext = ".png" if i % 2 else ".jpg"
+            Image.fromarray(img).save(root / cls / f"{i}{ext}")
+    (root / "cat" / "notes.txt").write_text("not an image, not listed")
+
+
+def test_imagefolder_reads_any_size_and_format(tmp_path):
+    root = tmp_path / "folder"
+    make_folder(root)
+    group = build(tmp_path, spec("imagefolder", path=str(root)))
+    check_store(group, 30, 3)
+    assert group.attrs["class_names"] == ["cat", "dog", "eel"]
+    images, labels = group["images"][:], group["labels"][:]
+    for c in range(3):  # the class's colour channel survives decoding and resizing
+        assert images[labels == c][..., c].mean() > 200
+
+
+def test_parquet_with_image_bytes_and_string_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    blobs, labels = [], []
+    for i in range(40):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(buf, "PNG")
+        blobs.append({"bytes": buf.getvalue(), "path": f"{i}.png"})
+        labels.append("yes" if i % 2 else "no")
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"img": blobs, "answer": labels}), path, row_group_size=7)
+    s = spec("parquet", path=str(path), image_column="img", label_column="answer", n=30)
+    group = build(tmp_path, s)
+    check_store(group, 30, 2)
+    assert group.attrs["class_names"] == ["no", "yes"]
+    # each stored image is the decoded (resized) parquet image of its source row
+    rows = group["source_index"][:]
+    first = Image.open(io.BytesIO(blobs[rows[0]]["bytes"]))
+    assert np.array_equal(group["images"][0], data.to_rgb_square(first, 16))
+    assert np.array_equal(group["labels"][:], np.array([r % 2 for r in rows]))
+
+
+def test_parquet_missing_column_is_named(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"image": [b"x"], "y": [1]}), path)
+    with pytest.raises(data.DatasetError, match="no column 'label' \\(label_column\\)"):
+        data.open_source(spec("parquet", path=str(path)))
+
+
+def test_npz_grayscale_float_images(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "d.npz"
+    np.savez(path, images=rng.random((30, 10, 10)), labels=np.repeat([3, 7, 9], 10))
+    group = build(tmp_path, spec("npz", path=str(path)))
+    check_store(group, 30, 3)
+    assert group.attrs["class_names"] == ["3", "7", "9"]
+    img = group["images"][:]
+    assert np.array_equal(img[..., 0], img[..., 1])  # grey copied to RGB
+
+
+def test_store_is_refused_for_another_spec(tmp_path):
+    s = spec("sklearn-digits", n=100)
+    build(tmp_path, s)
+    with pytest.raises(StoreError, match="n: store has 100, config has 120"):
+        open_checked(str(tmp_path / "ds.zarr"), {**s, "n": 120})
+
+
+def test_failed_prepare_leaves_nothing_at_the_path(tmp_path):
+    root = tmp_path / "folder"
+    make_folder(root)
+    (root / "dog" / "bad.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(data.DatasetError, match="bad.png"):
+        data.prepare(spec("imagefolder", path=str(root)), str(tmp_path / "x.zarr"), False)
+    assert list(tmp_path.glob("*.zarr")) == [] and list(tmp_path.glob(".x.zarr*")) == []
+
+
+def test_tiny_classes_cannot_be_split(tmp_path):
+    labels = np.array([0] * 20 + [1])
+    with pytest.raises(data.DatasetError, match="smallest class: 1"):
+        data.stratified_split(labels, 0.15, 0.2, 0, "ds")
+
+
+def test_zarr_store_is_row_chunked_and_compressed(tmp_path):
+    build(tmp_path, {**spec("synthetic-shapes", n=400), "image_size": 64})
+    images = zarr.open_group(tmp_path / "ds.zarr")["images"]
+    assert images.chunks == ((4 << 20) // (64 * 64 * 3), 64, 64, 3)  # ~4 MiB of rows
+    assert images.compressors
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "ds.zarr").rglob("*") if f.is_file())
+    assert on_disk < images.nbytes

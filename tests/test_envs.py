@@ -1,0 +1,42 @@
+"""envs/*.yaml (for conda users) pin exactly what pyproject.toml pins."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def project_pins() -> dict[str, str]:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for requirement in meta["dependencies"]:
+        name, _, version = requirement.partition("==")
+        assert version, f"pyproject dependency {requirement!r} is not pinned with =="
+        pins[name.lower()] = version
+    return pins
+
+
+@pytest.mark.parametrize("env", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_pins_match_the_project(env):
+    pins = project_pins()
+    spec = yaml.safe_load(env.read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in spec["dependencies"]
+    for requirement in pip:
+        name, _, version = requirement.partition("==")
+        assert name.lower() in pins, f"{env.name}: {name} is not a project dependency"
+        assert version == pins[name.lower()], (
+            f"{env.name}: {name}=={version}, project pins {pins[name.lower()]}"
+        )
+
+
+def test_every_rule_names_an_existing_env():
+    for rule_file in (REPO / "rules").glob("*.smk"):
+        for line in rule_file.read_text().splitlines():
+            if line.strip().startswith('"../envs/'):
+                assert (REPO / "rules" / line.strip().strip('"')).resolve().is_file(), line

@@ -1,0 +1,112 @@
+"""The extraction loop against a direct computation, on a real data store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from visual_ablation import backbones, data, features, representations
+from visual_ablation.config import resolve
+from visual_ablation.store import StoreError
+
+CONFIG = {
+    "datasets": {"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},
+    "representations": {"original": {}, "shuffled": {"kind": "patch_shuffle", "grid": 2}},
+    "backbones": {
+        "effnet": {
+            "model": "efficientnet_lite0",
+            "weights": "pretrained",
+            "layers": ["blocks.2", "stem"],
+            "image_size": 32,
+        },
+        "pixels": {"model": "pixels", "image_size": 8},
+    },
+    "split": {"val": 0.15, "test": 0.2, "seed": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feat")
+    exp = resolve({**CONFIG, "results_dir": str(root)})
+    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    return exp
+
+
+def run(exp, backbone, rep, batch_size=64):
+    return features.extract(
+        exp.data_store("digits"),
+        exp.data_spec("digits"),
+        exp.feature_store("digits", backbone, rep),
+        exp.feature_spec("digits", backbone, rep),
+        device="cpu",
+        batch_size=batch_size,
+        progress=False,
+    )
+
+
+def test_features_equal_a_direct_forward_of_the_transformed_images(experiment):
+    summary = run(experiment, "effnet", "shuffled", batch_size=37)
+    assert summary["layers"] == ["blocks.2", "stem"]
+    assert summary["dims"] == {"blocks.2": 24, "stem": 32}
+    spec = experiment.feature_spec("digits", "effnet", "shuffled")
+    path = experiment.feature_store("digits", "effnet", "shuffled")
+    stored = features.read_layer(path, spec, "blocks.2")
+    images = zarr.open_group(experiment.data_store("digits"))["images"][:]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = representations.build("patch_shuffle", {"grid": 2})(x, torch.arange(len(x)))
+    direct = backbones.LayerExtractor(spec["backbone"])(x)["blocks.2"].numpy()
+    assert stored.shape == (150, 24)
+    np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)  # float16 storage
+
+
+def test_store_records_what_defines_the_features(experiment):
+    run(experiment, "pixels", "original")
+    group = zarr.open_group(experiment.feature_store("digits", "pixels", "original"))
+    attrs = group.attrs.asdict()
+    assert attrs["complete"] is True and attrs["n_images"] == 150
+    assert attrs["spec"]["format_version"] >= 1
+    assert attrs["spec"]["dataset"]["n"] == 150
+    assert attrs["spec"]["representation"] == {"name": "original", "kind": "original", "params": {}}
+    assert attrs["spec"]["backbone"]["image_size"] == 8
+    assert group["layers/pixels"].dtype == np.float16
+    assert group["layers/pixels"].shape == (150, 3 * 8 * 8)
+
+
+def test_same_config_gives_identical_features(experiment, tmp_path):
+    run(experiment, "pixels", "shuffled")
+    path = experiment.feature_store("digits", "pixels", "shuffled")
+    first = zarr.open_group(path)["layers/pixels"][:]
+    run(experiment, "pixels", "shuffled", batch_size=11)
+    assert np.array_equal(first, zarr.open_group(path)["layers/pixels"][:])
+
+
+def test_a_data_store_for_another_config_is_refused(experiment):
+    other = dict(experiment.data_spec("digits"), n=151)
+    with pytest.raises(StoreError, match="n: store has 150, config has 151"):
+        features.extract(
+            experiment.data_store("digits"),
+            other,
+            "unused.zarr",
+            experiment.feature_spec("digits", "pixels", "original"),
+            device="cpu",
+        )
+
+
+def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
+    run(experiment, "effnet", "original")
+    entry = {
+        "dataset": "digits",
+        "backbone": "effnet",
+        "representation": "original",
+        "path": experiment.feature_store("digits", "effnet", "original"),
+        "spec": experiment.feature_spec("digits", "effnet", "original"),
+    }
+    rows = features.inventory([entry])
+    assert [r["layer"] for r in rows] == ["blocks.2", "stem"]
+    assert all(r["store_bytes_per_image"] > 0 for r in rows)
+    changed = dict(entry, spec={**entry["spec"], "format_version": 99})
+    with pytest.raises(StoreError, match="format_version: store has 1, config has 99"):
+        features.inventory([changed])

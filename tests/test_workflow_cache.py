@@ -35,6 +35,8 @@ def test_full_run_makes_every_store_and_the_table(built):
 
 def test_complete_run_has_nothing_to_do(built):
     assert built.planned() == []
+    # more probe runs never touch the feature cache
+    assert built.planned("--config", "runs=20") == []
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):

@@ -1,0 +1,155 @@
+"""Extraction throughput of the `features` code path against a bare forward pass.
+
+Both run the same backbone on the same batches of the same data store in one process;
+repeats are interleaved (path, bare, path, bare, ...) and medians reported, since this
+shared machine's timings drift 10-20% between runs. Also prints the feature store's bytes
+per image.
+
+    .venv/bin/python benchmarks/extraction.py            # shapes n=2000, default effnet
+    .venv/bin/python benchmarks/extraction.py --n 5000 --repeats 5 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import zarr
+
+from visual_ablation import backbones, data, devices, features, store
+from visual_ablation.config import resolve
+
+DEFAULT_LAYERS = [
+    "stem",
+    "blocks.1",
+    "blocks.3",
+    "blocks.5",
+    "blocks.8",
+    "blocks.11",
+    "blocks.15",
+    "head",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="synthetic-shapes images")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    devices.set_cpu_threads(args.threads)
+    device = devices.choose_device(args.device)
+    root = tempfile.mkdtemp(prefix="va-bench-")
+    exp = resolve(
+        {
+            "results_dir": root,
+            "datasets": {
+                "shapes": {"source": "synthetic-shapes", "n": args.n, "image_size": args.image_size}
+            },
+            "representations": ["original", "phase_scramble"],
+            "backbones": {
+                "effnet": {
+                    "model": "efficientnet_lite0",
+                    "weights": "pretrained",
+                    "layers": DEFAULT_LAYERS,
+                    "image_size": args.image_size,
+                },
+                "pixels": {"model": "pixels", "image_size": 16},
+            },
+            "split": {"val": 0.15, "test": 0.2, "seed": 0},
+        }
+    )
+    data_path, data_spec = exp.data_store("shapes"), exp.data_spec("shapes")
+    t0 = time.perf_counter()
+    data.prepare(data_spec, data_path, progress=False)
+    print(
+        f"data store: {args.n} images at {args.image_size}px in "
+        f"{time.perf_counter() - t0:.1f} s, "
+        f"{store.store_bytes(data_path) / args.n:.0f} bytes/image"
+    )
+
+    # the bare reference: the same images, already decoded and on the device
+    images = zarr.open_group(data_path)["images"][:]
+    batches = [
+        features.to_tensor(images[i : i + args.batch_size], device)
+        for i in range(0, len(images), args.batch_size)
+    ]
+    bare_net = backbones.LayerExtractor(exp.backbones["effnet"] | {"name": "effnet"}, device)
+
+    def run_path() -> float:
+        start = time.perf_counter()
+        features.extract(
+            data_path,
+            data_spec,
+            exp.feature_store("shapes", "effnet", "original"),
+            exp.feature_spec("shapes", "effnet", "original"),
+            device=str(device),
+            batch_size=args.batch_size,
+            threads=args.threads,
+            progress=False,
+        )
+        return time.perf_counter() - start
+
+    def run_bare() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            for x in batches:
+                bare_net.forward_bare(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run_path(), run_bare()  # warm-up: allocator, kernels, page cache
+    path_times, bare_times = [], []
+    for _ in range(args.repeats):
+        path_times.append(run_path())
+        bare_times.append(run_bare())
+    path_s, bare_s = statistics.median(path_times), statistics.median(bare_times)
+
+    print(
+        f"\nbackbone efficientnet_lite0 (pretrained), {len(DEFAULT_LAYERS)} layers, "
+        f"{args.image_size}px, batch {args.batch_size}, device {device}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats"
+    )
+    print(f"{'measure':<44}{'images/s':>12}{'seconds':>10}")
+    print(
+        f"{'features path (read+transform+fwd+write)':<44}{args.n / path_s:>12.0f}{path_s:>10.2f}"
+    )
+    print(f"{'bare forward (full net, tensors ready)':<44}{args.n / bare_s:>12.0f}{bare_s:>10.2f}")
+    print(f"{'ratio path / bare (throughput)':<44}{bare_s / path_s:>12.2f}")
+
+    print(f"\n{'store':<36}{'bytes/image':>14}{'dims':>8}{'fp16 raw':>10}")
+    for backbone, rep in (
+        ("effnet", "original"),
+        ("effnet", "phase_scramble"),
+        ("pixels", "original"),
+    ):
+        path = exp.feature_store("shapes", backbone, rep)
+        if backbone != "effnet" or rep != "original":
+            features.extract(
+                data_path,
+                data_spec,
+                path,
+                exp.feature_spec("shapes", backbone, rep),
+                device=str(device),
+                batch_size=args.batch_size,
+                threads=args.threads,
+                progress=False,
+            )
+        dims = sum(zarr.open_group(path).attrs["dims"].values())
+        print(
+            f"{backbone + '/' + rep:<36}{store.store_bytes(path) / args.n:>14.0f}{dims:>8}"
+            f"{2 * dims:>10}"
+        )
+    print(f"(stores under {root})")
+
+
+if __name__ == "__main__":
+    main()

@@ -161,6 +161,8 @@ class LayerExtractor(nn.Module):
             if self.model_name != "efficientnet_lite0":
                 self._hook_layers()
         self.to(device)
+        if self.net is not None and torch.device(device).type == "cuda":
+            self.net.to(memory_format=torch.channels_last)  # faster convs with autocast
 
     def _hook_layers(self) -> None:
         modules = dict(self.net.named_modules())

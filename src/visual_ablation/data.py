@@ -64,6 +64,16 @@ def to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def decode_image(file: str | io.BytesIO, size: int, where: str) -> np.ndarray:
+    """Decode one encoded image (path or bytes); a broken one raises naming `where`."""
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return to_rgb_square(image, size)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DatasetError(f"cannot read {where}: {err}. Remove or replace it.") from err
+
+
 def _batches(indices: np.ndarray, batch: int = DECODE_BATCH) -> Iterator[np.ndarray]:
     for start in range(0, len(indices), batch):
         yield indices[start : start + batch]
@@ -95,7 +105,7 @@ class DigitsSource(Source):
     def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
         for chunk in _batches(indices):
             gray = (self._images[chunk] * (255.0 / 16.0)).round().astype(np.uint8)
-            yield np.stack([to_rgb_square(Image.fromarray(g, mode="L"), size) for g in gray])
+            yield np.stack([to_rgb_square(Image.fromarray(g), size) for g in gray])
 
 
 class ShapesSource(Source):
@@ -187,18 +197,9 @@ class ImageFolderSource(Source):
 
     def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
         for chunk in _batches(indices):
-            yield np.stack([self._load(self.files[i], size) for i in chunk])
-
-    @staticmethod
-    def _load(path: str, size: int) -> np.ndarray:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return to_rgb_square(image, size)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise DatasetError(
-                f"cannot read image {path}: {err}. Remove or replace the file."
-            ) from err
+            yield np.stack(
+                [decode_image(self.files[i], size, f"image {self.files[i]}") for i in chunk]
+            )
 
 
 class ParquetSource(Source):
@@ -234,23 +235,14 @@ class ParquetSource(Source):
             for cell in batch.column(0).to_pylist():
                 if row in wanted:
                     data = cell.get("bytes") if isinstance(cell, dict) else cell
-                    buffer.append(self._decode_cell(data, row, size))
+                    where = f"parquet {self.path} row {row}"
+                    buffer.append(decode_image(io.BytesIO(data or b""), size, where))
                     if len(buffer) == DECODE_BATCH:
                         yield np.stack(buffer)
                         buffer = []
                 row += 1
         if buffer:
             yield np.stack(buffer)
-
-    def _decode_cell(self, data: bytes | None, row: int, size: int) -> np.ndarray:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return to_rgb_square(image, size)
-        except (UnidentifiedImageError, OSError, ValueError, TypeError) as err:
-            raise DatasetError(
-                f"parquet {self.path}: cannot read image at row {row}: {err}."
-            ) from err
 
 
 class NpzSource(Source):

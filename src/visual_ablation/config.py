@@ -155,13 +155,9 @@ def _resolve_representations(reps: Any) -> dict[str, dict[str, Any]]:
 
 
 def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
-    out = dict(spec)
+    out = {"weights": "none", "layers": "all", "pooling": "mean", "seed": 0, **spec}
     model = out["model"]
-    out.setdefault("weights", "none" if model != "pixels" else None)
-    out.setdefault("layers", "all")
     out.setdefault("image_size", 16 if model == "pixels" else 64)
-    out.setdefault("pooling", "mean")
-    out.setdefault("seed", 0)
     weights = out["weights"]
     if model == "pixels":
         out["weights"] = None
@@ -211,6 +207,10 @@ def check_backbones(experiment: Experiment) -> None:
     for name, spec in experiment.backbones.items():
         if spec["model"] not in valid_models:
             raise _valid("backbone model", f"backbones.{name}.model", spec["model"], valid_models)
+        if spec["weights"] == "pretrained":
+            problem = backbones.missing_pretrained_weights(spec["model"])
+            if problem:
+                raise ConfigError(f"config key 'backbones.{name}.weights': {problem}")
         if spec["layers"] == "all":
             continue
         layers = backbones.available_layers(spec["model"])

@@ -66,9 +66,9 @@ def main() -> None:
             "split": {"val": 0.15, "test": 0.2, "seed": 0},
         }
     )
-    data_path, data_spec = exp.data_store("shapes"), exp.data_spec("shapes")
+    data_path = exp.data_store("shapes")
     t0 = time.perf_counter()
-    data.prepare(data_spec, data_path, progress=False)
+    data.prepare(exp.data_spec("shapes"), data_path, progress=False)
     print(
         f"data store: {args.n} images at {args.image_size}px in "
         f"{time.perf_counter() - t0:.1f} s, "
@@ -87,7 +87,6 @@ def main() -> None:
         start = time.perf_counter()
         features.extract(
             data_path,
-            data_spec,
             exp.feature_store("shapes", "effnet", "original"),
             exp.feature_spec("shapes", "effnet", "original"),
             device=str(device),
@@ -135,7 +134,6 @@ def main() -> None:
         if backbone != "effnet" or rep != "original":
             features.extract(
                 data_path,
-                data_spec,
                 path,
                 exp.feature_spec("shapes", backbone, rep),
                 device=str(device),

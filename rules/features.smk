@@ -5,6 +5,8 @@
 
 rule features:
     input:
+        # not ancient(): Snakemake skips the params check of jobs downstream of a job
+        # that reruns, so with ancient() a changed feature spec could go unnoticed
         data=os.path.join(CACHE, "data", "{dataset}.zarr"),
         weights=checkpoint_inputs,
     output:
@@ -28,6 +30,5 @@ rule features:
         gpu=1,
     params:
         spec=feature_spec,
-        data_spec=data_spec,
     script:
         "../workflow/scripts/features.py"

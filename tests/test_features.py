@@ -38,7 +38,6 @@ def experiment(tmp_path_factory):
 def run(exp, backbone, rep, batch_size=64):
     return features.extract(
         exp.data_store("digits"),
-        exp.data_spec("digits"),
         exp.feature_store("digits", backbone, rep),
         exp.feature_spec("digits", backbone, rep),
         device="cpu",
@@ -84,15 +83,10 @@ def test_same_config_gives_identical_features(experiment, tmp_path):
 
 
 def test_a_data_store_for_another_config_is_refused(experiment):
-    other = dict(experiment.data_spec("digits"), n=151)
+    spec = experiment.feature_spec("digits", "pixels", "original")
+    spec["dataset"] = dict(spec["dataset"], n=151)
     with pytest.raises(StoreError, match="n: store has 150, config has 151"):
-        features.extract(
-            experiment.data_store("digits"),
-            other,
-            "unused.zarr",
-            experiment.feature_spec("digits", "pixels", "original"),
-            device="cpu",
-        )
+        features.extract(experiment.data_store("digits"), "unused.zarr", spec, device="cpu")
 
 
 def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):

@@ -77,6 +77,21 @@ def test_changing_a_representation_param_replans_only_that_representation(built)
     ]
 
 
+def test_new_split_rebuilds_the_data_store_and_its_features(built):
+    built.write_config(tiny_config(split={"val": 0.15, "test": 0.2, "seed": 1}), "split.yaml")
+    assert rules(built.planned(config="split.yaml")) == (
+        ["all", "feature_table"] + ["features"] * 4 + ["prepare_data"]
+    )
+
+
+def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_dataset(built):
+    digits = {"source": "sklearn-digits", "n": 250, "image_size": 16}
+    built.write_config(tiny_config(datasets={"digits": digits}), "n.yaml")
+    assert rules(built.planned(config="n.yaml")) == (
+        ["all", "feature_table"] + ["features"] * 4 + ["prepare_data"]
+    )
+
+
 def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
     module = built.root / "src" / "visual_ablation" / "features.py"
     config_py = built.root / "src" / "visual_ablation" / "config.py"

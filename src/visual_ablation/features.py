@@ -60,7 +60,6 @@ class Pipeline:
 
 def extract(
     data_path: str,
-    data_spec: dict[str, Any],
     out_path: str,
     spec: dict[str, Any],
     device: str = "auto",
@@ -68,12 +67,16 @@ def extract(
     threads: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Compute the feature store `out_path` defined by `spec` from the data store."""
+    """Compute the feature store `out_path` defined by `spec` from the data store.
+
+    The data store is checked against `spec["dataset"]`, which leaves out the split:
+    features are computed for every image, so a new split keeps them valid.
+    """
     from tqdm import tqdm
 
     devices.set_cpu_threads(threads)
     torch_device = devices.choose_device(device)
-    data = store.open_checked(data_path, data_spec)
+    data = store.open_checked(data_path, spec["dataset"], ignore=("split",))
     images = data["images"]
     n = images.shape[0]
     pipeline = Pipeline(spec, torch_device)

@@ -109,8 +109,14 @@ def rebuild_hint(path: str) -> str:
     )
 
 
-def open_checked(path: str, expected_spec: dict[str, Any]) -> zarr.Group:
-    """Open a finished store, refusing one that is incomplete or made for another spec."""
+def open_checked(
+    path: str, expected_spec: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> zarr.Group:
+    """Open a finished store, refusing one that is incomplete or made for another spec.
+
+    `ignore`: top-level spec keys the reader does not depend on (a feature job reads the
+    images of a data store, not its split).
+    """
     if not os.path.isdir(path):
         raise StoreError(f"store {path} does not exist. {rebuild_hint(path)}")
     try:
@@ -120,7 +126,8 @@ def open_checked(path: str, expected_spec: dict[str, Any]) -> zarr.Group:
     attrs = group.attrs.asdict()
     if attrs.get("complete") is not True:
         raise StoreError(f"store {path} is incomplete (no completion mark). {rebuild_hint(path)}")
-    diffs = _differences(expected_spec, attrs.get("spec", {}))
+    found = {k: v for k, v in attrs.get("spec", {}).items() if k not in ignore}
+    diffs = _differences(expected_spec, found)
     if diffs:
         raise StoreError(
             f"store {path} was built for another config and is not reused:\n  "

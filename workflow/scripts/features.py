@@ -13,7 +13,6 @@ with job_log(smk.log[0]):
 
     features.extract(
         data_path=smk.input.data,
-        data_spec=json.loads(smk.params.data_spec),
         out_path=smk.output[0],
         spec=json.loads(smk.params.spec),
         device=smk.config["extraction"]["device"],

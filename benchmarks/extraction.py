@@ -12,6 +12,7 @@ per image.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -46,7 +47,7 @@ def main() -> None:
 
     devices.set_cpu_threads(args.threads)
     device = devices.choose_device(args.device)
-    root = tempfile.mkdtemp(prefix="va-bench-")
+    root = tempfile.mkdtemp(prefix="va-bench-")  # removed at the end
     exp = resolve(
         {
             "results_dir": root,
@@ -146,7 +147,7 @@ def main() -> None:
             f"{backbone + '/' + rep:<36}{store.store_bytes(path) / args.n:>14.0f}{dims:>8}"
             f"{2 * dims:>10}"
         )
-    print(f"(stores under {root})")
+    shutil.rmtree(root)
 
 
 if __name__ == "__main__":

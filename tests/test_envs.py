@@ -40,3 +40,17 @@ def test_every_rule_names_an_existing_env():
         for line in rule_file.read_text().splitlines():
             if line.strip().startswith('"../envs/'):
                 assert (REPO / "rules" / line.strip().strip('"')).resolve().is_file(), line
+
+
+def test_data_stage_modules_import_without_torch():
+    """prepare_data and feature_table run in envs/data.yaml, which has no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import visual_ablation.data, visual_ablation.store, visual_ablation.logs\n"
+        "import visual_ablation.config"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 import zarr
 
-from visual_ablation import backbones, data, features, representations
+from visual_ablation import backbones, data, features, representations, store
 from visual_ablation.config import resolve
 from visual_ablation.store import StoreError
 
@@ -98,9 +98,9 @@ def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
         "path": experiment.feature_store("digits", "effnet", "original"),
         "spec": experiment.feature_spec("digits", "effnet", "original"),
     }
-    rows = features.inventory([entry])
+    rows = store.inventory([entry])
     assert [r["layer"] for r in rows] == ["blocks.2", "stem"]
     assert all(r["store_bytes_per_image"] > 0 for r in rows)
     changed = dict(entry, spec={**entry["spec"], "format_version": 99})
     with pytest.raises(StoreError, match="format_version: store has 1, config has 99"):
-        features.inventory([changed])
+        store.inventory([changed])

@@ -136,33 +136,3 @@ def read_layer(path: str, spec: dict[str, Any], layer: str) -> np.ndarray:
     if layer not in group.attrs["layers"]:
         raise KeyError(f"store {path} has no layer {layer!r}; it has {group.attrs['layers']}")
     return np.asarray(group[f"layers/{layer}"][:], dtype=np.float32)
-
-
-def inventory(stores: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (store, layer): shape and disk use, each store checked against its spec.
-
-    `stores`: dicts with dataset, backbone, representation, path, spec. A store made for
-    another config raises StoreError here instead of being listed as valid.
-    """
-    rows = []
-    for entry in stores:
-        group = store.open_checked(entry["path"], entry["spec"])
-        attrs = group.attrs.asdict()
-        total = store.store_bytes(entry["path"])
-        for layer in attrs["layers"]:
-            rows.append(
-                {
-                    "dataset": entry["dataset"],
-                    "backbone": entry["backbone"],
-                    "representation": entry["representation"],
-                    "layer": layer,
-                    "n_images": attrs["n_images"],
-                    "dim": attrs["dims"][layer],
-                    "dtype": attrs["dtype"],
-                    "store_bytes_per_image": round(total / max(1, attrs["n_images"]), 1),
-                    "extract_seconds": attrs["seconds"],
-                    "device": attrs["device"],
-                    "path": entry["path"],
-                }
-            )
-    return rows

@@ -177,3 +177,33 @@ class ChunkedWriter:
             raise RuntimeError(
                 f"wrote {self.start} rows into {self.array.name} of {self.array.shape[0]}"
             )
+
+
+def inventory(stores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (store, layer): shape and disk use, each store checked against its spec.
+
+    `stores`: dicts with dataset, backbone, representation, path, spec. A store made for
+    another config raises StoreError here instead of being listed as valid.
+    """
+    rows = []
+    for entry in stores:
+        group = open_checked(entry["path"], entry["spec"])
+        attrs = group.attrs.asdict()
+        total = store_bytes(entry["path"])
+        for layer in attrs["layers"]:
+            rows.append(
+                {
+                    "dataset": entry["dataset"],
+                    "backbone": entry["backbone"],
+                    "representation": entry["representation"],
+                    "layer": layer,
+                    "n_images": attrs["n_images"],
+                    "dim": attrs["dims"][layer],
+                    "dtype": attrs["dtype"],
+                    "store_bytes_per_image": round(total / max(1, attrs["n_images"]), 1),
+                    "extract_seconds": attrs["seconds"],
+                    "device": attrs["device"],
+                    "path": entry["path"],
+                }
+            )
+    return rows

@@ -110,15 +110,20 @@ def _module(model: str, image_size: int, weights: str | None, seed: int) -> nn.M
 
 
 @functools.cache
+def _structure(model: str) -> nn.Module:
+    """A torchvision model on the meta device: its module tree, no memory, no weights."""
+    with torch.device("meta"):
+        return _torchvision_model(model, pretrained=False)
+
+
+@functools.cache
 def available_layers(model: str) -> list[str]:
     """Every layer name the model accepts."""
     if model == "pixels":
         return ["pixels"]
     if model == "efficientnet_lite0":
         return list(EFFNET_LITE0_LAYERS)
-    with torch.device("meta"):
-        net = _torchvision_model(model, pretrained=False)
-    return [name for name, _ in net.named_modules() if name]
+    return [name for name, _ in _structure(model).named_modules() if name]
 
 
 @functools.cache
@@ -131,8 +136,7 @@ def default_layers(model: str) -> list[str]:
     """
     if model in ("pixels", "efficientnet_lite0"):
         return available_layers(model)
-    with torch.device("meta"):
-        net = _torchvision_model(model, pretrained=False)
+    net = _structure(model)
     children = dict(net.named_children())
     if isinstance(children.get("features"), nn.Sequential):
         return [f"features.{n}" for n, _ in children["features"].named_children()]

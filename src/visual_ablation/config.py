@@ -54,7 +54,6 @@ class Experiment:
     representations: dict[str, dict[str, Any]]
     backbones: dict[str, dict[str, Any]]
     split: dict[str, Any]
-    extraction: dict[str, Any]
 
     def data_store(self, dataset: str) -> str:
         return os.path.join(self.cache_dir, "data", f"{dataset}.zarr")
@@ -170,8 +169,6 @@ def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, 
                 "Use 'none', 'pretrained' or the path of a saved state_dict."
             )
         out["weights"] = str(path.resolve())
-    if isinstance(out["layers"], str) and out["layers"] != "all":
-        out["layers"] = [out["layers"]]
     return out
 
 
@@ -192,7 +189,6 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         representations=_resolve_representations(config["representations"]),
         backbones=backbones,
         split=dict(config["split"]),
-        extraction=dict(config.get("extraction", {})),
     )
 
 

@@ -82,7 +82,7 @@ def main() -> None:
         features.to_tensor(images[i : i + args.batch_size], device)
         for i in range(0, len(images), args.batch_size)
     ]
-    bare_net = backbones.LayerExtractor(exp.backbones["effnet"] | {"name": "effnet"}, device)
+    bare_net = backbones.LayerExtractor(exp.backbones["effnet"], device)
 
     def run_path() -> float:
         start = time.perf_counter()

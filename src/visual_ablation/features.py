@@ -98,7 +98,8 @@ def extract(
                 batch = block[offset : offset + batch_size]
                 feats = pipeline(batch, start + offset)
                 for layer in layers:
-                    values = feats[layer].float().cpu().numpy().astype(FEATURE_DTYPE)
+                    # cast on the device: half the bytes to copy back
+                    values = feats[layer].to(torch.float16).cpu().numpy()
                     if not np.isfinite(values).all():
                         raise FloatingPointError(
                             f"layer {layer}: non-finite features (overflow in float16 or NaN "

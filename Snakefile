@@ -1,5 +1,5 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> features -> feature table (probes come next).
+# Stages (one rule file each): data -> features (+ inventory) -> train -> report.
 import os
 import re
 import sys
@@ -19,13 +19,22 @@ configfile: "config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/features.smk"
 include: "rules/inventory.smk"
+include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         FEATURE_TABLE,
+        METRICS,
+        SUMMARY,
+        figure_paths("accuracy_by_layer"),
+        figure_paths("difference_heatmap"),

@@ -17,12 +17,17 @@ CACHE = EXPERIMENT.cache_dir
 LOGS = os.path.join(RESULTS, "logs")
 BENCHMARKS = os.path.join(RESULTS, "benchmarks")
 FEATURE_TABLE = os.path.join(RESULTS, "feature_stores.csv")
+METRICS = os.path.join(RESULTS, "metrics.csv")
+SUMMARY = os.path.join(RESULTS, "summary.csv")
+FIGURES = os.path.join(RESULTS, "figures")
 
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, EXPERIMENT.datasets)),
     backbone="|".join(map(re.escape, EXPERIMENT.backbones)),
     representation="|".join(map(re.escape, EXPERIMENT.representations)),
+    probe="|".join(map(re.escape, EXPERIMENT.probes)),
+    run=r"\d+",
 
 
 def data_spec(wildcards):
@@ -47,4 +52,23 @@ def checkpoint_inputs(wildcards):
 def all_feature_stores():
     return [
         EXPERIMENT.feature_store(*target) for target in EXPERIMENT.feature_targets()
+    ]
+
+
+def probe_spec(wildcards):
+    """A probe config's defining spec: changing one probe re-plans only its train jobs."""
+    return canonical(EXPERIMENT.probe_spec(wildcards.probe))
+
+
+def all_run_tables():
+    return EXPERIMENT.run_tables()
+
+
+def figure_paths(name):
+    """One figure per (dataset, backbone, probe)."""
+    return [
+        os.path.join(FIGURES, dataset, backbone, probe, f"{name}.png")
+        for dataset in EXPERIMENT.datasets
+        for backbone in EXPERIMENT.backbones
+        for probe in EXPERIMENT.probes
     ]

@@ -44,6 +44,12 @@ def tiny_config(**overrides) -> dict:
         },
         "split": {"val": 0.15, "test": 0.2, "seed": 0},
         "extraction": {"threads": 1, "batch_size": 64},
+        "probes": {
+            "linear": {"hidden": 0, "max_epochs": 20, "patience": 5},
+            "mlp": {"hidden": 16, "max_epochs": 20, "patience": 5},
+        },
+        "runs": 3,
+        "training": {"threads": 1},
     }
     config.update(overrides)
     return config

@@ -70,6 +70,36 @@ def test_negative_split_fraction_is_a_schema_error(workflow_copy):
     assert "['split']['val']" in out
 
 
+@pytest.mark.parametrize(
+    "probe, key",
+    [({"hidden": 0, "patience": 0}, "patience"), ({"hidden": 0, "lr": -0.001}, "lr")],
+)
+def test_bad_probe_config_is_a_schema_error(workflow_copy, probe, key):
+    out = failing(workflow_copy, tiny_config(probes={"linear": probe}), "-n")
+    assert f"['probes']['linear']['{key}']" in out
+
+
+def test_non_finite_features_fail_the_train_job_naming_the_layer(workflow_copy):
+    import zarr
+
+    config = tiny_config(representations=["original"], runs=1)
+    del config["backbones"]["pixels"]
+    config["probes"] = {"linear": {"hidden": 0, "max_epochs": 5}}
+    workflow_copy.write_config(config)
+    workflow_copy.run("--until", "features")
+    layer = workflow_copy.workdir / "results/features/digits/effnet/original.zarr/layers/blocks.0"
+    array = zarr.open_array(layer, mode="r+")
+    values = array[:]
+    values[5, 1] = np.inf
+    array[:] = values
+    proc = workflow_copy.run(check=False)
+    assert proc.returncode != 0
+    assert (
+        "FeatureError" in proc.output and "layer 'blocks.0' has 1 non-finite values" in proc.output
+    )
+    assert not (workflow_copy.workdir / "results/metrics.csv").exists()
+
+
 def test_unreadable_image_in_imagefolder_names_the_file(workflow_copy, tmp_path):
     root = tmp_path / "folder"
     rng = np.random.default_rng(0)

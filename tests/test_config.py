@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visual_ablation.config import ConfigError, check_backbones, resolve
+from visual_ablation.config import PROBE_DEFAULTS, ConfigError, check_backbones, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,22 @@ def test_default_config_resolves_and_its_layers_exist():
     config.setdefault("split", {"val": 0.15, "test": 0.2, "seed": 0})
     exp = resolve(config)
     check_backbones(exp)
-    assert len(exp.feature_targets()) == 2 * 2 * 8
-    assert exp.datasets["digits"]["image_size"] == 32
+    assert len(exp.feature_targets()) == 1 * 2 * 8
+    assert exp.datasets["shapes"]["image_size"] == 64
+    assert len(exp.run_tables()) == 16 * 2 * 3  # x 2 probes x 3 runs
+    assert exp.reference == "original"
+
+
+def test_probe_defaults_fill_every_key_and_the_reference_follows_kind():
+    exp = resolve(base(probes={"lin": {"hidden": 0}, "mlp": {"hidden": 8, "lr": 0.01}}))
+    assert exp.probes["lin"] == PROBE_DEFAULTS
+    assert exp.probes["mlp"] == {**PROBE_DEFAULTS, "hidden": 8, "lr": 0.01}
+    assert exp.probe_spec("mlp")["name"] == "mlp"
+    exp = resolve(
+        base(representations={"orig": {"kind": "original"}, "gray": {"kind": "grayscale"}})
+    )
+    assert exp.reference == "orig"
+    assert resolve(base(representations=["grayscale"])).reference is None
 
 
 def test_cache_dir_defaults_to_results_dir_and_can_move():

@@ -42,15 +42,23 @@ def test_every_rule_names_an_existing_env():
                 assert (REPO / "rules" / line.strip().strip('"')).resolve().is_file(), line
 
 
-def test_data_stage_modules_import_without_torch():
-    """prepare_data and feature_table run in envs/data.yaml, which has no torch."""
+def test_data_and_report_stage_modules_import_without_torch():
+    """prepare_data and feature_table run in envs/data.yaml, aggregate and plots in
+    envs/report.yaml: neither has torch."""
     import subprocess
     import sys
 
     code = (
-        "import sys; sys.modules['torch'] = None\n"
+        # an import blocker, not sys.modules['torch'] = None: scipy looks torch up there
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
         "import visual_ablation.data, visual_ablation.store, visual_ablation.logs\n"
-        "import visual_ablation.config"
+        "import visual_ablation.config\n"
+        # aggregate and plots run in envs/report.yaml, which has no torch either
+        "import visual_ablation.report, visual_ablation.stats, visual_ablation.plots"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

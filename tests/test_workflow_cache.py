@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
+
 import pytest
 import zarr
 from conftest import Workflow, copy_workflow, tiny_config
+
+# tiny config: 1 dataset x 2 backbones x 2 representations x 2 probes x 3 runs
+TRAIN_JOBS = 2 * 2 * 2 * 3
+PLOT_JOBS = 2 * 2  # (dataset, backbone, probe)
+REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "all": 1}
 
 pytestmark = pytest.mark.workflow
 
@@ -22,6 +30,14 @@ def rules(jobs):
     return sorted(rule for rule, _ in jobs)
 
 
+def counts(jobs) -> dict[str, int]:
+    return dict(Counter(rule for rule, _ in jobs))
+
+
+def outputs(jobs, rule):
+    return sorted(out for r, out in jobs if r == rule)
+
+
 def test_full_run_makes_every_store_and_the_table(built):
     results = built.workdir / "results"
     for backbone in ("effnet", "pixels"):
@@ -33,10 +49,87 @@ def test_full_run_makes_every_store_and_the_table(built):
     assert len(table) == 1 + 2 * 2 + 2 * 1  # effnet: 2 layers x 2 reps; pixels: 1 x 2
 
 
+def test_full_run_makes_runs_metrics_summary_and_figures(built):
+    results = built.workdir / "results"
+    rows = list(csv.DictReader(open(results / "metrics.csv")))
+    # layers: effnet 2, pixels 1; x 2 representations x 2 probes x 3 runs
+    assert len(rows) == (2 + 1) * 2 * 2 * 3
+    for column in ["dataset", "backbone", "representation", "layer", "probe", "run"]:
+        assert column in rows[0]
+    for column in ["accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "best_epoch"]:
+        assert column in rows[0]
+    for column in ["epochs", "train_seconds", "n_train", "n_val", "n_test"]:
+        assert column in rows[0]
+    assert {r["run"] for r in rows} == {"0", "1", "2"}
+    assert {(r["n_train"], r["n_val"], r["n_test"]) for r in rows} == {("130", "30", "40")}
+    summary = list(csv.DictReader(open(results / "summary.csv")))
+    assert len(summary) == (2 + 1) * 2 * 2
+    assert {s["n_runs"] for s in summary} == {"3"}
+    gray = [s for s in summary if s["representation"] == "grayscale"]
+    assert all(s["n_pairs"] == "3" and s["accuracy_p_holm"] != "" for s in gray)
+    figures = sorted(p.relative_to(results / "figures") for p in results.rglob("*.png"))
+    assert [str(f) for f in figures] == [
+        f"digits/{b}/{p}/{name}.png"
+        for b in ("effnet", "pixels")
+        for p in ("linear", "mlp")
+        for name in ("accuracy_by_layer", "difference_heatmap")
+    ]
+
+
 def test_complete_run_has_nothing_to_do(built):
     assert built.planned() == []
-    # more probe runs never touch the feature cache
-    assert built.planned("--config", "runs=20") == []
+
+
+def test_more_runs_plan_only_the_new_train_jobs(built):
+    jobs = built.planned("--config", "runs=5")
+    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, **REPORT_JOBS}
+    expected = [
+        f"results/runs/digits/{b}/{r}/{p}/run{run}.csv"
+        for b in ("effnet", "pixels")
+        for r in ("grayscale", "original")
+        for p in ("linear", "mlp")
+        for run in (3, 4)
+    ]
+    assert outputs(jobs, "train") == sorted(expected)
+
+
+def test_a_new_probe_config_plans_only_its_train_jobs(built):
+    config = tiny_config()
+    config["probes"]["wide"] = {"hidden": 64, "max_epochs": 20}
+    built.write_config(config, "new_probe.yaml")
+    jobs = built.planned(config="new_probe.yaml")
+    assert counts(jobs) == {"train": 2 * 2 * 3, "aggregate": 1, "plots": PLOT_JOBS + 2, "all": 1}
+    assert all("/wide/run" in out for out in outputs(jobs, "train"))
+
+
+def test_changing_one_probes_lr_replans_only_its_train_jobs(built):
+    config = tiny_config()
+    config["probes"]["mlp"]["lr"] = 0.003
+    built.write_config(config, "lr.yaml")
+    jobs = built.planned(config="lr.yaml")
+    assert counts(jobs) == {"train": 2 * 2 * 3, **REPORT_JOBS}
+    assert all("/mlp/run" in out for out in outputs(jobs, "train"))
+
+
+def test_rerunning_a_train_job_gives_the_same_csv(built):
+    target = "results/runs/digits/effnet/grayscale/mlp/run1.csv"
+    path = built.workdir / target
+
+    def without_timings():
+        rows = list(csv.DictReader(open(path)))
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+    before, mtime = without_timings(), path.stat().st_mtime_ns
+    built.run(target, "--forcerun", target)
+    assert path.stat().st_mtime_ns != mtime  # it really ran again
+    assert without_timings() == before
+    built.run()  # bring aggregate and plots up to date for the tests that follow
+
+
+def test_report_html_contains_the_figures(built):
+    built.run("--report", "report.html")
+    html = (built.workdir / "report.html").read_text(errors="replace")
+    assert "accuracy_by_layer.png" in html and "difference_heatmap.png" in html
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
@@ -49,7 +142,13 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
         "results/features/digits/effnet/grayscale.zarr",
         "results/features/digits/effnet/original.zarr",
     ]
-    assert rules(jobs) == ["all", "feature_table", "features", "features"]
+    assert counts(jobs) == {
+        "features": 2,
+        "feature_table": 1,
+        "train": 2 * 2 * 3,  # effnet's stores only
+        **REPORT_JOBS,
+    }
+    assert all("/effnet/" in out for out in outputs(jobs, "train"))
 
 
 def test_adding_a_representation_plans_only_its_jobs(built):
@@ -62,6 +161,8 @@ def test_adding_a_representation_plans_only_its_jobs(built):
         "results/features/digits/pixels/edges.zarr",
     ]
     assert "prepare_data" not in rules(jobs)
+    assert counts(jobs)["train"] == 2 * 2 * 3
+    assert all("/edges/" in out for out in outputs(jobs, "train"))
 
 
 def test_changing_a_representation_param_replans_only_that_representation(built):
@@ -79,17 +180,25 @@ def test_changing_a_representation_param_replans_only_that_representation(built)
 
 def test_new_split_rebuilds_the_data_store_and_its_features(built):
     built.write_config(tiny_config(split={"val": 0.15, "test": 0.2, "seed": 1}), "split.yaml")
-    assert rules(built.planned(config="split.yaml")) == (
-        ["all", "feature_table"] + ["features"] * 4 + ["prepare_data"]
-    )
+    assert counts(built.planned(config="split.yaml")) == {
+        "prepare_data": 1,
+        "features": 4,
+        "feature_table": 1,
+        "train": TRAIN_JOBS,
+        **REPORT_JOBS,
+    }
 
 
 def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_dataset(built):
     digits = {"source": "sklearn-digits", "n": 250, "image_size": 16}
     built.write_config(tiny_config(datasets={"digits": digits}), "n.yaml")
-    assert rules(built.planned(config="n.yaml")) == (
-        ["all", "feature_table"] + ["features"] * 4 + ["prepare_data"]
-    )
+    assert counts(built.planned(config="n.yaml")) == {
+        "prepare_data": 1,
+        "features": 4,
+        "feature_table": 1,
+        "train": TRAIN_JOBS,
+        **REPORT_JOBS,
+    }
 
 
 def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
@@ -103,7 +212,17 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
             config_text.replace("FEATURE_FORMAT_VERSION = 1", "FEATURE_FORMAT_VERSION = 2")
         )
         jobs = built.planned()
-        assert rules(jobs) == ["all", "feature_table"] + ["features"] * 4
+        assert counts(jobs) == {
+            "features": 4,
+            "feature_table": 1,
+            "train": TRAIN_JOBS,
+            **REPORT_JOBS,
+        }
+        # a new probe format re-plans every train job and no feature job
+        config_py.write_text(
+            config_text.replace("PROBE_FORMAT_VERSION = 1", "PROBE_FORMAT_VERSION = 2")
+        )
+        assert counts(built.planned()) == {"train": TRAIN_JOBS, **REPORT_JOBS}
     finally:
         module.write_text(module_text)
         config_py.write_text(config_text)
@@ -120,7 +239,9 @@ def test_until_features_builds_only_data_and_features(built, tmp_path):
         "pixels",
     ]
     assert not (results / "feature_stores.csv").exists()
-    assert rules(wf.planned()) == ["all", "feature_table"]
+    assert not (results / "runs").exists()
+    left = counts(wf.planned())
+    assert "features" not in left and "prepare_data" not in left
 
 
 def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built, tmp_path):
@@ -128,8 +249,10 @@ def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built
     # same definitions, separate results: reuses every store, recomputes nothing
     same = Workflow(built.root, tmp_path / "expB")
     same.write_config(tiny_config(results_dir="resultsB", cache_dir=str(cache)))
-    assert rules(same.planned()) == ["all", "feature_table"]
-    same.run()
+    left = counts(same.planned())
+    assert "features" not in left and "prepare_data" not in left
+    assert left["train"] == TRAIN_JOBS
+    same.run("resultsB/feature_stores.csv")
     assert (same.workdir / "resultsB" / "feature_stores.csv").exists()
     # the same dataset name meaning something else: refused on read, with the fix
     other = Workflow(built.root, tmp_path / "expC")
@@ -143,6 +266,7 @@ def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built
     proc = other.run(check=False)
     assert proc.returncode != 0
     assert "was built for another config" in proc.output
-    assert "dataset.n: store has 200, config has 300" in proc.output
+    # the first job to read a shared store refuses it (a train job reads the data store)
+    assert "n: store has 200, config has 300" in proc.output
     assert "--forcerun" in proc.output
     assert not (other.workdir / "resultsC" / "feature_stores.csv").exists()

@@ -18,6 +18,9 @@ from typing import Any
 # kind is then re-planned. Editing package code that does not change meaning must not.
 DATA_FORMAT_VERSION = 1
 FEATURE_FORMAT_VERSION = 1
+# Bump when what a train job computes changes (probe model, training, metrics): every
+# train job is re-planned, no feature store is.
+PROBE_FORMAT_VERSION = 1
 
 SOURCES = ("sklearn-digits", "synthetic-shapes", "imagefolder", "parquet", "npz")
 SOURCES_WITH_PATH = ("imagefolder", "parquet", "npz")
@@ -35,6 +38,18 @@ REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "edges": {},
     "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.0, "seed": 0},
 }
+
+# Probe config defaults (the schema documents them); measured against scikit-learn's
+# LogisticRegression on digits (tests/test_probes.py).
+PROBE_DEFAULTS: dict[str, Any] = {
+    "hidden": 0,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "max_epochs": 300,
+    "patience": 15,
+    "batch_size": 128,
+}
+REFERENCE = "original"
 
 POOLINGS = ("mean", "cls")
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -54,6 +69,8 @@ class Experiment:
     representations: dict[str, dict[str, Any]]
     backbones: dict[str, dict[str, Any]]
     split: dict[str, Any]
+    probes: dict[str, dict[str, Any]]
+    runs: int
 
     def data_store(self, dataset: str) -> str:
         return os.path.join(self.cache_dir, "data", f"{dataset}.zarr")
@@ -85,6 +102,35 @@ class Experiment:
         return [
             (d, b, r) for d in self.datasets for b in self.backbones for r in self.representations
         ]
+
+    def probe_spec(self, probe: str) -> dict[str, Any]:
+        """Everything that defines a train job's result besides its store and run."""
+        return {"format_version": PROBE_FORMAT_VERSION, "name": probe, **self.probes[probe]}
+
+    def run_table(
+        self, dataset: str, backbone: str, representation: str, probe: str, run: int
+    ) -> str:
+        return os.path.join(
+            self.results_dir, "runs", dataset, backbone, representation, probe, f"run{run}.csv"
+        )
+
+    def run_tables(self) -> list[str]:
+        """Every train job's csv, in config order (datasets, backbones, representations,
+        probes, runs): the order of metrics.csv."""
+        return [
+            self.run_table(d, b, r, p, run)
+            for d, b, r in self.feature_targets()
+            for p in self.probes
+            for run in range(self.runs)
+        ]
+
+    @property
+    def reference(self) -> str | None:
+        """The representation every other is compared with: `original`, or the first
+        entry of kind original; None when there is none (no differences then)."""
+        if REFERENCE in self.representations:
+            return REFERENCE
+        return next((n for n, r in self.representations.items() if r["kind"] == REFERENCE), None)
 
 
 def canonical(spec: dict[str, Any]) -> str:
@@ -182,6 +228,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
     if not backbones:
         raise ConfigError("config key 'backbones': define at least one backbone.")
     results_dir = str(config.get("results_dir", "results"))
+    probes = config.get("probes") or {"linear": {"hidden": 0}, "mlp": {"hidden": 256}}
     return Experiment(
         results_dir=results_dir,
         cache_dir=str(config.get("cache_dir") or results_dir),
@@ -189,6 +236,8 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         representations=_resolve_representations(config["representations"]),
         backbones=backbones,
         split=dict(config["split"]),
+        probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
+        runs=int(config.get("runs", 10)),
     )
 
 

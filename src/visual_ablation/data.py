@@ -328,11 +328,26 @@ def stratified_split(
             rest, test_size=val / (1.0 - test), stratify=labels[rest], random_state=seed
         )
     except ValueError as err:
+        n_test = math.ceil(test * len(labels))
+        n_val = math.ceil(val / (1.0 - test) * (len(labels) - n_test))
         raise DatasetError(
-            f"dataset '{name}': cannot split {len(labels)} images "
-            f"(smallest class: {present.min()}) into val={val}, test={test}: {err}"
+            f"dataset '{name}': cannot split {len(labels)} images of {len(present)} classes "
+            f"(smallest class: {present.min()}) into val={val}, test={test}: that gives "
+            f"train={len(labels) - n_test - n_val}, val={n_val}, test={n_test} images, and "
+            f"each part needs at least one image per class ({err}). Use more images or "
+            "larger split fractions."
         ) from err
     split[val_idx], split[test_idx] = VAL, TEST
+    sizes = {
+        part: int((split == code).sum())
+        for part, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
+    }
+    if min(sizes.values()) == 0:
+        raise DatasetError(
+            f"dataset '{name}': the split of {len(labels)} images has an empty part "
+            f"(train={sizes['train']}, val={sizes['val']}, test={sizes['test']}). "
+            "Use more images or larger split fractions."
+        )
     return split
 
 

@@ -1,0 +1,173 @@
+"""Probe training: one train job's work against scikit-learn, and its fixed cost.
+
+Builds one real feature store (synthetic shapes, pretrained EfficientNet-Lite0, the
+default config's 8 layers) in a temporary directory, then prints:
+
+1. seconds to train every layer's probe of that store for one run (the batched heads of
+   `probes.train`, the default linear probe) against scikit-learn's LogisticRegression
+   fitted layer by layer on the same standardised features, with test accuracies;
+2. the fixed cost of one train job: a fresh process that does exactly what the train
+   script does (imports, store reads, training, metrics, csv), its wall time minus its
+   training time, against a bare `python -c "import torch"`.
+
+Repeats are interleaved and medians reported (this machine's timings drift 10-20%).
+
+    .venv/bin/python benchmarks/training.py                  # n=2000, 3 repeats
+    .venv/bin/python benchmarks/training.py --n 10000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from visual_ablation import data, devices, features, metrics, probes, training
+from visual_ablation.config import resolve
+
+LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+JOB = """
+import json, sys, time
+sys.path.insert(0, {src!r})
+from visual_ablation import training
+args = json.loads({args!r})
+rows = training.train_store(**args["job"])
+training.write_csv(rows, args["out"])
+print(json.dumps({{"train_seconds": rows[0]["train_seconds"]}}))
+"""
+
+
+def timed_process(code: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.perf_counter() - t0, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="synthetic-shapes images")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probe", default="linear", choices=["linear", "mlp"])
+    args = parser.parse_args()
+
+    root = tempfile.mkdtemp(prefix="va-bench-train-")  # removed at the end
+    hidden = 0 if args.probe == "linear" else 256
+    exp = resolve(
+        {
+            "results_dir": root,
+            "datasets": {"shapes": {"source": "synthetic-shapes", "n": args.n}},
+            "representations": ["original"],
+            "backbones": {
+                "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", "layers": LAYERS}
+            },
+            "split": {"val": 0.15, "test": 0.2, "seed": 0},
+            "probes": {args.probe: {"hidden": hidden}},
+        }
+    )
+    try:
+        feature_path = exp.feature_store("shapes", "effnet", "original")
+        feature_spec = exp.feature_spec("shapes", "effnet", "original")
+        data_spec = exp.data_spec("shapes")
+        data.prepare(data_spec, exp.data_store("shapes"), progress=False)
+        devices.set_cpu_threads(2)
+        features.extract(
+            exp.data_store("shapes"), feature_path, feature_spec, device="cpu", progress=False
+        )
+        devices.set_cpu_threads(1)  # a train job's default threads
+        feats = training.read_features(feature_path, feature_spec)
+        labels, split, n_classes = training.read_labels(exp.data_store("shapes"), data_spec)
+        config = probes.ProbeConfig.from_spec(exp.probe_spec(args.probe))
+        train, test = split == probes.TRAIN, split == probes.TEST
+
+        from sklearn.linear_model import LogisticRegression
+
+        def ours() -> tuple[float, list[float]]:
+            heads, seconds = probes.train(feats, labels, split, n_classes, config, run=0)
+            return seconds, [
+                metrics.classification_metrics(labels[test], h.test_proba)["accuracy"]
+                for h in heads
+            ]
+
+        def sklearn() -> tuple[float, list[float]]:
+            seconds, accuracy = 0.0, []
+            for values in feats.values():
+                z = probes.standardise(values, train)
+                t0 = time.perf_counter()
+                model = LogisticRegression(max_iter=2000).fit(z[train], labels[train])
+                seconds += time.perf_counter() - t0
+                accuracy.append(model.score(z[test], labels[test]))
+            return seconds, accuracy
+
+        job = {
+            "job": {
+                "feature_path": feature_path,
+                "data_path": exp.data_store("shapes"),
+                "feature_spec": feature_spec,
+                "data_spec": data_spec,
+                "probe_spec": exp.probe_spec(args.probe),
+                "run": 0,
+                "device": "cpu",
+                "threads": 1,
+            },
+            "out": str(Path(root) / "run0.csv"),
+        }
+        job_code = JOB.format(src=SRC, args=json.dumps(job))
+        times: dict[str, list[float]] = {
+            k: [] for k in ("ours", "sklearn", "import", "job", "job_train")
+        }
+        for _ in range(args.repeats):
+            seconds, our_acc = ours()
+            times["ours"].append(seconds)
+            seconds, sk_acc = sklearn()
+            times["sklearn"].append(seconds)
+            times["import"].append(timed_process("import torch")[0])
+            wall, out = timed_process(job_code)
+            times["job"].append(wall)
+            times["job_train"].append(json.loads(out.splitlines()[-1])["train_seconds"])
+        med = {k: statistics.median(v) for k, v in times.items()}
+        fixed = statistics.median(
+            j - t for j, t in zip(times["job"], times["job_train"], strict=True)
+        )
+
+        n_train = int(train.sum())
+        print(
+            f"store: shapes n={args.n} ({n_train} train), effnet {len(LAYERS)} layers, "
+            f"{sum(v.shape[1] for v in feats.values())} dims; {args.probe} probe; "
+            f"median of {args.repeats}, 1 thread"
+        )
+        print(f"{'':38s}{'seconds':>10s}{'ratio':>8s}")
+        print(f"{'train all layers, one run (ours)':38s}{med['ours']:10.2f}{1.0:8.2f}")
+        print(
+            f"{'sklearn LogisticRegression per layer':38s}{med['sklearn']:10.2f}"
+            f"{med['sklearn'] / med['ours']:8.2f}"
+        )
+        bare = "bare python -c 'import torch'"
+        print(f"{bare:38s}{med['import']:10.2f}{1.0:8.2f}")
+        print(
+            f"{'train job, whole process':38s}{med['job']:10.2f}{med['job'] / med['import']:8.2f}"
+        )
+        print(f"{'  of which training':38s}{med['job_train']:10.2f}")
+        print(
+            f"{'  fixed cost (start, imports, reads)':38s}{fixed:10.2f}{fixed / med['import']:8.2f}"
+        )
+        print(f"fixed cost / training time: {fixed / med['job_train']:.2f}")
+        print("test accuracy per layer (ours vs sklearn):")
+        for layer, a, b in zip(feats, our_acc, sk_acc, strict=True):
+            print(f"  {layer:10s} {a:.4f}  {b:.4f}")
+        print(f"  {'mean':10s} {np.mean(our_acc):.4f}  {np.mean(sk_acc):.4f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Figures from the summary table: accuracy by layer with CI bands, and a heatmap of the
+paired difference to the reference representation."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; jobs have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+SIGNIFICANCE = 0.05
+
+
+def _title(dataset: str, backbone: str, probe: str) -> str:
+    return f"{dataset} / {backbone} / {probe} probe"
+
+
+def _select(summary: pd.DataFrame, dataset: str, backbone: str, probe: str) -> pd.DataFrame:
+    part = summary[
+        (summary["dataset"] == dataset)
+        & (summary["backbone"] == backbone)
+        & (summary["probe"] == probe)
+    ]
+    if part.empty:
+        raise ValueError(
+            f"summary has no rows for dataset={dataset} backbone={backbone} probe={probe}"
+        )
+    return part
+
+
+def accuracy_by_layer(
+    summary: pd.DataFrame,
+    dataset: str,
+    backbone: str,
+    probe: str,
+    path: str,
+    reference: str | None = "original",
+) -> None:
+    """Mean test accuracy per layer, one line and 95% CI band per representation."""
+    part = _select(summary, dataset, backbone, probe)
+    layers = list(dict.fromkeys(part["layer"]))
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers) + 3), 4.5))
+    for representation, rows in part.groupby("representation", sort=False):
+        rows = rows.set_index("layer").reindex(layers)
+        is_ref = representation == reference
+        line = ax.plot(
+            x,
+            rows["accuracy_mean"],
+            marker="o",
+            markersize=3,
+            color="black" if is_ref else None,
+            linewidth=2.4 if is_ref else 1.4,
+            label=representation,
+            zorder=3 if is_ref else 2,
+        )[0]
+        ax.fill_between(
+            x,
+            rows["accuracy_ci_low"],
+            rows["accuracy_ci_high"],
+            color=line.get_color(),
+            alpha=0.15,
+            linewidth=0,
+        )
+    if "n_classes" in part and part["n_classes"].notna().any():
+        ax.axhline(
+            1.0 / part["n_classes"].max(), color="grey", linestyle=":", linewidth=1, label="chance"
+        )
+    n_runs = int(part["n_runs"].min())
+    ax.set_xticks(x, layers, rotation=45, ha="right")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"test accuracy (mean, 95% CI over {n_runs} runs)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(_title(dataset, backbone, probe))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
+    _save(fig, path)
+
+
+def difference_heatmap(
+    summary: pd.DataFrame,
+    dataset: str,
+    backbone: str,
+    probe: str,
+    path: str,
+    reference: str | None = "original",
+) -> None:
+    """Paired accuracy difference to `reference` in points, representation x layer;
+    * marks a Holm-adjusted p < 0.05."""
+    part = _select(summary, dataset, backbone, probe)
+    part = part[part["representation"] != reference]
+    layers = list(dict.fromkeys(part["layer"]))
+    representations = list(dict.fromkeys(part["representation"]))
+    diff = part.pivot(index="representation", columns="layer", values="accuracy_diff").reindex(
+        index=representations, columns=layers
+    )
+    p_holm = part.pivot(index="representation", columns="layer", values="accuracy_p_holm").reindex(
+        index=representations, columns=layers
+    )
+    points = 100.0 * diff.to_numpy(dtype=float)
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 0.75 * len(layers) + 3), max(3.0, 0.45 * len(representations) + 1.8))
+    )
+    if np.isfinite(points).any():
+        limit = max(float(np.nanmax(np.abs(points))), 0.5)
+        image = ax.imshow(points, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
+        fig.colorbar(image, ax=ax, label=f"accuracy - {reference} (points)")
+        for i in range(points.shape[0]):
+            for j in range(points.shape[1]):
+                if np.isfinite(points[i, j]):
+                    star = "*" if p_holm.iat[i, j] < SIGNIFICANCE else ""
+                    dark = abs(points[i, j]) > 0.6 * limit
+                    ax.text(
+                        j,
+                        i,
+                        f"{points[i, j]:.1f}{star}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
+    else:
+        ax.text(0.5, 0.5, f"no paired runs with '{reference}'", transform=ax.transAxes, ha="center")
+    ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
+    ax.set_yticks(np.arange(len(representations)), representations)
+    ax.set_xlabel("layer")
+    ax.set_title(
+        f"{_title(dataset, backbone, probe)}: accuracy vs {reference} (* Holm p < {SIGNIFICANCE})"
+    )
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

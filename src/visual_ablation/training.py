@@ -1,0 +1,129 @@
+"""The train stage: one feature store x one probe config x one run -> one csv row per layer.
+
+Reads the checked data store (labels, split) and feature store (every layer), trains one
+probe head per layer together (probes.py), scores each on the test split (metrics.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from visual_ablation import metrics, probes, store
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["dataset", "backbone", "representation", "layer", "probe", "run"]
+COUNT_COLUMNS = ["best_epoch", "epochs", "train_seconds", "n_train", "n_val", "n_test"]
+EXTRA_COLUMNS = ["n_features", "n_classes", "best_val_loss", "device"]
+COLUMNS = ID_COLUMNS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
+# columns that may differ between two runs of the same job (everything else must not)
+TIMING_COLUMNS = ["train_seconds"]
+
+
+def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every layer of a checked feature store, in the store's layer order."""
+    group = store.open_checked(path, spec)
+    return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
+
+
+def read_labels(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    """labels, split and the number of classes of a checked data store."""
+    group = store.open_checked(path, spec)
+    return group["labels"][:], group["split"][:], len(group.attrs["class_names"])
+
+
+def train_store(
+    feature_path: str,
+    data_path: str,
+    feature_spec: dict[str, Any],
+    data_spec: dict[str, Any],
+    probe_spec: dict[str, Any],
+    run: int,
+    device: str = "auto",
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Train and score `probe_spec` on every layer of one feature store for one run."""
+    import torch
+
+    from visual_ablation.devices import choose_device, set_cpu_threads
+
+    set_cpu_threads(threads)
+    torch.manual_seed(run)
+    torch_device = choose_device(device)
+    labels, split, n_classes = read_labels(data_path, data_spec)
+    sizes = probes.check_split(split, f"data store {data_path}")
+    t0 = time.perf_counter()
+    features = read_features(feature_path, feature_spec)
+    log.info(
+        "read %d layers of %s in %.2f s; split %s",
+        len(features),
+        feature_path,
+        time.perf_counter() - t0,
+        sizes,
+    )
+    config = probes.ProbeConfig.from_spec(probe_spec)
+    heads, seconds = probes.train(
+        features,
+        labels,
+        split,
+        n_classes,
+        config,
+        run,
+        device=torch_device,
+        where=f"feature store {feature_path}",
+    )
+    y_test = labels[split == probes.TEST]
+    rows = []
+    for head in heads:
+        rows.append(
+            {
+                "dataset": feature_spec["dataset"]["name"],
+                "backbone": feature_spec["backbone"]["name"],
+                "representation": feature_spec["representation"]["name"],
+                "layer": head.layer,
+                "probe": probe_spec["name"],
+                "run": run,
+                **metrics.classification_metrics(y_test, head.test_proba),
+                "best_epoch": head.best_epoch,
+                "epochs": head.epochs,
+                "train_seconds": round(seconds, 4),
+                "n_train": sizes["train"],
+                "n_val": sizes["val"],
+                "n_test": sizes["test"],
+                "n_features": head.n_features,
+                "n_classes": n_classes,
+                "best_val_loss": head.best_val_loss,
+                "device": str(torch_device),
+            }
+        )
+        log.info(
+            "%s: accuracy %.4f, best epoch %d of %d",
+            head.layer,
+            rows[-1]["accuracy"],
+            head.best_epoch,
+            head.epochs,
+        )
+    log.info("trained %d heads in %.2f s on %s", len(heads), seconds, torch_device)
+    return rows
+
+
+def _cell(value: Any) -> Any:
+    return f"{value:.10g}" if isinstance(value, float) else value
+
+
+def write_csv(rows: list[dict[str, Any]], path: str) -> None:
+    """Written next to its final name and renamed: a killed job leaves no half csv.
+    (csv, not pandas: a train job should not pay for importing pandas.)"""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    os.replace(partial, path)

@@ -1,0 +1,66 @@
+"""The shipped configs (default, quick, scale-100k) plan the jobs their comments promise."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+from conftest import REPO, Workflow, copy_workflow
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> Workflow:
+    base = tmp_path_factory.mktemp("shipped")
+    wf = Workflow(copy_workflow(base / "repo"), base / "work")
+    # the Snakefile's configfile is config/config.yaml, relative to the working directory
+    shutil.copytree(REPO / "config", wf.workdir / "config")
+    return wf
+
+
+def plan(wf: Workflow, configfile: str) -> dict[str, int]:
+    return dict(Counter(rule for rule, _ in wf.planned(config=configfile)))
+
+
+def test_default_config_plans_the_documented_grid(shipped):
+    # 1 dataset x 2 backbones x 8 representations; x 2 probes x 3 runs
+    assert plan(shipped, "config/config.yaml") == {
+        "prepare_data": 1,
+        "features": 16,
+        "feature_table": 1,
+        "train": 16 * 2 * 3,
+        "aggregate": 1,
+        "plots": 4,
+        "all": 1,
+    }
+
+
+def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
+    jobs = shipped.planned(config="config/quick.yaml")
+    assert dict(Counter(rule for rule, _ in jobs)) == {
+        "prepare_data": 1,
+        "features": 2 * 4,
+        "feature_table": 1,
+        "train": 2 * 4 * 2 * 2,
+        "aggregate": 1,
+        "plots": 4,
+        "all": 1,
+    }
+    assert all(out.startswith("results/quick/") for _, out in jobs if out)
+
+
+def test_scale_config_is_the_full_grid(shipped):
+    # 100k shapes x 8 representations x 2 backbones; x 2 probes x 10 runs
+    jobs = shipped.planned(config="config/scale-100k.yaml")
+    assert dict(Counter(rule for rule, _ in jobs)) == {
+        "prepare_data": 1,
+        "features": 16,
+        "feature_table": 1,
+        "train": 16 * 2 * 10,
+        "aggregate": 1,
+        "plots": 4,
+        "all": 1,
+    }
+    assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)

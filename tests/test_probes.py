@@ -1,0 +1,253 @@
+"""Probe training on real feature stores: an outside reference, determinism, independence
+of the batched heads, early stopping, and refusal of unusable features or splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from visual_ablation import data, features, probes, store, training
+from visual_ablation.config import resolve
+from visual_ablation.probes import FeatureError, SplitError
+
+CONFIG = {
+    "datasets": {"digits": {"source": "sklearn-digits"}},  # all 1,797 images
+    "representations": ["original"],
+    "backbones": {
+        "pixels": {"model": "pixels", "image_size": 16},
+        "effnet": {
+            "model": "efficientnet_lite0",
+            "weights": "none",
+            "layers": ["stem", "blocks.1"],
+            "image_size": 16,
+        },
+    },
+    "split": {"val": 0.15, "test": 0.2, "seed": 0},
+    # the schema defaults: what the reference test is about
+    "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 32, "max_epochs": 40}},
+    "runs": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probes")
+    exp = resolve({**CONFIG, "results_dir": str(root)})
+    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    for backbone in exp.backbones:
+        features.extract(
+            exp.data_store("digits"),
+            exp.feature_store("digits", backbone, "original"),
+            exp.feature_spec("digits", backbone, "original"),
+            device="cpu",
+            batch_size=512,
+            progress=False,
+        )
+    return exp
+
+
+def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None):
+    return training.train_store(
+        feature_path=feature_path or exp.feature_store("digits", backbone, "original"),
+        data_path=exp.data_store("digits"),
+        feature_spec=exp.feature_spec("digits", backbone, "original"),
+        data_spec=exp.data_spec("digits"),
+        probe_spec=exp.probe_spec(probe),
+        run=run,
+        device="cpu",
+    )
+
+
+def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
+    from sklearn.linear_model import LogisticRegression
+
+    spec = experiment.feature_spec("digits", "pixels", "original")
+    x = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)[
+        "pixels"
+    ]
+    labels, split, _ = training.read_labels(
+        experiment.data_store("digits"), experiment.data_spec("digits")
+    )
+    z = probes.standardise(x, split == probes.TRAIN)
+    train, test = split == probes.TRAIN, split == probes.TEST
+    reference = (
+        LogisticRegression(max_iter=5000).fit(z[train], labels[train]).score(z[test], labels[test])
+    )
+    ours = np.mean(
+        [train_row["accuracy"] for run in range(5) for train_row in train_job(experiment, run=run)]
+    )
+    print(f"probe {ours:.4f} vs LogisticRegression {reference:.4f}")
+    assert reference > 0.9  # a real task, not chance
+    assert abs(ours - reference) <= 0.015
+
+
+def test_rows_have_the_design_columns_and_counts(experiment):
+    rows = train_job(experiment, backbone="effnet", probe="mlp")
+    assert [r["layer"] for r in rows] == ["stem", "blocks.1"]
+    for row in rows:
+        assert list(row) == training.COLUMNS
+        assert (row["n_train"], row["n_val"], row["n_test"]) == (1167, 270, 360)
+        assert row["n_train"] + row["n_val"] + row["n_test"] == 1797
+        assert 1 <= row["best_epoch"] <= row["epochs"] <= 40
+        assert 0.1 < row["accuracy"] <= 1.0 and row["nll"] > 0 and 0 <= row["ece"] <= 1
+        assert row["probe"] == "mlp" and row["n_classes"] == 10
+
+
+def test_same_run_gives_the_same_csv_and_another_run_does_not(experiment, tmp_path):
+    first, again, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    training.write_csv(train_job(experiment, backbone="effnet", run=3), str(first))
+    training.write_csv(train_job(experiment, backbone="effnet", run=3), str(again))
+    training.write_csv(train_job(experiment, backbone="effnet", run=4), str(other))
+
+    def without_timings(path):
+        import csv
+
+        rows = list(csv.DictReader(open(path)))
+        return [{k: v for k, v in r.items() if k not in training.TIMING_COLUMNS} for r in rows]
+
+    assert without_timings(first) == without_timings(again)
+    assert without_timings(first) != without_timings(other)
+
+
+def test_each_head_trains_as_it_would_alone(experiment):
+    spec = experiment.feature_spec("digits", "effnet", "original")
+    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    labels, split, n_classes = training.read_labels(
+        experiment.data_store("digits"), experiment.data_spec("digits")
+    )
+    config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
+    together, _ = probes.train(feats, labels, split, n_classes, config, run=1)
+    alone, _ = probes.train(
+        {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, run=1
+    )
+    assert together[1].layer == alone[0].layer == "blocks.1"
+    assert (together[1].best_epoch, together[1].epochs) == (alone[0].best_epoch, alone[0].epochs)
+    np.testing.assert_allclose(together[1].test_proba, alone[0].test_proba, rtol=1e-5, atol=1e-7)
+
+
+def test_early_stopping_keeps_the_best_epoch(experiment):
+    spec = experiment.feature_spec("digits", "pixels", "original")
+    feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
+    labels, split, n_classes = training.read_labels(
+        experiment.data_store("digits"), experiment.data_spec("digits")
+    )
+    # a large lr overfits the validation loss within a few epochs
+    config = probes.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
+    (head,), _ = probes.train(feats, labels, split, n_classes, config, run=0)
+    assert head.epochs == head.best_epoch + 4 < 300
+    # the probabilities are those of the best epoch: its validation loss, recomputed
+    short = probes.ProbeConfig(hidden=0, lr=0.05, patience=10_000, max_epochs=head.best_epoch)
+    (best,), _ = probes.train(feats, labels, split, n_classes, short, run=0)
+    np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
+    assert head.best_val_loss == pytest.approx(best.best_val_loss)
+
+
+def test_non_finite_features_fail_naming_the_layer(experiment, tmp_path):
+    source = experiment.feature_store("digits", "effnet", "original")
+    broken = tmp_path / "broken.zarr"
+    import shutil
+
+    shutil.copytree(source, broken)
+    array = zarr.open_array(broken / "layers" / "blocks.1", mode="r+")
+    values = array[:]
+    values[17, 3] = np.nan
+    values[40, 0] = np.inf
+    array[:] = values
+    with pytest.raises(FeatureError, match=r"layer 'blocks.1' has 2 non-finite values .* image 17"):
+        train_job(experiment, backbone="effnet", feature_path=str(broken))
+
+
+def test_a_split_without_validation_images_is_refused_with_the_sizes():
+    labels = np.repeat(np.arange(3), 10)
+    split = np.where(np.arange(30) % 5 == 0, probes.TEST, probes.TRAIN)
+    with pytest.raises(
+        SplitError, match=r"the val part of the split is empty \(train=24, val=0, test=6\)"
+    ):
+        probes.train(
+            {"l": np.ones((30, 2), np.float32)}, labels, split, 3, probes.ProbeConfig(), run=0
+        )
+
+
+def test_a_data_store_whose_split_has_an_empty_part_is_refused(experiment, tmp_path):
+    broken = tmp_path / "data.zarr"
+    import shutil
+
+    shutil.copytree(experiment.data_store("digits"), broken)
+    split = zarr.open_array(broken / "split", mode="r+")
+    values = split[:]
+    values[values == probes.TEST] = probes.TRAIN
+    split[:] = values
+    with pytest.raises(
+        SplitError, match=r"test part of the split is empty \(train=1527, val=270, test=0\)"
+    ):
+        training.train_store(
+            feature_path=experiment.feature_store("digits", "pixels", "original"),
+            data_path=str(broken),
+            feature_spec=experiment.feature_spec("digits", "pixels", "original"),
+            data_spec=experiment.data_spec("digits"),
+            probe_spec=experiment.probe_spec("linear"),
+            run=0,
+            device="cpu",
+        )
+
+
+def test_too_few_images_for_the_split_are_refused_before_extraction():
+    labels = np.repeat(np.arange(5), 2)  # 10 images, 5 classes
+    expected = r"cannot split 10 images of 5 classes .* that gives train=6, val=2, test=2"
+    with pytest.raises(data.DatasetError, match=expected):
+        data.stratified_split(labels, 0.15, 0.2, 0, "tiny")
+
+
+def test_store_module_reads_the_features_it_checked(experiment):
+    # read_features refuses a store made for another spec (the same check as every reader)
+    other = experiment.feature_spec("digits", "pixels", "original") | {"format_version": 99}
+    with pytest.raises(store.StoreError, match="built for another config"):
+        training.read_features(experiment.feature_store("digits", "pixels", "original"), other)
+
+
+def test_adamw_matches_torch_step_for_step():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [
+        torch.randn(5, 3, generator=gen).requires_grad_(),
+        torch.randn(3, generator=gen).requires_grad_(),
+    ]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    mine = probes.AdamW(ours, lr=0.01, weight_decay=0.1)
+    reference = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
+    x = torch.randn(8, 5, generator=gen)
+    for step in range(25):
+        for params, opt in ((ours, mine), (theirs, reference)):
+            opt.zero_grad()
+            loss = (torch.tanh(x @ params[0] + params[1]) ** 2).sum()
+            if step >= 10:  # from step 10 on, only the first tensor gets a gradient
+                loss = (x @ params[0]).square().sum()
+            loss.backward()
+            if step >= 10:
+                params[1].grad = None
+            opt.step()
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_train_job_imports_neither_sklearn_pandas_nor_dynamo():
+    """Each of these costs 0.5-1.7 s per job (benchmarks/training.py); a train job runs
+    hundreds of times, so its imports are kept to torch, numpy and zarr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from visual_ablation import probes, training, metrics\n"
+        "labels = np.repeat(np.arange(3), 20); split = np.arange(60) % 5 % 3\n"
+        "feats = {'l': np.random.default_rng(0).normal(size=(60, 4)).astype('float32')}\n"
+        "heads, _ = probes.train(feats, labels, split, 3, probes.ProbeConfig(max_epochs=3), 0)\n"
+        "metrics.classification_metrics(labels[split == 2], heads[0].test_proba)\n"
+        "print(sorted(m for m in ('sklearn', 'pandas', 'torch._dynamo', 'scipy') "
+        "if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

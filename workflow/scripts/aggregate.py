@@ -1,0 +1,18 @@
+"""Snakemake adapter: run tables -> metrics.csv (every row) and summary.csv."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation import report
+
+    report.aggregate(
+        list(smk.input),
+        metrics_path=smk.output.metrics,
+        summary_path=smk.output.summary,
+        reference=smk.params.reference,
+    )

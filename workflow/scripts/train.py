@@ -1,0 +1,24 @@
+"""Snakemake adapter: train one probe config on every layer of one store for one run."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation import training
+
+    rows = training.train_store(
+        feature_path=smk.input.features,
+        data_path=smk.input.data,
+        feature_spec=json.loads(smk.params.store),
+        data_spec=json.loads(smk.params.data),
+        probe_spec=json.loads(smk.params.probe),
+        run=int(smk.wildcards.run),
+        device=smk.config["training"]["device"],
+        threads=smk.threads,
+    )
+    training.write_csv(rows, smk.output[0])

@@ -3,6 +3,8 @@ of the batched heads, early stopping, and refusal of unusable features or splits
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import zarr
@@ -146,8 +148,6 @@ def test_early_stopping_keeps_the_best_epoch(experiment):
 def test_non_finite_features_fail_naming_the_layer(experiment, tmp_path):
     source = experiment.feature_store("digits", "effnet", "original")
     broken = tmp_path / "broken.zarr"
-    import shutil
-
     shutil.copytree(source, broken)
     array = zarr.open_array(broken / "layers" / "blocks.1", mode="r+")
     values = array[:]
@@ -171,8 +171,6 @@ def test_a_split_without_validation_images_is_refused_with_the_sizes():
 
 def test_a_data_store_whose_split_has_an_empty_part_is_refused(experiment, tmp_path):
     broken = tmp_path / "data.zarr"
-    import shutil
-
     shutil.copytree(experiment.data_store("digits"), broken)
     split = zarr.open_array(broken / "split", mode="r+")
     values = split[:]

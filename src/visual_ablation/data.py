@@ -28,6 +28,13 @@ SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "h
 TRAIN, VAL, TEST = 0, 1, 2
 
 
+def split_sizes(split: np.ndarray) -> dict[str, int]:
+    return {
+        part: int((split == code).sum())
+        for part, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
+    }
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be used as configured; the message names it and the fix."""
 
@@ -338,10 +345,7 @@ def stratified_split(
             "larger split fractions."
         ) from err
     split[val_idx], split[test_idx] = VAL, TEST
-    sizes = {
-        part: int((split == code).sum())
-        for part, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
-    }
+    sizes = split_sizes(split)
     if min(sizes.values()) == 0:
         raise DatasetError(
             f"dataset '{name}': the split of {len(labels)} images has an empty part "
@@ -398,9 +402,6 @@ def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
                 "source": source.description,
                 "n": int(len(indices)),
                 "n_source": int(n_source),
-                "split_counts": {
-                    k: int((split == v).sum())
-                    for k, v in (("train", TRAIN), ("val", VAL), ("test", TEST))
-                },
+                "split_counts": split_sizes(split),
             }
         )

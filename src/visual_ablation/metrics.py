@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# what one run row is about: the job's store, probe and run, and the layer
+RUN_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "run"]
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
 ECE_BINS = 15
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from visual_ablation import outputs
+from visual_ablation.metrics import RUN_KEYS
 
-ID_COLUMNS = ["dataset", "backbone", "representation", "layer", "probe", "run"]
+log = logging.getLogger(__name__)
 
 
 def read_runs(paths: list[str]) -> pd.DataFrame:
@@ -32,10 +32,8 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
 
 
 def _write(table: pd.DataFrame, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    table.to_csv(partial, index=False, float_format="%.10g")
-    os.replace(partial, path)
+    with outputs.replacing(path) as partial:
+        table.to_csv(partial, index=False, float_format="%.10g")
 
 
 def aggregate(
@@ -44,10 +42,10 @@ def aggregate(
     from visual_ablation import stats
 
     metrics = read_runs(paths)
-    duplicated = metrics.duplicated(ID_COLUMNS)
+    duplicated = metrics.duplicated(RUN_KEYS)
     if duplicated.any():
         raise ValueError(
-            f"duplicate run rows: {metrics[duplicated][ID_COLUMNS].head().to_dict('records')}"
+            f"duplicate run rows: {metrics[duplicated][RUN_KEYS].head().to_dict('records')}"
         )
     summary = stats.summarise(metrics, reference=reference)
     _write(metrics, metrics_path)

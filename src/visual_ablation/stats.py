@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from visual_ablation.metrics import METRICS
+from visual_ablation.metrics import METRICS, RUN_KEYS
 
-KEYS = ["dataset", "backbone", "representation", "layer", "probe"]
+KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
 # compared with the reference; the Holm family is one (dataset, backbone, probe)
 FAMILY = ["dataset", "backbone", "probe"]
 SUMMARISED = [*METRICS, "best_epoch", "epochs", "train_seconds"]

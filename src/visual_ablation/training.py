@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from visual_ablation import metrics, probes, store
+from visual_ablation import metrics, outputs, probes, store
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ["dataset", "backbone", "representation", "layer", "probe", "run"]
 COUNT_COLUMNS = ["best_epoch", "epochs", "train_seconds", "n_train", "n_val", "n_test"]
 EXTRA_COLUMNS = ["n_features", "n_classes", "best_val_loss", "device"]
-COLUMNS = ID_COLUMNS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
+COLUMNS = metrics.RUN_KEYS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
 # columns that may differ between two runs of the same job (everything else must not)
 TIMING_COLUMNS = ["train_seconds"]
 
@@ -120,10 +118,7 @@ def _cell(value: Any) -> Any:
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:
     """Written next to its final name and renamed: a killed job leaves no half csv.
     (csv, not pandas: a train job should not pay for importing pandas.)"""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w", newline="") as out:
+    with outputs.replacing(path) as partial, open(partial, "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-    os.replace(partial, path)

@@ -92,7 +92,7 @@ def main() -> None:
         from sklearn.linear_model import LogisticRegression
 
         def ours() -> tuple[float, list[float]]:
-            heads, seconds = probes.train(feats, labels, split, n_classes, config, run=0)
+            heads, seconds = probes.train(feats, labels, split, n_classes, config, runs=0)
             return seconds, [
                 metrics.classification_metrics(labels[test], h.test_proba)["accuracy"]
                 for h in heads
@@ -115,7 +115,7 @@ def main() -> None:
                 "feature_spec": feature_spec,
                 "data_spec": data_spec,
                 "probe_spec": exp.probe_spec(args.probe),
-                "run": 0,
+                "runs": 0,
                 "device": "cpu",
                 "threads": 1,
             },

@@ -27,7 +27,7 @@ wildcard_constraints:
     backbone="|".join(map(re.escape, EXPERIMENT.backbones)),
     representation="|".join(map(re.escape, EXPERIMENT.representations)),
     probe="|".join(map(re.escape, EXPERIMENT.probes)),
-    run=r"\d+",
+    run=r"\d+(-\d+)?",
 
 
 def data_spec(wildcards):

@@ -68,7 +68,13 @@ class Workflow:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def run(self, *args: str, config: str = "config.yaml", check: bool = True):
+    def run(
+        self,
+        *args: str,
+        config: str = "config.yaml",
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ):
         cmd = [
             sys.executable,
             "-m",
@@ -83,7 +89,7 @@ class Workflow:
             "2",
             *args,
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.workdir)
         proc.output = proc.stdout + proc.stderr
         if check and proc.returncode != 0:

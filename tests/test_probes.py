@@ -56,7 +56,7 @@ def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None):
         feature_spec=exp.feature_spec("digits", backbone, "original"),
         data_spec=exp.data_spec("digits"),
         probe_spec=exp.probe_spec(probe),
-        run=run,
+        runs=run,
         device="cpu",
     )
 
@@ -112,6 +112,84 @@ def test_same_run_gives_the_same_csv_and_another_run_does_not(experiment, tmp_pa
     assert without_timings(first) != without_timings(other)
 
 
+def looped_reference(features, labels, split, n_classes, probe, run):
+    """The plain PyTorch recipe, one head at a time: nn.Linear layers, torch.optim.AdamW,
+    early stopping with the best state restored. Shares only the init and the run's
+    minibatch order with probes.train, which must give the same heads."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    results = {}
+    y = {code: torch.from_numpy(labels[split == code].astype(np.int64)) for code in range(3)}
+    for layer, values in features.items():
+        z = probes.standardise(values, split == probes.TRAIN)
+        x = {code: torch.from_numpy(z[split == code]) for code in range(3)}
+        init = probes.init_head(z.shape[1], n_classes, probe.hidden, probes.head_seed(run, layer))
+        sizes = [z.shape[1], probe.hidden, n_classes] if probe.hidden else [z.shape[1], n_classes]
+        linears = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        with torch.no_grad():
+            for i, linear in enumerate(linears):
+                linear.weight.copy_(init[2 * i].T)
+                linear.bias.copy_(init[2 * i + 1])
+        model = nn.Sequential(linears[0], nn.ReLU(), linears[1]) if probe.hidden else linears[0]
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=probe.lr, weight_decay=probe.weight_decay
+        )
+        order = torch.Generator().manual_seed(run)
+        best, best_epoch, epochs, state = float("inf"), 0, probe.max_epochs, None
+        for epoch in range(1, probe.max_epochs + 1):
+            perm = torch.randperm(len(y[0]), generator=order)
+            for start in range(0, len(perm), probe.batch_size):
+                rows = perm[start : start + probe.batch_size]
+                loss = F.cross_entropy(model(x[0][rows]), y[0][rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                val = F.cross_entropy(model(x[1]), y[1]).item()
+            if val < best:
+                best, best_epoch = val, epoch
+                state = {k: v.clone() for k, v in model.state_dict().items()}
+            if epoch - best_epoch >= probe.patience:
+                epochs = epoch
+                break
+        model.load_state_dict(state)
+        with torch.no_grad():
+            proba = torch.softmax(model(x[2]).double(), dim=1).numpy()
+        results[layer] = (best_epoch, epochs, proba)
+    return results
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experiment, hidden):
+    spec = experiment.feature_spec("digits", "effnet", "original")
+    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    # a third layer as wide as `stem` (32) from other features: they train as one stack
+    feats["wide_blocks.1"] = np.concatenate([feats["blocks.1"], feats["blocks.1"][:, :8]], 1)
+    assert feats["wide_blocks.1"].shape[1] == feats["stem"].shape[1] != feats["blocks.1"].shape[1]
+    labels, split, n_classes = training.read_labels(
+        experiment.data_store("digits"), experiment.data_spec("digits")
+    )
+    config = probes.ProbeConfig(hidden=hidden, lr=0.02, max_epochs=40, patience=3)
+    batched, _ = probes.train(feats, labels, split, n_classes, config, runs=[2, 3])
+    assert [(h.run, h.layer) for h in batched] == [
+        (run, layer) for run in (2, 3) for layer in feats
+    ]
+    stopped_early = 0
+    for run in (2, 3):
+        reference = looped_reference(feats, labels, split, n_classes, config, run)
+        for head in (h for h in batched if h.run == run):
+            best_epoch, epochs, proba = reference[head.layer]
+            assert (head.best_epoch, head.epochs) == (best_epoch, epochs), (run, head.layer)
+            np.testing.assert_allclose(head.test_proba, proba, rtol=1e-4, atol=1e-5)
+            assert (head.test_proba.argmax(1) == proba.argmax(1)).all()
+            stopped_early += epochs < config.max_epochs
+    # early stopping is exercised, and heads of one stack stop at different epochs
+    assert stopped_early > 0
+    assert len({h.epochs for h in batched if h.layer in ("stem", "wide_blocks.1")}) > 1
+
+
 def test_each_head_trains_as_it_would_alone(experiment):
     spec = experiment.feature_spec("digits", "effnet", "original")
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
@@ -119,9 +197,9 @@ def test_each_head_trains_as_it_would_alone(experiment):
         experiment.data_store("digits"), experiment.data_spec("digits")
     )
     config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
-    together, _ = probes.train(feats, labels, split, n_classes, config, run=1)
+    together, _ = probes.train(feats, labels, split, n_classes, config, runs=1)
     alone, _ = probes.train(
-        {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, run=1
+        {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, runs=1
     )
     assert together[1].layer == alone[0].layer == "blocks.1"
     assert (together[1].best_epoch, together[1].epochs) == (alone[0].best_epoch, alone[0].epochs)
@@ -136,11 +214,11 @@ def test_early_stopping_keeps_the_best_epoch(experiment):
     )
     # a large lr overfits the validation loss within a few epochs
     config = probes.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
-    (head,), _ = probes.train(feats, labels, split, n_classes, config, run=0)
+    (head,), _ = probes.train(feats, labels, split, n_classes, config, runs=0)
     assert head.epochs == head.best_epoch + 4 < 300
     # the probabilities are those of the best epoch: its validation loss, recomputed
     short = probes.ProbeConfig(hidden=0, lr=0.05, patience=10_000, max_epochs=head.best_epoch)
-    (best,), _ = probes.train(feats, labels, split, n_classes, short, run=0)
+    (best,), _ = probes.train(feats, labels, split, n_classes, short, runs=0)
     np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
     assert head.best_val_loss == pytest.approx(best.best_val_loss)
 
@@ -165,7 +243,7 @@ def test_a_split_without_validation_images_is_refused_with_the_sizes():
         SplitError, match=r"the val part of the split is empty \(train=24, val=0, test=6\)"
     ):
         probes.train(
-            {"l": np.ones((30, 2), np.float32)}, labels, split, 3, probes.ProbeConfig(), run=0
+            {"l": np.ones((30, 2), np.float32)}, labels, split, 3, probes.ProbeConfig(), runs=0
         )
 
 
@@ -185,7 +263,7 @@ def test_a_data_store_whose_split_has_an_empty_part_is_refused(experiment, tmp_p
             feature_spec=experiment.feature_spec("digits", "pixels", "original"),
             data_spec=experiment.data_spec("digits"),
             probe_spec=experiment.probe_spec("linear"),
-            run=0,
+            runs=0,
             device="cpu",
         )
 

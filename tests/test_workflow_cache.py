@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 
 import pytest
@@ -124,6 +125,45 @@ def test_rerunning_a_train_job_gives_the_same_csv(built):
     assert path.stat().st_mtime_ns != mtime  # it really ran again
     assert without_timings() == before
     built.run()  # bring aggregate and plots up to date for the tests that follow
+
+
+def test_runs_per_job_trains_runs_together_with_the_same_numbers(built, tmp_path):
+    """runs_per_job=3: one job per (store, probe) for runs 0-2, sharing the cache, on two
+    fake GPUs; its rows must equal the one-run-per-job rows of the built experiment."""
+    cache = built.workdir / "results"
+    grouped = Workflow(built.root, tmp_path / "grouped")
+    config = tiny_config(results_dir="grouped", cache_dir=str(cache))
+    config["training"]["runs_per_job"] = 3
+    grouped.write_config(config)
+    jobs = grouped.planned()
+    assert counts(jobs)["train"] == 2 * 2 * 2
+    assert all(out.endswith("/run0-2.csv") for out in outputs(jobs, "train"))
+    assert "features" not in counts(jobs)
+    lock_dir = tmp_path / "locks"
+    grouped.run(
+        "--resources",
+        "gpu=2",
+        env={"VISUAL_ABLATION_GPUS": "0,1", "VISUAL_ABLATION_LOCK_DIR": str(lock_dir)},
+    )
+
+    def rows(results):
+        table = csv.DictReader(open(results / "metrics.csv"))
+        keys = ("backbone", "representation", "probe", "run", "layer")
+        return {tuple(r[k] for k in keys): r for r in table}
+
+    single, together = rows(built.workdir / "results"), rows(grouped.workdir / "grouped")
+    assert together.keys() == single.keys() and len(single) == 3 * 2 * 2 * 3
+    for key, row in single.items():
+        assert row["best_epoch"] == together[key]["best_epoch"], key
+        assert row["epochs"] == together[key]["epochs"], key
+        for metric in ("accuracy", "nll", "ece", "best_val_loss"):
+            assert float(together[key][metric]) == pytest.approx(float(row[metric]), rel=1e-5)
+    # every GPU-tagged job took a slot on one of the two fake devices (CPU here)
+    logs = list((grouped.workdir / "grouped" / "logs" / "train").rglob("*.log"))
+    assert len(logs) == 8
+    for log in logs:
+        assert re.search(r"GPU slot: device [01], slot \d", log.read_text()), log
+    assert {p.name for p in lock_dir.iterdir()} >= {"gpu-0.slot0.lock"}
 
 
 def test_report_html_contains_the_figures(built):

@@ -59,6 +59,19 @@ class ConfigError(ValueError):
     """A config problem, phrased for the person who wrote the config."""
 
 
+def run_label(runs: int | list[int]) -> str:
+    """`3` for run 3, `0-4` for the consecutive runs 0..4 (the `run` wildcard)."""
+    if isinstance(runs, int):
+        return str(runs)
+    return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+
+
+def parse_run_label(label: str) -> list[int]:
+    """The runs of a `run` wildcard: `3` -> [3], `0-4` -> [0, 1, 2, 3, 4]."""
+    first, _, last = label.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
 @dataclass(frozen=True)
 class Experiment:
     """The resolved config: names -> normalised specs, and where files live."""
@@ -71,6 +84,7 @@ class Experiment:
     split: dict[str, Any]
     probes: dict[str, dict[str, Any]]
     runs: int
+    runs_per_job: int = 1
 
     def data_store(self, dataset: str) -> str:
         return os.path.join(self.cache_dir, "data", f"{dataset}.zarr")
@@ -108,20 +122,34 @@ class Experiment:
         return {"format_version": PROBE_FORMAT_VERSION, "name": probe, **self.probes[probe]}
 
     def run_table(
-        self, dataset: str, backbone: str, representation: str, probe: str, run: int
+        self, dataset: str, backbone: str, representation: str, probe: str, runs: int | list[int]
     ) -> str:
+        """One train job's csv: `run3.csv` for one run, `run0-4.csv` for runs 0..4."""
         return os.path.join(
-            self.results_dir, "runs", dataset, backbone, representation, probe, f"run{run}.csv"
+            self.results_dir,
+            "runs",
+            dataset,
+            backbone,
+            representation,
+            probe,
+            f"run{run_label(runs)}.csv",
         )
+
+    def run_groups(self) -> list[list[int]]:
+        """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
+        Groups are aligned to multiples of runs_per_job, so raising `runs` keeps every
+        full group's csv."""
+        k = self.runs_per_job
+        return [list(range(s, min(s + k, self.runs))) for s in range(0, self.runs, k)]
 
     def run_tables(self) -> list[str]:
         """Every train job's csv, in config order (datasets, backbones, representations,
         probes, runs): the order of metrics.csv."""
         return [
-            self.run_table(d, b, r, p, run)
+            self.run_table(d, b, r, p, runs)
             for d, b, r in self.feature_targets()
             for p in self.probes
-            for run in range(self.runs)
+            for runs in self.run_groups()
         ]
 
     @property
@@ -238,6 +266,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         split=dict(config["split"]),
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
+        runs_per_job=int(config.get("training", {}).get("runs_per_job", 1)),
     )
 
 

@@ -1,12 +1,14 @@
-"""Probes on frozen features: one head per layer, all trained together.
+"""Probes on frozen features: one head per (run, layer), all trained together.
 
 Each head is linear (`hidden: 0`) or one hidden layer with ReLU, on features
-standardised with train-split statistics. All heads of a job share the minibatch order
-and take one backward pass and one AdamW step per minibatch (one optimizer over all
-heads, as in DINOv2's linear evaluation); the heads share no parameters, so each
-trains exactly as it would alone. Each head has its own early stopping on validation
-loss: a stopped head gets no more gradient (AdamW skips it) and keeps the weights of
-its best epoch, which give its test-split probabilities.
+standardised with train-split statistics. Heads over layers of the same dimension are
+stacked (`HeadStack`): one batched matmul per minibatch serves all of them, and one
+AdamW step updates every stack (one optimizer over all heads, as in DINOv2's linear
+evaluation). Heads share no parameters and each run keeps its own minibatch order, so
+each head trains exactly as it would alone; tests/test_probes.py checks that against a
+plain per-head PyTorch loop. Each head has its own early stopping on validation loss:
+once stopped it leaves the loss (no more gradient) and its best epoch's weights, kept
+aside, give its test-split probabilities.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class ProbeConfig:
 @dataclass
 class HeadResult:
     layer: str
+    run: int
     test_proba: np.ndarray  # [n_test, n_classes], from the best epoch's weights
     best_epoch: int  # 1-based epoch with the lowest validation loss
     epochs: int  # epochs trained before early stopping (or max_epochs)
@@ -125,8 +128,10 @@ class AdamW:
     Why not torch.optim.AdamW: constructing it imports torch._dynamo (about 1.7 s here),
     more than the whole training of a small train job. tests/test_probes.py checks this
     class step for step against torch.optim.AdamW. Like torch, each parameter counts its
-    own steps (a stopped head's parameters get no gradient and take no step); parameters
-    are updated in groups of equal step count (in a train job, all live ones share one).
+    own steps (a stack whose heads have all stopped gets no gradient and takes no step);
+    parameters are updated in groups of equal step count (in a train job, all live ones
+    share one). A stopped head inside a live stack gets a zero gradient and drifts with
+    its momentum: harmless, its best weights were copied aside when it stopped.
     """
 
     def __init__(
@@ -176,11 +181,99 @@ class AdamW:
 
 
 def head_logits(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Logits of a stack of heads: x [heads, rows, dim] -> [heads, rows, classes]."""
+    hidden = torch.baddbmm(params[1], x, params[0])
     if len(params) == 2:
-        weight, bias = params
-        return torch.addmm(bias, x, weight)
-    w1, b1, w2, b2 = params
-    return torch.addmm(b2, torch.relu(torch.addmm(b1, x, w1)), w2)
+        return hidden
+    return torch.baddbmm(params[3], torch.relu(hidden), params[2])
+
+
+class HeadStack:
+    """Every head (run x layer) over layers of one feature dimension, stacked.
+
+    Head `h` is layer `h // n_runs` of the stack and run `runs[h % n_runs]`. Its
+    parameters are slices `[h]` of the stacked tensors, so one batched matmul per
+    minibatch serves every head, with no padding: layers of another dimension go in
+    another stack.
+    """
+
+    def __init__(
+        self,
+        layers: list[str],
+        values: dict[int, torch.Tensor],
+        runs: list[int],
+        n_classes: int,
+        hidden: int,
+        device: torch.device,
+    ):
+        self.layers, self.runs = layers, runs
+        self.values = values  # split code -> [len(layers), rows, dim], standardised
+        dim = values[TRAIN].shape[2]
+        inits = [
+            init_head(dim, n_classes, hidden, head_seed(run, layer))
+            for layer in layers
+            for run in runs
+        ]
+        stacked = [torch.stack([init[i] for init in inits]) for i in range(len(inits[0]))]
+        # biases as [heads, 1, width], so that baddbmm broadcasts them over rows
+        self.params = [
+            (p if p.dim() == 3 else p.unsqueeze(1)).to(device).requires_grad_() for p in stacked
+        ]
+        n_heads = len(inits)
+        self.best = [p.detach().clone() for p in self.params]
+        self.best_loss = torch.full((n_heads,), math.inf, dtype=torch.float64)
+        self.best_epoch = torch.zeros(n_heads, dtype=torch.int64)
+        self.epochs = torch.zeros(n_heads, dtype=torch.int64)
+        self.active = torch.ones(n_heads, dtype=torch.bool)
+
+    def batch(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every head's minibatch: train-split rows [n_runs, batch] -> [heads, batch, dim]."""
+        x = self.values[TRAIN][:, rows]  # [layers, runs, batch, dim]
+        return x.reshape(-1, rows.shape[1], x.shape[3])
+
+    def train_loss(self, rows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over the active heads of each head's mean cross-entropy on its minibatch."""
+        x, labels = self.batch(rows), y.repeat(len(self.layers), 1)  # [heads, batch]
+        params = self.params
+        if not bool(self.active.all()):
+            # stopped heads get no gradient (their best weights are already kept)
+            live = torch.nonzero(self.active).squeeze(1).to(x.device)
+            params = [p.index_select(0, live) for p in params]
+            x, labels = x.index_select(0, live), labels.index_select(0, live)
+        logits = head_logits(params, x)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+        return loss / rows.shape[1]
+
+    @torch.no_grad()
+    def losses(self, code: int, y: torch.Tensor, params=None, chunk: int = 4096) -> torch.Tensor:
+        """Every head's mean cross-entropy on one split (float64, [heads])."""
+        total = torch.zeros(len(self.active), dtype=torch.float64, device=y.device)
+        for start in range(0, len(y), chunk):
+            logits = self.logits(code, slice(start, start + chunk), params)
+            part = y[start : start + chunk]
+            ce = F.cross_entropy(
+                logits.flatten(0, 1), part.repeat(logits.shape[0]), reduction="none"
+            )
+            total += ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
+        return (total / len(y)).cpu()
+
+    @torch.no_grad()
+    def logits(self, code: int, rows: slice, params=None) -> torch.Tensor:
+        x = self.values[code][:, rows]  # [layers, rows, dim], each head sees its layer's
+        x = x.unsqueeze(1).expand(-1, len(self.runs), -1, -1).reshape(-1, *x.shape[1:])
+        return head_logits(params or self.params, x)
+
+    def end_epoch(self, epoch: int, val_loss: torch.Tensor, patience: int) -> None:
+        improved = self.active & (val_loss < self.best_loss)
+        if bool(improved.any()):
+            keep = torch.nonzero(improved).squeeze(1).to(self.params[0].device)
+            for best, p in zip(self.best, self.params, strict=True):
+                best.index_copy_(0, keep, p.detach().index_select(0, keep))
+            self.best_loss[improved] = val_loss[improved]
+            self.best_epoch[improved] = epoch
+        stop = self.active & (epoch - self.best_epoch >= patience)
+        self.epochs[stop] = epoch
+        self.active &= ~stop
 
 
 def train(
@@ -189,90 +282,75 @@ def train(
     split: np.ndarray,
     n_classes: int,
     probe: ProbeConfig,
-    run: int,
+    runs: int | list[int],
     device: torch.device | str = "cpu",
     where: str = "features",
 ) -> tuple[list[HeadResult], float]:
-    """Train one head per layer of `features` ({layer: [n, dim]}); returns the heads'
-    results and the seconds spent training (shared by all heads)."""
+    """Train one head per (run, layer of `features` ({layer: [n, dim]})); returns the
+    heads' results (run-major, then in layer order) and the seconds spent training,
+    shared by all heads."""
     device = torch.device(device)
+    runs = [runs] if isinstance(runs, int) else list(runs)
     check_split(split, where)
     masks = {code: split == code for code in (TRAIN, VAL, TEST)}
     layers = list(features)
-    xs: dict[int, list[torch.Tensor]] = {code: [] for code in masks}
+    by_dim: dict[int, list[str]] = {}
     for layer in layers:
         check_finite(layer, features[layer], where)
-        x = standardise(features[layer], masks[TRAIN])
-        for code, mask in masks.items():
-            xs[code].append(torch.from_numpy(x[mask]).to(device))
+        by_dim.setdefault(features[layer].shape[1], []).append(layer)
     ys = {
         code: torch.from_numpy(labels[mask].astype(np.int64)).to(device)
         for code, mask in masks.items()
     }
-
-    heads = [
-        [
-            p.to(device).requires_grad_()
-            for p in init_head(
-                features[layer].shape[1], n_classes, probe.hidden, head_seed(run, layer)
-            )
-        ]
-        for layer in layers
-    ]
+    stacks = []
+    for group in by_dim.values():
+        standard = [standardise(features[layer], masks[TRAIN]) for layer in group]
+        values = {
+            code: torch.from_numpy(np.stack([x[mask] for x in standard])).to(device)
+            for code, mask in masks.items()
+        }
+        del standard
+        stacks.append(HeadStack(group, values, runs, n_classes, probe.hidden, device))
     optimizer = AdamW(
-        [p for params in heads for p in params], lr=probe.lr, weight_decay=probe.weight_decay
+        [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=probe.weight_decay
     )
-    order = torch.Generator().manual_seed(run)  # the minibatch order, shared by all heads
+    # each run's minibatch order, shared by all its heads
+    orders = [torch.Generator().manual_seed(run) for run in runs]
     n_train = len(ys[TRAIN])
-    active = list(range(len(layers)))
-    best_loss = [math.inf] * len(layers)
-    best_epoch = [0] * len(layers)
-    epochs = [probe.max_epochs] * len(layers)
-    best_params = [[p.detach().clone() for p in params] for params in heads]
 
     t0 = time.perf_counter()
     for epoch in range(1, probe.max_epochs + 1):
-        perm = torch.randperm(n_train, generator=order).to(device)
+        perms = torch.stack([torch.randperm(n_train, generator=g) for g in orders]).to(device)
+        live = [stack for stack in stacks if bool(stack.active.any())]
         for start in range(0, n_train, probe.batch_size):
-            rows = perm[start : start + probe.batch_size]
+            rows = perms[:, start : start + probe.batch_size]  # [runs, batch]
             y = ys[TRAIN][rows]
-            loss = sum(
-                F.cross_entropy(head_logits(heads[h], xs[TRAIN][h][rows]), y) for h in active
-            )
-            optimizer.zero_grad()  # stopped heads keep grad None: AdamW skips them
+            loss = sum(stack.train_loss(rows, y) for stack in live)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        with torch.no_grad():
-            val_losses = torch.stack(
-                [F.cross_entropy(head_logits(heads[h], xs[VAL][h]), ys[VAL]) for h in active]
-            ).tolist()
-        still_active = []
-        for h, val_loss in zip(active, val_losses, strict=True):
-            if val_loss < best_loss[h]:
-                best_loss[h], best_epoch[h] = val_loss, epoch
-                best_params[h] = [p.detach().clone() for p in heads[h]]
-            if epoch - best_epoch[h] >= probe.patience:
-                epochs[h] = epoch
-            else:
-                still_active.append(h)
-        active = still_active
-        if not active:
+        for stack in live:
+            stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
+        if not any(bool(stack.active.any()) for stack in stacks):
             break
     seconds = time.perf_counter() - t0
 
-    results = []
+    results: dict[tuple[int, str], HeadResult] = {}
     with torch.no_grad():
-        for h, layer in enumerate(layers):
-            logits = head_logits(best_params[h], xs[TEST][h])
-            proba = torch.softmax(logits.double(), dim=1).cpu().numpy()
-            results.append(
-                HeadResult(
+        for stack in stacks:
+            stack.epochs[stack.active] = probe.max_epochs
+            proba = torch.softmax(stack.logits(TEST, slice(None), stack.best).double(), dim=2)
+            proba = proba.cpu().numpy()
+            for h in range(len(stack.active)):
+                layer = stack.layers[h // len(runs)]
+                run = runs[h % len(runs)]
+                results[run, layer] = HeadResult(
                     layer=layer,
-                    test_proba=proba,
-                    best_epoch=best_epoch[h],
-                    epochs=epochs[h],
-                    best_val_loss=best_loss[h],
+                    run=run,
+                    test_proba=proba[h],
+                    best_epoch=int(stack.best_epoch[h]),
+                    epochs=int(stack.epochs[h]),
+                    best_val_loss=float(stack.best_loss[h]),
                     n_features=int(features[layer].shape[1]),
                 )
-            )
-    return results, seconds
+    return [results[run, layer] for run in runs for layer in layers], seconds

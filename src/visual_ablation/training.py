@@ -1,4 +1,5 @@
-"""The train stage: one feature store x one probe config x one run -> one csv row per layer.
+"""The train stage: one feature store x one probe config x one or more runs -> one csv
+row per (run, layer).
 
 Reads the checked data store (labels, split) and feature store (every layer), trains one
 probe head per layer together (probes.py), scores each on the test split (metrics.py).
@@ -42,17 +43,16 @@ def train_store(
     feature_spec: dict[str, Any],
     data_spec: dict[str, Any],
     probe_spec: dict[str, Any],
-    run: int,
+    runs: int | list[int],
     device: str = "auto",
     threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train and score `probe_spec` on every layer of one feature store for one run."""
-    import torch
-
+    """Train and score `probe_spec` on every layer of one feature store, for each of
+    `runs` (trained together, vectorised)."""
     from visual_ablation.devices import choose_device, set_cpu_threads
 
     set_cpu_threads(threads)
-    torch.manual_seed(run)
+    runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
     labels, split, n_classes = read_labels(data_path, data_spec)
     sizes = probes.check_split(split, f"data store {data_path}")
@@ -72,7 +72,7 @@ def train_store(
         split,
         n_classes,
         config,
-        run,
+        runs,
         device=torch_device,
         where=f"feature store {feature_path}",
     )
@@ -86,7 +86,7 @@ def train_store(
                 "representation": feature_spec["representation"]["name"],
                 "layer": head.layer,
                 "probe": probe_spec["name"],
-                "run": run,
+                "run": head.run,
                 **metrics.classification_metrics(y_test, head.test_proba),
                 "best_epoch": head.best_epoch,
                 "epochs": head.epochs,
@@ -101,7 +101,8 @@ def train_store(
             }
         )
         log.info(
-            "%s: accuracy %.4f, best epoch %d of %d",
+            "run %d, %s: accuracy %.4f, best epoch %d of %d",
+            head.run,
             head.layer,
             rows[-1]["accuracy"],
             head.best_epoch,

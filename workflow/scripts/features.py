@@ -9,6 +9,10 @@ from visual_ablation.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
+    from visual_ablation import devices
+
+    # pin this job to its own GPU slot before torch initialises CUDA (none: CPU)
+    devices.claim_gpu_slot(smk.config["extraction"]["device"])
     from visual_ablation import features
 
     features.extract(

@@ -1,4 +1,4 @@
-"""Snakemake adapter: train one probe config on every layer of one store for one run."""
+"""Snakemake adapter: train one probe config on every layer of one store for its runs."""
 
 import json
 import os
@@ -9,7 +9,12 @@ from visual_ablation.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
+    from visual_ablation import devices
+
+    # pin this job to its own GPU slot before torch initialises CUDA (none: CPU)
+    devices.claim_gpu_slot(smk.config["training"]["device"])
     from visual_ablation import training
+    from visual_ablation.config import parse_run_label
 
     rows = training.train_store(
         feature_path=smk.input.features,
@@ -17,7 +22,7 @@ with job_log(smk.log[0]):
         feature_spec=json.loads(smk.params.store),
         data_spec=json.loads(smk.params.data),
         probe_spec=json.loads(smk.params.probe),
-        run=int(smk.wildcards.run),
+        runs=parse_run_label(smk.wildcards.run),
         device=smk.config["training"]["device"],
         threads=smk.threads,
     )

@@ -1,14 +1,25 @@
 # Config resolution and input functions shared by every stage.
+import functools
+
 from snakemake.exceptions import WorkflowError
 
-from visual_ablation.config import ConfigError, canonical, check_backbones, resolve
+from visual_ablation.config import (
+    ConfigError,
+    canonical,
+    check_backbones_once,
+    resolve,
+)
 
 try:
     EXPERIMENT = resolve(config)
-    # Model and layer names need the real models (imports torch): checked once, in the
-    # main process, so a typo stops the run before any job starts.
+    # Model and layer names need the real models (imports torch): checked in the main
+    # process, so a typo stops the run before any job starts, and remembered, so a dry
+    # run of an unchanged config does not import torch again.
     if workflow.is_main_process:
-        check_backbones(EXPERIMENT)
+        check_backbones_once(
+            EXPERIMENT,
+            os.path.join(".snakemake", "visual-ablation", "backbones-checked.json"),
+        )
 except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
 
@@ -30,16 +41,30 @@ wildcard_constraints:
     run=r"\d+(-\d+)?",
 
 
+# Specs are cached: a large grid asks for the same few thousands of times while planning.
+@functools.cache
+def _data_spec(dataset):
+    return canonical(EXPERIMENT.data_spec(dataset))
+
+
+@functools.cache
+def _feature_spec(dataset, backbone, representation):
+    return canonical(EXPERIMENT.feature_spec(dataset, backbone, representation))
+
+
+@functools.cache
+def _probe_spec(probe):
+    return canonical(EXPERIMENT.probe_spec(probe))
+
+
 def data_spec(wildcards):
     """The data store's defining spec, as the params trigger compares it."""
-    return canonical(EXPERIMENT.data_spec(wildcards.dataset))
+    return _data_spec(wildcards.dataset)
 
 
 def feature_spec(wildcards):
-    return canonical(
-        EXPERIMENT.feature_spec(
-            wildcards.dataset, wildcards.backbone, wildcards.representation
-        )
+    return _feature_spec(
+        wildcards.dataset, wildcards.backbone, wildcards.representation
     )
 
 
@@ -57,7 +82,7 @@ def all_feature_stores():
 
 def probe_spec(wildcards):
     """A probe config's defining spec: changing one probe re-plans only its train jobs."""
-    return canonical(EXPERIMENT.probe_spec(wildcards.probe))
+    return _probe_spec(wildcards.probe)
 
 
 def all_run_tables():

@@ -74,3 +74,43 @@ def test_path_source_without_path_is_refused():
 def test_missing_checkpoint_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="backbones.r.weights': checkpoint .* does not exist"):
         resolve(base(backbones={"r": {"model": "resnet18", "weights": str(tmp_path / "x.pt")}}))
+
+
+def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch):
+    from visual_ablation import config as config_module
+
+    calls = []
+    monkeypatch.setattr(config_module, "check_backbones", lambda exp: calls.append(exp))
+    record = str(tmp_path / ".snakemake" / "checked.json")
+    exp = resolve(base())
+    assert config_module.check_backbones_once(exp, record) is True
+    assert config_module.check_backbones_once(exp, record) is False  # remembered
+    changed = base(backbones={"p": {"model": "pixels", "image_size": 8}})
+    assert config_module.check_backbones_once(resolve(changed), record) is True
+    assert len(calls) == 2
+
+    def failing(exp):
+        raise ConfigError("config key 'backbones.x.layers': unknown layer")
+
+    monkeypatch.setattr(config_module, "check_backbones", failing)
+    changed["backbones"]["p"]["image_size"] = 9
+    for _ in range(2):  # a failed check is not remembered: it fails every time
+        with pytest.raises(ConfigError):
+            config_module.check_backbones_once(resolve(changed), record)
+
+
+def test_runs_per_job_groups_runs_into_aligned_job_tables():
+    exp = resolve(base(runs=7, training={"runs_per_job": 3}))
+    assert exp.run_groups() == [[0, 1, 2], [3, 4, 5], [6]]
+    names = [Path(p).name for p in exp.run_tables()]
+    assert names == ["run0-2.csv", "run3-5.csv", "run6.csv"] * 2  # x 2 default probes
+    more = resolve(base(runs=9, training={"runs_per_job": 3}))
+    # raising runs keeps every full group's table: only new groups are new jobs
+    assert set(exp.run_tables()) - set(more.run_tables()) == {
+        p for p in exp.run_tables() if p.endswith("run6.csv")
+    }
+    assert resolve(base(runs=3)).run_groups() == [[0], [1], [2]]
+    from visual_ablation.config import parse_run_label, run_label
+
+    for runs in ([4], [0, 1, 2], [10, 11]):
+        assert parse_run_label(run_label(runs)) == runs

@@ -104,3 +104,33 @@ def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
     changed = dict(entry, spec={**entry["spec"], "format_version": 99})
     with pytest.raises(StoreError, match="format_version: store has 1, config has 99"):
         store.inventory([changed])
+
+
+def test_prefetched_batches_are_exact_contiguous_and_cover_every_row(tmp_path):
+    images = zarr.create_array(
+        str(tmp_path / "a.zarr"), shape=(103, 2, 2, 3), chunks=(7, 2, 2, 3), dtype="uint8"
+    )
+    values = np.random.default_rng(0).integers(0, 255, images.shape, dtype=np.uint8)
+    images[:] = values
+    batches = list(features.prefetched_batches(images, batch_size=10))
+    assert [start for start, _ in batches] == list(range(0, 103, 10))
+    assert [len(b) for _, b in batches] == [10] * 10 + [3]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), values)
+
+
+def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeypatch, tmp_path):
+    path = str(tmp_path / "pixels.zarr")
+    spec = experiment.feature_spec("digits", "pixels", "shuffled")
+
+    def poisoned(self, block, start):
+        out = {"pixels": torch.zeros(len(block), 4)}
+        if start >= 64:
+            out["pixels"][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(features.Pipeline, "__call__", poisoned)
+    with pytest.raises(FloatingPointError, match=r"layer pixels: non-finite .* images 64\.\.127"):
+        features.extract(
+            experiment.data_store("digits"), path, spec, device="cpu", batch_size=64, progress=False
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the store nor a partial one is left

@@ -327,3 +327,23 @@ def test_a_train_job_imports_neither_sklearn_pandas_nor_dynamo():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_stack_groups_bound_the_padding():
+    dims = {
+        "stem": 32,
+        "b1": 24,
+        "b3": 40,
+        "b5": 80,
+        "b8": 112,
+        "b11": 192,
+        "b15": 320,
+        "head": 1280,
+    }
+    groups = probes.stack_groups(dims)
+    assert groups == [["b1", "stem", "b3"], ["b5", "b8"], ["b11", "b15"], ["head"]]
+    for group in groups:
+        assert max(dims[g] for g in group) <= 2 * min(dims[g] for g in group)
+    assert probes.stack_groups(dims, max_padding=1.0) == [
+        [name] for name in sorted(dims, key=dims.get)
+    ]

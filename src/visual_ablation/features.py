@@ -1,15 +1,23 @@
 """The extraction loop: data store -> representation -> backbone -> feature store.
 
-Images are read in whole data-store chunks (contiguous rows), converted and transformed
-on the job's device in batches, and every requested layer comes out of one forward pass;
-pooled features are written as float16, row-chunked, compressed.
+Three things overlap, so that the device never waits on the disk:
+- a reader thread decodes the next span of contiguous rows (several data-store chunks)
+  while the current one is computed (`prefetched_batches`);
+- the device converts, transforms and runs the backbone on exact `batch_size` batches,
+  every requested layer out of one forward pass (autocast bf16 and channels-last on GPU);
+- a writer thread casts, compresses and writes the pooled float16 features of one batch
+  while the next is computed (`BackgroundWriter`).
+zarr's codecs release the GIL, so the threads run in parallel with torch's.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -20,18 +28,32 @@ from visual_ablation import backbones, devices, representations, store
 
 log = logging.getLogger(__name__)
 FEATURE_DTYPE = np.float16
+SPAN_CHUNKS = 4  # data-store chunks per read: large contiguous reads
 
 
-def image_blocks(images, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, uint8 [b, h, w, 3]) blocks of contiguous rows, aligned to the store's chunks."""
-    rows = block_rows or images.chunks[0]
-    for start in range(0, images.shape[0], rows):
-        yield start, images[start : start + rows]
+def prefetched_batches(images, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, uint8 [b, h, w, 3]) batches of exactly `batch_size` rows (the last may be
+    shorter), read in spans of whole batches of at least SPAN_CHUNKS chunks; the next span
+    is read in a background thread while this one's batches are used."""
+    n = images.shape[0]
+    span = batch_size * max(1, math.ceil(SPAN_CHUNKS * images.chunks[0] / batch_size))
+    with ThreadPoolExecutor(1, thread_name_prefix="va-read") as reader:
+        pending = reader.submit(images.__getitem__, slice(0, span))
+        for begin in range(0, n, span):
+            block = pending.result()
+            if begin + span < n:
+                pending = reader.submit(images.__getitem__, slice(begin + span, begin + 2 * span))
+            for offset in range(0, len(block), batch_size):
+                yield begin + offset, block[offset : offset + batch_size]
 
 
 def to_tensor(block: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1] on `device` (converted there, not on the host)."""
-    x = torch.from_numpy(block).to(device, non_blocking=True)
+    """uint8 NHWC -> float NCHW in [0, 1] on `device` (converted there, not on the host;
+    from pinned memory on a GPU, so the copy is asynchronous)."""
+    x = torch.from_numpy(block)
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True)
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -56,6 +78,54 @@ class Pipeline:
         x = self.transform(x, index)
         with self.autocast():
             return self.extractor(x)
+
+
+class BackgroundWriter:
+    """Writes each batch's features into the store in a background thread, in order,
+    with at most `depth` batches in flight; the first error is raised in the caller."""
+
+    def __init__(self, group, n: int, depth: int = 2):
+        self.group, self.n = group, n
+        self.writers: dict[str, store.ChunkedWriter] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="va-write")
+        self.in_flight: deque[Future] = deque()
+        self.depth = depth
+
+    def submit(self, start: int, feats: dict[str, torch.Tensor]) -> None:
+        # cast on the device (half the bytes to copy back); the copy itself runs here,
+        # so that it ends before the next batch overwrites the device's buffers
+        host = {layer: v.to(torch.float16).cpu().numpy() for layer, v in feats.items()}
+        while len(self.in_flight) >= self.depth:
+            self.in_flight.popleft().result()
+        self.in_flight.append(self.pool.submit(self._write, start, host))
+
+    def _write(self, start: int, host: dict[str, np.ndarray]) -> None:
+        for layer, values in host.items():
+            if not np.isfinite(values).all():
+                raise FloatingPointError(
+                    f"layer {layer}: non-finite features (overflow in float16 or NaN from "
+                    f"the backbone) at images {start}..{start + len(values) - 1}"
+                )
+            if layer not in self.writers:
+                array = store.create_array(
+                    self.group, f"layers/{layer}", (self.n, values.shape[1]), FEATURE_DTYPE
+                )
+                self.writers[layer] = store.ChunkedWriter(array)
+            self.writers[layer].append(values)
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> dict[str, int]:
+        """Wait for every write, flush the last rows; {layer: dim}."""
+        try:
+            while self.in_flight:
+                self.in_flight.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        for writer in self.writers.values():
+            writer.close()
+        return {layer: int(w.array.shape[1]) for layer, w in self.writers.items()}
 
 
 def extract(
@@ -91,35 +161,22 @@ def extract(
     )
     t0 = time.perf_counter()
     with store.writing(out_path, spec) as group:
-        writers: dict[str, store.ChunkedWriter] = {}
+        writer = BackgroundWriter(group, n)
         bar = tqdm(total=n, desc="features", unit="img", disable=not progress, mininterval=2.0)
-        for start, block in image_blocks(images):
-            for offset in range(0, len(block), batch_size):
-                batch = block[offset : offset + batch_size]
-                feats = pipeline(batch, start + offset)
-                for layer in layers:
-                    # cast on the device: half the bytes to copy back
-                    values = feats[layer].to(torch.float16).cpu().numpy()
-                    if not np.isfinite(values).all():
-                        raise FloatingPointError(
-                            f"layer {layer}: non-finite features (overflow in float16 or NaN "
-                            f"from the backbone) at images {start + offset}.."
-                            f"{start + offset + len(batch) - 1}"
-                        )
-                    if layer not in writers:
-                        array = store.create_array(
-                            group, f"layers/{layer}", (n, values.shape[1]), FEATURE_DTYPE
-                        )
-                        writers[layer] = store.ChunkedWriter(array)
-                    writers[layer].append(values)
+        try:
+            for start, batch in prefetched_batches(images, batch_size):
+                writer.submit(start, pipeline(batch, start))
                 bar.update(len(batch))
-        for writer in writers.values():
-            writer.close()
-        bar.close()
+        except BaseException:
+            writer.abort()  # the store is discarded: flush nothing
+            raise
+        finally:
+            bar.close()
+        dims = writer.close()
         seconds = time.perf_counter() - t0
         summary = {
             "layers": layers,
-            "dims": {layer: int(writers[layer].array.shape[1]) for layer in layers},
+            "dims": {layer: dims[layer] for layer in layers},
             "n_images": int(n),
             "dtype": np.dtype(FEATURE_DTYPE).name,
             "device": str(torch_device),

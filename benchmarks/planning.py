@@ -1,0 +1,132 @@
+"""Dry-run planning time of a large grid (about 3,000 train jobs) against bare Snakemake.
+
+The grid: 3 datasets x 3 backbones (every layer) x 8 representations x 2 probes x
+20 runs = 2,880 train jobs, 2,976 jobs in all. Times `snakemake -n --quiet rules` on it
+(the first call also checks the backbones, which imports torch; later calls remember
+the check), the same grid with `training.runs_per_job: 10`, and a bare Snakefile with
+the same number of jobs and no work at all: Snakemake's own floor on this machine.
+Repeats are interleaved and medians reported.
+
+    .venv/bin/python benchmarks/planning.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = {
+    "results_dir": "results",
+    "datasets": {
+        "shapes10k": {"source": "synthetic-shapes", "n": 10000, "seed": 0},
+        "shapes100k": {"source": "synthetic-shapes", "n": 100000, "seed": 0},
+        "digits": {"source": "sklearn-digits"},
+    },
+    "representations": [
+        "original",
+        "grayscale",
+        "lowpass",
+        "highpass",
+        "phase_scramble",
+        "patch_shuffle",
+        "edges",
+        "occlusion",
+    ],
+    "backbones": {
+        "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", "layers": "all"},
+        "resnet18": {"model": "resnet18", "weights": "none", "layers": "all"},
+        "pixels": {"model": "pixels", "image_size": 16},
+    },
+    "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 256}},
+    "runs": 20,
+}
+BARE = """
+rule all:
+    input: expand("runs/{{s}}/run{{r}}.csv", s=range({stores}), r=range({runs})),
+
+rule features:
+    output: directory("features/{{s}}.zarr")
+    shell: "mkdir -p {{output}}"
+
+rule train:
+    input: lambda wc: f"features/{{int(wc.s) % {features}}}.zarr"
+    output: "runs/{{s}}/run{{r}}.csv"
+    params: spec=lambda wc: wc.s
+    shell: "touch {{output}}"
+"""
+
+
+def dry_run(workdir: Path, *args: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "8", *args],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        check=True,
+    )
+    return time.perf_counter() - t0, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="va-plan-") as tmp:
+        ours, grouped, bare = Path(tmp, "ours"), Path(tmp, "grouped"), Path(tmp, "bare")
+        for path in (ours, grouped, bare):
+            path.mkdir()
+        (ours / "config.yaml").write_text(yaml.safe_dump(GRID))
+        (grouped / "config.yaml").write_text(
+            yaml.safe_dump({**GRID, "training": {"runs_per_job": 10}})
+        )
+        (bare / "Snakefile").write_text(BARE.format(stores=144, runs=20, features=72))
+        snakefile = ["--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
+        # --replace-workflow-config: the grid alone, not merged into config/config.yaml
+        ours_args = [*snakefile, "--replace-workflow-config"]
+        cold, listing = dry_run(ours, *ours_args)
+        jobs = {
+            line.split()[0]: int(line.split()[1])
+            for line in listing.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()
+        }
+        _, grouped_listing = dry_run(grouped, *ours_args)
+        grouped_train = next(
+            int(line.split()[1])
+            for line in grouped_listing.splitlines()
+            if line.startswith("train ")
+        )
+        times: dict[str, list[float]] = {"ours": [], "grouped": [], "bare": []}
+        for _ in range(args.repeats):
+            times["ours"].append(dry_run(ours, *ours_args)[0])
+            times["grouped"].append(dry_run(grouped, *ours_args)[0])
+            times["bare"].append(dry_run(bare)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"dry run (snakemake -n --quiet rules), median of {args.repeats}; "
+        f"grid: {jobs['train']} train jobs, {jobs['total']} jobs"
+    )
+    print(f"{'':52s}{'seconds':>9s}{'jobs':>7s}{'ratio':>7s}")
+    print(f"{'this workflow, first call (checks backbones)':52s}{cold:9.2f}{jobs['total']:7d}")
+    print(f"{'this workflow':52s}{med['ours']:9.2f}{jobs['total']:7d}{1.0:7.2f}")
+    print(
+        f"{'this workflow, runs_per_job 10':52s}{med['grouped']:9.2f}"
+        f"{jobs['total'] - jobs['train'] + grouped_train:7d}{med['grouped'] / med['ours']:7.2f}"
+    )
+    print(
+        f"{'bare Snakefile, same job count, no work':52s}{med['bare']:9.2f}"
+        f"{144 * 20 + 72 + 1:7d}{med['bare'] / med['ours']:7.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

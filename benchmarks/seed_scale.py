@@ -46,7 +46,7 @@ REPRESENTATIONS = [
 ]
 
 
-def config(n: int, runs: int) -> dict:
+def config(n: int, runs: int, runs_per_job: int = 1) -> dict:
     return {
         "results_dir": "results",
         "datasets": {"shapes": {"source": "synthetic-shapes", "n": n, "seed": 0}},
@@ -61,6 +61,7 @@ def config(n: int, runs: int) -> dict:
         },
         "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 256}},
         "runs": runs,
+        "training": {"runs_per_job": runs_per_job},
     }
 
 
@@ -97,13 +98,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="synthetic-shapes images")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--gpus", type=int, default=0, help="--resources gpu=N (0: = cores)")
+    parser.add_argument("--runs-per-job", type=int, default=1, help="training.runs_per_job")
     parser.add_argument("--workdir", help="keep everything here (default: a temp dir)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="va-seed-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config(args.n, 10), sort_keys=False))
+    (workdir / "config.yaml").write_text(
+        yaml.safe_dump(config(args.n, 10, args.runs_per_job), sort_keys=False)
+    )
     stages = [
         ("data", ["--until", "prepare_data"]),
         ("features", ["--until", "features"]),
@@ -116,7 +120,9 @@ def main() -> None:
             seconds, jobs = snakemake(workdir, args.cores, args.gpus, *extra)
             rows.append((name, seconds, jobs))
         total = sum(r[1] for r in rows)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(config(args.n, 20), sort_keys=False))
+        (workdir / "config.yaml").write_text(
+            yaml.safe_dump(config(args.n, 20, args.runs_per_job), sort_keys=False)
+        )
         seconds, jobs = snakemake(workdir, args.cores, args.gpus)
         rerun = ("re-run with runs 10 -> 20", seconds, jobs)
         stores = workdir / "results" / "features" / "shapes" / "effnet"
@@ -129,7 +135,8 @@ def main() -> None:
 
     print(
         f"seed-scale run: synthetic-shapes n={args.n}, 8 representations, effnet "
-        f"{len(LAYERS)} layers, 2 probes, 10 runs; --cores {args.cores}"
+        f"{len(LAYERS)} layers, 2 probes, 10 runs; --cores {args.cores}, "
+        f"runs_per_job {args.runs_per_job}"
     )
     print(f"{'stage':32s}{'seconds':>10s}{'jobs':>7s}{'share':>8s}")
     for name, seconds, jobs in rows:

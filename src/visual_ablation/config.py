@@ -20,7 +20,7 @@ DATA_FORMAT_VERSION = 1
 FEATURE_FORMAT_VERSION = 1
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
-PROBE_FORMAT_VERSION = 1
+PROBE_FORMAT_VERSION = 2  # 2: stacked, padded heads; float32 standardisation
 
 SOURCES = ("sklearn-digits", "synthetic-shapes", "imagefolder", "parquet", "npz")
 SOURCES_WITH_PATH = ("imagefolder", "parquet", "npz")

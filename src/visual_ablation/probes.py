@@ -93,12 +93,15 @@ def check_finite(layer: str, values: np.ndarray, where: str) -> None:
 
 
 def standardise(values: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """(x - mean) / std with train-split statistics; constant features stay 0."""
-    x = values.astype(np.float32, copy=False)
+    """(x - mean) / std with train-split statistics (accumulated in float64, applied in
+    float32, in place on one float32 copy); constant features stay 0."""
+    x = values.astype(np.float32)
     mean = x[train].mean(axis=0, dtype=np.float64)
     std = x[train].std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0
-    return ((x - mean) / std).astype(np.float32)
+    x -= mean.astype(np.float32)
+    x /= std.astype(np.float32)
+    return x
 
 
 def head_seed(run: int, layer: str) -> int:
@@ -325,16 +328,16 @@ def train(
     stacks = []
     for group in stack_groups({layer: features[layer].shape[1] for layer in layers}):
         dims = [features[layer].shape[1] for layer in group]
-        width = max(dims)
-        standard = [
-            np.pad(standardise(features[layer], masks[TRAIN]), ((0, 0), (0, width - dim)))
-            for layer, dim in zip(group, dims, strict=True)
-        ]
-        values = {
-            code: torch.from_numpy(np.stack([x[mask] for x in standard])).to(device)
+        stacked = {
+            code: np.zeros((len(group), int(mask.sum()), max(dims)), np.float32)
             for code, mask in masks.items()
         }
-        del standard
+        for i, (layer, dim) in enumerate(zip(group, dims, strict=True)):
+            x = standardise(features[layer], masks[TRAIN])
+            for code, mask in masks.items():
+                stacked[code][i, :, :dim] = x[mask]
+        values = {code: torch.from_numpy(v).to(device) for code, v in stacked.items()}
+        del stacked, x
         stacks.append(HeadStack(group, dims, values, runs, n_classes, probe.hidden, device))
     optimizer = AdamW(
         [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=probe.weight_decay

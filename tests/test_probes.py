@@ -347,3 +347,20 @@ def test_stack_groups_bound_the_padding():
     assert probes.stack_groups(dims, max_padding=1.0) == [
         [name] for name in sorted(dims, key=dims.get)
     ]
+
+
+def test_validation_and_test_rows_in_small_chunks_give_the_same_heads(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, labels = digits.data.astype(np.float32), digits.target
+    split = np.random.default_rng(0).choice(3, size=len(labels), p=[0.65, 0.15, 0.2])
+    feats = {"all": x, "half": x[:, :32].copy()}
+    config = probes.ProbeConfig(hidden=4, max_epochs=8, patience=2)
+    whole, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1])
+    monkeypatch.setattr(probes.HeadStack, "CHUNK_VALUES", 64 * 5)  # 1-2 rows per chunk
+    chunked, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1])
+    for a, b in zip(whole, chunked, strict=True):
+        assert (a.run, a.layer, a.best_epoch, a.epochs) == (b.run, b.layer, b.best_epoch, b.epochs)
+        assert a.best_val_loss == pytest.approx(b.best_val_loss, rel=1e-6)
+        np.testing.assert_allclose(a.test_proba, b.test_proba, rtol=1e-6, atol=1e-9)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,8 @@ class HeadStack:
     (`stack_groups` bounds the padding).
     """
 
+    CHUNK_VALUES = 2**24  # inputs copied per chunk of validation/test rows (64 MB)
+
     def __init__(
         self,
         layers: list[str],
@@ -254,23 +257,37 @@ class HeadStack:
         return loss / rows.shape[1]
 
     @torch.no_grad()
-    def losses(self, code: int, y: torch.Tensor, params=None, chunk: int = 4096) -> torch.Tensor:
-        """Every head's mean cross-entropy on one split (float64, [heads])."""
+    def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Every head's logits on one split, in row chunks: (rows, [heads, rows, classes]).
+        Each head sees its own layer's features; chunks keep the per-head copy of the
+        inputs (one per run) near CHUNK_VALUES values."""
+        values = self.values[code]  # [layers, rows, width]
+        n_runs, (n_layers, n_rows, width) = len(self.runs), values.shape
+        chunk = max(1, self.CHUNK_VALUES // (n_layers * n_runs * width))
+        for start in range(0, n_rows, chunk):
+            rows = slice(start, min(start + chunk, n_rows))
+            x = values[:, rows].unsqueeze(1).expand(-1, n_runs, -1, -1)
+            yield rows, head_logits(params or self.params, x.reshape(-1, *x.shape[2:]))
+
+    @torch.no_grad()
+    def losses(self, code: int, y: torch.Tensor) -> torch.Tensor:
+        """Every head's mean cross-entropy on one split (float64, [heads], on the CPU)."""
         total = torch.zeros(len(self.active), dtype=torch.float64, device=y.device)
-        for start in range(0, len(y), chunk):
-            logits = self.logits(code, slice(start, start + chunk), params)
-            part = y[start : start + chunk]
+        for rows, logits in self.logits(code):
             ce = F.cross_entropy(
-                logits.flatten(0, 1), part.repeat(logits.shape[0]), reduction="none"
+                logits.flatten(0, 1), y[rows].repeat(logits.shape[0]), reduction="none"
             )
             total += ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
         return (total / len(y)).cpu()
 
     @torch.no_grad()
-    def logits(self, code: int, rows: slice, params=None) -> torch.Tensor:
-        x = self.values[code][:, rows]  # [layers, rows, dim], each head sees its layer's
-        x = x.unsqueeze(1).expand(-1, len(self.runs), -1, -1).reshape(-1, *x.shape[1:])
-        return head_logits(params or self.params, x)
+    def best_proba(self, code: int) -> np.ndarray:
+        """Class probabilities of every head's best weights: [heads, rows, classes]."""
+        parts = [
+            torch.softmax(logits.double(), dim=2).cpu().numpy()
+            for _, logits in self.logits(code, self.best)
+        ]
+        return np.concatenate(parts, axis=1)
 
     def end_epoch(self, epoch: int, val_loss: torch.Tensor, patience: int) -> None:
         improved = self.active & (val_loss < self.best_loss)
@@ -367,8 +384,7 @@ def train(
     with torch.no_grad():
         for stack in stacks:
             stack.epochs[stack.active] = probe.max_epochs
-            proba = torch.softmax(stack.logits(TEST, slice(None), stack.best).double(), dim=2)
-            proba = proba.cpu().numpy()
+            proba = stack.best_proba(TEST)
             for h in range(len(stack.active)):
                 layer = stack.layers[h // len(runs)]
                 run = runs[h % len(runs)]

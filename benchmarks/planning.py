@@ -30,15 +30,9 @@ GRID = {
         "shapes100k": {"source": "synthetic-shapes", "n": 100000, "seed": 0},
         "digits": {"source": "sklearn-digits"},
     },
-    "representations": [
-        "original",
-        "grayscale",
-        "lowpass",
-        "highpass",
-        "phase_scramble",
-        "patch_shuffle",
-        "edges",
-        "occlusion",
+    # all eight, as the default config lists them
+    "representations": yaml.safe_load((REPO / "config" / "config.yaml").read_text())[
+        "representations"
     ],
     "backbones": {
         "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", "layers": "all"},

@@ -33,17 +33,10 @@ import yaml
 from visual_ablation import store
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
-REPRESENTATIONS = [
-    "original",
-    "grayscale",
-    "lowpass",
-    "highpass",
-    "phase_scramble",
-    "patch_shuffle",
-    "edges",
-    "occlusion",
-]
+# the default config's 8 EfficientNet layers and all eight representations
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+LAYERS = DEFAULT["backbones"]["effnet"]["layers"]
+REPRESENTATIONS = DEFAULT["representations"]
 
 
 def config(n: int, runs: int, runs_per_job: int = 1) -> dict:

@@ -7,6 +7,8 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
+from visual_ablation import store
+
 pytestmark = pytest.mark.workflow
 
 
@@ -92,12 +94,34 @@ def test_non_finite_features_fail_the_train_job_naming_the_layer(workflow_copy):
     values = array[:]
     values[5, 1] = np.inf
     array[:] = values
+    # as if the backbone itself had written inf: the manifest matches the new chunks
+    store_path = layer.parent.parent
+    zarr.open_group(store_path, mode="r+").attrs["manifest"] = store.manifest(str(store_path))
     proc = workflow_copy.run(check=False)
     assert proc.returncode != 0
     assert (
         "FeatureError" in proc.output and "layer 'blocks.0' has 1 non-finite values" in proc.output
     )
     assert not (workflow_copy.workdir / "results/metrics.csv").exists()
+
+
+def test_a_feature_store_with_a_deleted_chunk_fails_its_train_jobs_naming_it(workflow_copy):
+    config = tiny_config(representations=["original"], runs=1)
+    del config["backbones"]["pixels"]
+    config["probes"] = {"linear": {"hidden": 0, "max_epochs": 5}}
+    workflow_copy.write_config(config)
+    workflow_copy.run("--until", "features")
+    store_path = workflow_copy.workdir / "results/features/digits/effnet/original.zarr"
+    chunk = next((store_path / "layers" / "stem").rglob("c/*/*"))
+    chunk.unlink()
+    proc = workflow_copy.run(check=False)
+    assert proc.returncode != 0
+    assert "is damaged (chunk layers/stem/c/" in proc.output and "is missing" in proc.output
+    assert "--forcerun results/features/digits/effnet/original.zarr" in proc.output
+    assert not (workflow_copy.workdir / "results/metrics.csv").exists()
+    # the fix the message gives works
+    workflow_copy.run("--forcerun", "results/features/digits/effnet/original.zarr")
+    assert (workflow_copy.workdir / "results/metrics.csv").exists()
 
 
 def test_unreadable_image_in_imagefolder_names_the_file(workflow_copy, tmp_path):

@@ -102,7 +102,8 @@ def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
     assert [r["layer"] for r in rows] == ["blocks.2", "stem"]
     assert all(r["store_bytes_per_image"] > 0 for r in rows)
     changed = dict(entry, spec={**entry["spec"], "format_version": 99})
-    with pytest.raises(StoreError, match="format_version: store has 1, config has 99"):
+    built = entry["spec"]["format_version"]
+    with pytest.raises(StoreError, match=f"format_version: store has {built}, config has 99"):
         store.inventory([changed])
 
 

@@ -69,6 +69,47 @@ def test_missing_or_broken_store_is_refused(tmp_path):
         store.open_checked(str(tmp_path / "junk.zarr"), {})
 
 
+def chunk_files(path):
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def test_finished_store_records_every_chunk_and_its_size(tmp_path):
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1})
+    manifest = zarr.open_group(path, mode="r").attrs["manifest"]
+    files = chunk_files(path)
+    assert len(files) == 3  # 10 rows in chunks of 4
+    assert manifest == {str(f.relative_to(path)): f.stat().st_size for f in files}
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "empty"])
+def test_a_deleted_or_truncated_chunk_is_refused_naming_it(tmp_path, damage):
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1})
+    chunk = chunk_files(path)[1]
+    name = str(chunk.relative_to(path))
+    if damage == "delete":
+        chunk.unlink()  # zarr alone would read the missing rows as zeros
+        assert zarr.open_group(path, mode="r")["x"][4:8].tolist() == [[0.0] * 3] * 4
+    else:
+        data = chunk.read_bytes()
+        chunk.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
+    with pytest.raises(store.StoreError) as err:
+        store.open_checked(str(path), {"a": 1})
+    message = str(err.value)
+    assert f"store {path} is damaged" in message and name in message
+    assert "--forcerun" in message
+
+
+def test_a_store_without_a_manifest_is_not_taken_for_complete(tmp_path):
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1})
+    attrs = zarr.open_group(path, mode="r+").attrs
+    del attrs["manifest"]
+    with pytest.raises(store.StoreError, match="incomplete"):
+        store.open_checked(str(path), {"a": 1})
+
+
 def test_chunked_writer_refuses_short_writes(tmp_path):
     group = zarr.open_group(tmp_path / "g.zarr", mode="w")
     writer = store.ChunkedWriter(store.create_array(group, "x", (5, 2), np.float32, 2))

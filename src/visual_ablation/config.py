@@ -16,8 +16,8 @@ from typing import Any
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
-DATA_FORMAT_VERSION = 1
-FEATURE_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2  # 2: stores carry a chunk manifest
+FEATURE_FORMAT_VERSION = 2  # 2: stores carry a chunk manifest
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
 PROBE_FORMAT_VERSION = 2  # 2: stacked, padded heads; float32 standardisation

@@ -3,7 +3,10 @@
 A store is written into a hidden sibling directory and renamed into place after its
 `complete` attr is set, so a killed job leaves nothing at the final path that a later job
 could take for finished work. On read, the store's `spec` attr must equal the spec the
-caller expects; otherwise it is refused with the difference and how to rebuild.
+caller expects; otherwise it is refused with the difference and how to rebuild. Its
+`manifest` attr (every chunk file and its size when finished) must match the disk: a
+chunk deleted or truncated since is refused too, where zarr would read a missing chunk
+as zeros.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def writing(path: str, spec: dict[str, Any]) -> Iterator[zarr.Group]:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         group.attrs.update({"spec": spec, "complete": False, "provenance": provenance()})
         yield group
+        # what a finished store holds: a chunk deleted or truncated later is caught on read
+        group.attrs["manifest"] = manifest(tmp)
         group.attrs["complete"] = True
         if os.path.exists(path):
             shutil.rmtree(path)
@@ -83,6 +88,34 @@ def writing(path: str, spec: dict[str, Any]) -> Iterator[zarr.Group]:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def manifest(path: str) -> dict[str, int]:
+    """Size in bytes of every data file (chunk) of a store, by path relative to it.
+    zarr.json files are left out: they hold the attrs, which are written last."""
+    sizes = {}
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            if name != "zarr.json":
+                full = os.path.join(root, name)
+                sizes[os.path.relpath(full, path)] = os.path.getsize(full)
+    return sizes
+
+
+def check_manifest(path: str, expected: dict[str, int]) -> None:
+    """Every chunk the finished store had is there, at its size."""
+    found = manifest(path)
+    damaged = []
+    for name, size in sorted(expected.items()):
+        if name not in found:
+            damaged.append(f"chunk {name} is missing")
+        elif found[name] != size:
+            damaged.append(f"chunk {name} has {found[name]} bytes, {size} when written")
+    if damaged:
+        shown = "; ".join(damaged[:5]) + (
+            f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+        )
+        raise StoreError(f"store {path} is damaged ({shown}): it is not read. {rebuild_hint(path)}")
 
 
 def _differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
@@ -124,7 +157,7 @@ def open_checked(
     except Exception as err:  # unreadable metadata is a broken store, whatever zarr raises
         raise StoreError(f"store {path} cannot be opened ({err}). {rebuild_hint(path)}") from err
     attrs = group.attrs.asdict()
-    if attrs.get("complete") is not True:
+    if attrs.get("complete") is not True or not isinstance(attrs.get("manifest"), dict):
         raise StoreError(f"store {path} is incomplete (no completion mark). {rebuild_hint(path)}")
     found = {k: v for k, v in attrs.get("spec", {}).items() if k not in ignore}
     diffs = _differences(expected_spec, found)
@@ -134,6 +167,7 @@ def open_checked(
             + "\n  ".join(diffs)
             + f"\n{rebuild_hint(path)}"
         )
+    check_manifest(path, attrs["manifest"])
     return group
 
 

@@ -7,6 +7,7 @@ from visual_ablation.config import (
     ConfigError,
     canonical,
     check_backbones_once,
+    check_writable,
     resolve,
 )
 
@@ -16,6 +17,8 @@ try:
     # process, so a typo stops the run before any job starts, and remembered, so a dry
     # run of an unchanged config does not import torch again.
     if workflow.is_main_process:
+        check_writable(EXPERIMENT.results_dir, "results_dir")
+        check_writable(EXPERIMENT.cache_dir, "cache_dir")
         check_backbones_once(
             EXPERIMENT,
             os.path.join(".snakemake", "visual-ablation", "backbones-checked.json"),

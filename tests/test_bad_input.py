@@ -161,3 +161,26 @@ def test_pretrained_weights_missing_from_disk_stop_the_run(workflow_copy, tmp_pa
     out = failing(workflow_copy, config, "-n")
     assert "'backbones.r.weights': pretrained weights for resnet18 are not on disk" in out
     assert "never downloads" in out
+
+
+def test_a_cache_dir_that_cannot_be_created_stops_the_dry_run(workflow_copy):
+    blocker = workflow_copy.workdir / "not-a-dir"
+    blocker.write_text("")
+    out = failing(workflow_copy, tiny_config(cache_dir=str(blocker / "cache")), "-n")
+    assert "Invalid config: config key 'cache_dir'" in out and "is a file" in out
+
+
+def test_paths_with_spaces_work(workflow_copy):
+    config = tiny_config(
+        representations=["original"],
+        results_dir="my results",
+        cache_dir=str(workflow_copy.workdir / "feature cache"),
+    )
+    del config["backbones"]["effnet"]
+    config["probes"] = {"linear": {"hidden": 0, "max_epochs": 5}}
+    config["runs"] = 1
+    workflow_copy.write_config(config)
+    workflow_copy.run()
+    assert (workflow_copy.workdir / "my results" / "metrics.csv").exists()
+    assert (workflow_copy.workdir / "feature cache" / "features" / "digits" / "pixels").is_dir()
+    assert workflow_copy.planned() == []

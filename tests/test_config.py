@@ -114,3 +114,19 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
 
     for runs in ([4], [0, 1, 2], [10, 11]):
         assert parse_run_label(run_label(runs)) == runs
+
+
+def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(
+    tmp_path, monkeypatch
+):
+    from visual_ablation.config import check_writable
+
+    check_writable(str(tmp_path / "new" / "deeper"), "cache_dir")  # creatable: fine
+    assert not (tmp_path / "new").exists()  # and nothing was created
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(ConfigError, match=r"config key 'cache_dir': .*afile.* is a file"):
+        check_writable(str(afile / "cache"), "cache_dir")
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as a non-root user would see
+    with pytest.raises(ConfigError, match=r"config key 'results_dir': .* is not writable"):
+        check_writable(str(tmp_path / "results"), "results_dir")

@@ -270,6 +270,25 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
     )
 
 
+def check_writable(path: str, key: str) -> None:
+    """`path` exists as a writable directory or can be created as one; checked without
+    creating anything (a dry run must not), so a bad results_dir or cache_dir stops the
+    run before any job."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(
+            f"config key '{key}': {path!r} cannot be created, because {existing!r} is a file, "
+            "not a directory. Choose another directory."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"config key '{key}': {path!r} is not writable ({existing!r} does not allow this "
+            f"user to write). Choose a writable directory, e.g. --config {key}=/scratch/$USER/va."
+        )
+
+
 # what the layer and model names of a backbone check depend on, besides the specs
 CHECK_PACKAGES = ("torch", "torchvision", "efficientnet-lite-pytorch")
 

@@ -81,14 +81,20 @@ def test_bad_probe_config_is_a_schema_error(workflow_copy, probe, key):
     assert f"['probes']['linear']['{key}']" in out
 
 
-def test_non_finite_features_fail_the_train_job_naming_the_layer(workflow_copy):
-    import zarr
-
+def built_effnet_store(wf):
+    """One effnet feature store of the tiny config, built, and a one-run linear probe
+    left to train on it: the store a test then damages."""
     config = tiny_config(representations=["original"], runs=1)
     del config["backbones"]["pixels"]
     config["probes"] = {"linear": {"hidden": 0, "max_epochs": 5}}
-    workflow_copy.write_config(config)
-    workflow_copy.run("--until", "features")
+    wf.write_config(config)
+    wf.run("--until", "features")
+
+
+def test_non_finite_features_fail_the_train_job_naming_the_layer(workflow_copy):
+    import zarr
+
+    built_effnet_store(workflow_copy)
     layer = workflow_copy.workdir / "results/features/digits/effnet/original.zarr/layers/blocks.0"
     array = zarr.open_array(layer, mode="r+")
     values = array[:]
@@ -106,11 +112,7 @@ def test_non_finite_features_fail_the_train_job_naming_the_layer(workflow_copy):
 
 
 def test_a_feature_store_with_a_deleted_chunk_fails_its_train_jobs_naming_it(workflow_copy):
-    config = tiny_config(representations=["original"], runs=1)
-    del config["backbones"]["pixels"]
-    config["probes"] = {"linear": {"hidden": 0, "max_epochs": 5}}
-    workflow_copy.write_config(config)
-    workflow_copy.run("--until", "features")
+    built_effnet_store(workflow_copy)
     store_path = workflow_copy.workdir / "results/features/digits/effnet/original.zarr"
     chunk = next((store_path / "layers" / "stem").rglob("c/*/*"))
     chunk.unlink()

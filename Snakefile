@@ -16,6 +16,17 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 configfile: "config/config.yaml"
 
 
+# YAML keeps the last of a key written twice; refuse that before validating what is left
+from snakemake.exceptions import WorkflowError
+from visual_ablation.config import ConfigError, check_duplicate_keys
+
+try:
+    for path in workflow.configfiles:
+        check_duplicate_keys(path)
+except ConfigError as err:
+    raise WorkflowError(f"Invalid config: {err}") from None
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -28,6 +39,14 @@ include: "rules/features.smk"
 include: "rules/inventory.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
+
+
+# cheap table and figure jobs run in the main process, not as cluster jobs
+localrules:
+    all,
+    feature_table,
+    aggregate,
+    plots,
 
 
 rule all:

@@ -186,3 +186,51 @@ def test_paths_with_spaces_work(workflow_copy):
     assert (workflow_copy.workdir / "my results" / "metrics.csv").exists()
     assert (workflow_copy.workdir / "feature cache" / "features" / "digits" / "pixels").is_dir()
     assert workflow_copy.planned() == []
+
+
+def with_key(path: str, value):
+    """The tiny config with the dotted key `path` set to `value`."""
+    config = tiny_config()
+    *parents, last = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("runs", 0),
+        ("runs", "ten"),
+        ("extraction.batch_size", -5),
+        ("datasets.digits.n", -3),
+        ("datasets.digits.image_size", 0),
+        ("datasets.digits.on_bad_image", "ignore"),
+        ("backbones.effnet.layers", "stem"),
+        ("probes.mlp.hidden", "wide"),
+        ("split.test", "0.2"),
+    ],
+)
+def test_wrong_types_and_sizes_are_schema_errors_naming_the_key(workflow_copy, key, value):
+    out = failing(workflow_copy, with_key(key, value), "-n")
+    where = "".join(f"['{part}']" for part in key.split("."))
+    assert f"On instance{where}:" in out, out[-3000:]
+    assert "ValidationError" in out
+    assert not (workflow_copy.workdir / "results").exists()  # before any job
+
+
+def test_a_representation_written_twice_in_a_mapping_is_refused(workflow_copy):
+    workflow_copy.write_config(tiny_config())
+    text = (workflow_copy.workdir / "config.yaml").read_text()
+    text = text.replace(
+        "representations:\n- original\n- grayscale\n",
+        "representations:\n  lowpass: {sigma: 0.05}\n  lowpass: {sigma: 0.2}\n",
+    )
+    assert "lowpass: {sigma: 0.2}" in text
+    (workflow_copy.workdir / "config.yaml").write_text(text)
+    proc = workflow_copy.run("-n", check=False)
+    assert proc.returncode != 0
+    assert "key 'lowpass' appears twice in one mapping (lines" in proc.output
+    assert "YAML would silently keep only the second" in proc.output

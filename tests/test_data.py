@@ -170,7 +170,7 @@ def test_failed_prepare_leaves_nothing_at_the_path(tmp_path):
     (root / "dog" / "bad.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(data.DatasetError, match="bad.png"):
         data.prepare(spec("imagefolder", path=str(root)), str(tmp_path / "x.zarr"), False)
-    assert list(tmp_path.glob("*.zarr")) == [] and list(tmp_path.glob(".x.zarr*")) == []
+    assert list(tmp_path.glob("*.zarr")) == [] and list(tmp_path.glob(".x.zarr.partial*")) == []
 
 
 def test_tiny_classes_cannot_be_split(tmp_path):

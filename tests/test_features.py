@@ -82,11 +82,13 @@ def test_same_config_gives_identical_features(experiment, tmp_path):
     assert np.array_equal(first, zarr.open_group(path)["layers/pixels"][:])
 
 
-def test_a_data_store_for_another_config_is_refused(experiment):
+def test_a_data_store_for_another_config_is_refused(experiment, tmp_path):
     spec = experiment.feature_spec("digits", "pixels", "original")
     spec["dataset"] = dict(spec["dataset"], n=151)
+    out = tmp_path / "refused.zarr"
     with pytest.raises(StoreError, match="n: store has 150, config has 151"):
-        features.extract(experiment.data_store("digits"), "unused.zarr", spec, device="cpu")
+        features.extract(experiment.data_store("digits"), str(out), spec, device="cpu")
+    assert not out.exists()
 
 
 def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
@@ -134,4 +136,5 @@ def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeyp
         features.extract(
             experiment.data_store("digits"), path, spec, device="cpu", batch_size=64, progress=False
         )
-    assert list(tmp_path.iterdir()) == []  # neither the store nor a partial one is left
+    # neither the store nor a partial one is left; only the store's (released) lock file
+    assert [p.name for p in tmp_path.iterdir()] == [".pixels.zarr.lock"]

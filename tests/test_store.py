@@ -101,6 +101,23 @@ def test_a_deleted_or_truncated_chunk_is_refused_naming_it(tmp_path, damage):
     assert "--forcerun" in message
 
 
+def test_a_chunk_corrupted_at_its_size_fails_the_read_naming_the_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1})
+    chunk = chunk_files(path)[1]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit: same size, so the manifest agrees
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(store.StoreError) as err:
+        with store.reading(str(path), {"a": 1}) as group:
+            group["x"][:]
+    message = str(err.value)
+    assert f"store {path} is damaged: a chunk fails its checksum" in message
+    assert "--forcerun" in message
+    with store.reading(str(path), {"a": 1}) as group:  # chunks before it still read
+        assert group["x"][:4, 0].tolist() == [0, 0, 0, 3]
+
+
 def test_a_store_without_a_manifest_is_not_taken_for_complete(tmp_path):
     path = tmp_path / "s.zarr"
     write(path, {"a": 1})
@@ -116,3 +133,101 @@ def test_chunked_writer_refuses_short_writes(tmp_path):
     writer.append(np.zeros((3, 2), np.float32))
     with pytest.raises(RuntimeError, match="wrote 3 rows"):
         writer.close()
+
+
+def test_partial_stores_left_by_killed_writers_are_removed_by_the_next_writer(tmp_path):
+    path = tmp_path / "s.zarr"
+    # what a SIGKILLed writer leaves: a partial store, and an old store moved aside
+    for leftover in (".s.zarr.partial-dead0001", ".s.zarr.old-dead0002"):
+        zarr.open_group(tmp_path / leftover, mode="w").create_array("x", shape=(2,), dtype="i1")
+    with store.locked(str(path)):
+        write(path, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.lock", "s.zarr"]
+
+
+def test_rewriting_a_store_replaces_it_whole(tmp_path):
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1}, rows=10)
+    write(path, {"a": 2}, rows=3)
+    group = store.open_checked(str(path), {"a": 2})
+    assert group["x"].shape == (3, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+HOLD_LOCK_AND_WRITE = """
+import sys, time
+sys.path.insert(0, {src!r})
+from visual_ablation import store
+import numpy as np
+with store.locked({path!r}):
+    print("locked", flush=True)
+    time.sleep(1.5)
+    with store.writing({path!r}, {{"a": 1}}) as group:
+        group.create_array("x", data=np.arange(5))
+"""
+
+
+def test_a_second_writer_waits_for_the_lock_and_then_finds_the_store_complete(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = str(tmp_path / "s.zarr")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK_AND_WRITE.format(src=src, path=path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdout.readline().strip() == "locked"
+    assert not store.is_complete(path, {"a": 1})
+    with store.locked(path):  # blocks until the first writer has finished
+        assert store.is_complete(path, {"a": 1})
+    assert first.wait() == 0
+
+
+def test_a_store_deleted_or_rebuilt_while_read_is_refused(tmp_path):
+    import shutil
+
+    path = tmp_path / "s.zarr"
+    write(path, {"a": 1})
+    with pytest.raises(store.StoreError, match="deleted or rebuilt while this job read it"):
+        with store.reading(str(path), {"a": 1}) as group:
+            group["x"][:4]
+            write(path, {"a": 1})  # same spec, but another build
+            group["x"][4:]
+    with pytest.raises(store.StoreError, match="deleted or rebuilt while this job read it"):
+        with store.reading(str(path), {"a": 1}) as group:
+            array = group["x"]
+            shutil.rmtree(path)
+            assert array[:].sum() == 0  # what zarr gives for missing chunks: zeros
+    write(path, {"a": 1})
+    with store.reading(str(path), {"a": 1}) as group:
+        assert group["x"][:, 0].tolist() == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9]
+
+
+def test_disk_full_while_writing_leaves_nothing_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    from zarr.storage import _local
+
+    real_put = _local._put
+    calls = {"n": 0}
+
+    def put_until_full(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(*args, **kwargs)
+
+    path = tmp_path / "s.zarr"
+    monkeypatch.setattr(_local, "_put", put_until_full)
+    with pytest.raises(store.StoreError) as err:
+        write(path, {"a": 1})
+    message = str(err.value)
+    assert f"no space left while writing store {path}" in message
+    assert "Nothing of this store was kept" in message and "cache_dir" in message
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(_local, "_put", real_put)  # space freed
+    write(path, {"a": 1})
+    assert store.open_checked(str(path), {"a": 1})["x"].shape == (10, 3)

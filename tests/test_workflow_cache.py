@@ -249,7 +249,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
         module.write_text(module_text + "\n# an edit that does not change what features mean\n")
         assert built.planned() == []
         config_py.write_text(
-            config_text.replace("FEATURE_FORMAT_VERSION = 2", "FEATURE_FORMAT_VERSION = 3")
+            config_text.replace("FEATURE_FORMAT_VERSION = 3", "FEATURE_FORMAT_VERSION = 4")
         )
         jobs = built.planned()
         assert counts(jobs) == {

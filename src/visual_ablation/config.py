@@ -16,8 +16,8 @@ from typing import Any
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
-DATA_FORMAT_VERSION = 2  # 2: stores carry a chunk manifest
-FEATURE_FORMAT_VERSION = 2  # 2: stores carry a chunk manifest
+DATA_FORMAT_VERSION = 3  # 2: stores carry a chunk manifest; 3: chunk checksums
+FEATURE_FORMAT_VERSION = 3  # 2: stores carry a chunk manifest; 3: chunk checksums
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
 PROBE_FORMAT_VERSION = 2  # 2: stacked, padded heads; float32 standardisation
@@ -268,6 +268,35 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         runs=int(config.get("runs", 10)),
         runs_per_job=int(config.get("training", {}).get("runs_per_job", 1)),
     )
+
+
+def check_duplicate_keys(path: str | os.PathLike) -> None:
+    """Refuse a YAML config file that writes one key twice in a mapping (for example a
+    representation listed twice with different params): YAML loaders silently keep the
+    last value, so the first would be dropped without a word."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"config file {path}: key {key!r} appears twice in one mapping (lines "
+                    f"{seen[key]} and {line}); YAML would silently keep only the second. "
+                    "Remove one, or give the second another name (a representation can "
+                    "repeat a kind: `lowpass_wide: {kind: lowpass, sigma: 0.1}`)."
+                )
+            seen[key] = line
+        return loader.construct_mapping(node)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    with open(path, encoding="utf-8") as f:
+        yaml.load(f, Loader=StrictLoader)  # noqa: S506 (SafeLoader subclass)
 
 
 def check_writable(path: str, key: str) -> None:

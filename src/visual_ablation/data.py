@@ -11,7 +11,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +39,34 @@ class DatasetError(ValueError):
     """A dataset that cannot be used as configured; the message names it and the fix."""
 
 
+class BadImageError(DatasetError):
+    """One image that cannot be decoded; `where` names it (file, or parquet row)."""
+
+    def __init__(self, message: str, where: str):
+        super().__init__(message)
+        self.where = where
+
+
+# on_bad(source index, error): raise to stop, return to leave the image out
+BadImageHandler = Callable[[int, BadImageError], None]
+
+
+def fail_on_bad_image(index: int, error: BadImageError) -> None:
+    raise error
+
+
 @dataclass
 class Source:
-    """Labels up front; `decode(indices)` yields uint8 [b, s, s, 3] batches in that order."""
+    """Labels up front; `decode(indices)` yields uint8 [b, s, s, 3] batches in that order.
+    An image that cannot be decoded goes to `on_bad`, and is left out if it returns."""
 
     labels: np.ndarray
     class_names: list[str]
     description: str
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    def decode(
+        self, indices: np.ndarray, size: int, on_bad: BadImageHandler = fail_on_bad_image
+    ) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
 
@@ -72,13 +91,39 @@ def to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
 
 
 def decode_image(file: str | io.BytesIO, size: int, where: str) -> np.ndarray:
-    """Decode one encoded image (path or bytes); a broken one raises naming `where`."""
+    """Decode one encoded image (path or bytes); a broken one raises naming `where`.
+    A JPEG far larger than `size` is decoded at a reduced scale (PIL's draft mode)."""
     try:
         with Image.open(file) as image:
+            image.draft("RGB", (size, size))
             image.load()
             return to_rgb_square(image, size)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"cannot read {where}: {err}. Remove or replace it.") from err
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as err:
+        raise BadImageError(f"cannot read {where}: {err}. Remove or replace it", where) from err
+
+
+def _decoded(
+    items: Iterator[tuple[int, Any, str]], size: int, on_bad: BadImageHandler
+) -> Iterator[np.ndarray]:
+    """(index, file or bytes, where) -> batches of decoded images, bad ones to `on_bad`."""
+    buffer: list[np.ndarray] = []
+    for index, file, where in items:
+        try:
+            buffer.append(decode_image(file, size, where))
+        except BadImageError as err:
+            on_bad(index, err)
+            continue
+        if len(buffer) == DECODE_BATCH:
+            yield np.stack(buffer)
+            buffer = []
+    if buffer:
+        yield np.stack(buffer)
 
 
 def _batches(indices: np.ndarray, batch: int = DECODE_BATCH) -> Iterator[np.ndarray]:
@@ -109,7 +154,7 @@ class DigitsSource(Source):
             "sklearn.datasets.load_digits",
         )
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         for chunk in _batches(indices):
             gray = (self._images[chunk] * (255.0 / 16.0)).round().astype(np.uint8)
             yield np.stack([to_rgb_square(Image.fromarray(g), size) for g in gray])
@@ -177,7 +222,7 @@ class ShapesSource(Source):
         image = image + rng.normal(0, noise_amp, size=image.shape)
         return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         for chunk in _batches(indices):
             yield np.stack([self._draw(int(i), size) for i in chunk])
 
@@ -202,11 +247,9 @@ class ImageFolderSource(Source):
         self.files = files
         super().__init__(np.array(labels, dtype=np.int64), classes, f"imagefolder:{root}")
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
-        for chunk in _batches(indices):
-            yield np.stack(
-                [decode_image(self.files[i], size, f"image {self.files[i]}") for i in chunk]
-            )
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        files = ((int(i), self.files[i], f"image {self.files[i]}") for i in indices)
+        yield from _decoded(files, size, on_bad)
 
 
 class ParquetSource(Source):
@@ -228,13 +271,15 @@ class ParquetSource(Source):
         labels, names = _encode_labels(raw, f"parquet {path} column {label_column!r}")
         super().__init__(labels, names, f"parquet:{path}")
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        yield from _decoded(self._cells(indices), size, on_bad)
+
+    def _cells(self, indices: np.ndarray) -> Iterator[tuple[int, io.BytesIO, str]]:
         import pyarrow.parquet as pq
 
         # Indices are sorted, so file order is output order: stream, keep wanted rows.
         assert np.all(np.diff(indices) > 0), "parquet rows must be requested in file order"
         wanted = set(int(i) for i in indices)
-        buffer: list[np.ndarray] = []
         row = 0
         for batch in pq.ParquetFile(self.path).iter_batches(
             batch_size=DECODE_BATCH, columns=[self.image_column]
@@ -242,14 +287,8 @@ class ParquetSource(Source):
             for cell in batch.column(0).to_pylist():
                 if row in wanted:
                     data = cell.get("bytes") if isinstance(cell, dict) else cell
-                    where = f"parquet {self.path} row {row}"
-                    buffer.append(decode_image(io.BytesIO(data or b""), size, where))
-                    if len(buffer) == DECODE_BATCH:
-                        yield np.stack(buffer)
-                        buffer = []
+                    yield row, io.BytesIO(data or b""), f"parquet {self.path} row {row}"
                 row += 1
-        if buffer:
-            yield np.stack(buffer)
 
 
 class NpzSource(Source):
@@ -269,7 +308,7 @@ class NpzSource(Source):
         labels, names = _encode_labels(archive[label_key].tolist(), f"npz {path}")
         super().__init__(labels, names, f"npz:{path}")
 
-    def decode(self, indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         for chunk in _batches(indices):
             images = self.images[chunk]
             if images.dtype != np.uint8:
@@ -357,6 +396,15 @@ def stratified_split(
 
 def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
     """Decode the dataset of `spec` once into the data store at `path`."""
+    with store.locked(path):
+        if store.is_complete(path, spec):
+            # another invocation sharing the cache_dir built it while this job waited
+            log.info("store %s was completed by another job meanwhile: kept as it is", path)
+            return
+        _prepare(spec, path, progress)
+
+
+def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
     from tqdm import tqdm
 
     name = spec["name"]
@@ -365,9 +413,10 @@ def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
     # synthetic-shapes draws exactly n images; other sources are subset by class
     n = None if spec["source"] == "synthetic-shapes" else spec.get("n")
     indices = stratified_subset(source.labels, n, int(spec.get("seed", 0)), name)
-    labels = source.labels[indices]
     split_cfg = spec["split"]
-    split = stratified_split(labels, split_cfg["val"], split_cfg["test"], split_cfg["seed"], name)
+    split = stratified_split(
+        source.labels[indices], split_cfg["val"], split_cfg["test"], split_cfg["seed"], name
+    )
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",
@@ -378,11 +427,19 @@ def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
         size,
         size,
     )
+    skipped: list[dict[str, Any]] = []
+
+    def on_bad(index: int, error: BadImageError) -> None:
+        if spec.get("on_bad_image", "fail") != "skip":
+            raise BadImageError(
+                f"{error}, or set datasets.{name}.on_bad_image: skip to leave such images out.",
+                error.where,
+            ) from error
+        log.warning("skipped %s", error)
+        skipped.append({"source_index": index, "where": error.where, "error": str(error)})
+
     with store.writing(path, spec) as group:
         images = store.create_array(group, "images", (len(indices), size, size, 3), np.uint8)
-        group.create_array("labels", data=labels)
-        group.create_array("split", data=split)
-        group.create_array("source_index", data=indices.astype(np.int64))
         writer = store.ChunkedWriter(images)
         bar = tqdm(
             total=len(indices),
@@ -391,11 +448,22 @@ def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
             disable=not progress,
             mininterval=2.0,
         )
-        for batch in source.decode(indices, size):
+        for batch in source.decode(indices, size, on_bad):
             writer.append(batch)
             bar.update(len(batch))
-        writer.close()
         bar.close()
+        if skipped:
+            # skipped images leave the store; the others keep their label and split part
+            keep = ~np.isin(indices, [s["source_index"] for s in skipped])
+            indices, split = indices[keep], split[keep]
+            check_skipped_split(split, len(skipped), name)
+            images.resize((len(indices), size, size, 3))
+            log.warning("dataset %s: skipped %d unreadable images", name, len(skipped))
+        writer.close()
+        labels = source.labels[indices]
+        store.save_array(group, "labels", labels)
+        store.save_array(group, "split", split)
+        store.save_array(group, "source_index", indices.astype(np.int64))
         group.attrs.update(
             {
                 "class_names": source.class_names,
@@ -403,5 +471,16 @@ def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
                 "n": int(len(indices)),
                 "n_source": int(n_source),
                 "split_counts": split_sizes(split),
+                "skipped": skipped,
             }
+        )
+
+
+def check_skipped_split(split: np.ndarray, n_skipped: int, name: str) -> None:
+    sizes = split_sizes(split)
+    if min(sizes.values()) == 0:
+        raise DatasetError(
+            f"dataset '{name}': after skipping {n_skipped} unreadable images a split part is "
+            f"empty (train={sizes['train']}, val={sizes['val']}, test={sizes['test']}). "
+            "Replace the unreadable images."
         )

@@ -142,12 +142,20 @@ def extract(
     The data store is checked against `spec["dataset"]`, which leaves out the split:
     features are computed for every image, so a new split keeps them valid.
     """
-    from tqdm import tqdm
-
     devices.set_cpu_threads(threads)
     torch_device = devices.choose_device(device)
-    data = store.open_checked(data_path, spec["dataset"], ignore=("split",))
-    images = data["images"]
+    with store.locked(out_path):
+        if store.is_complete(out_path, spec):
+            # another invocation sharing the cache_dir built it while this job waited
+            log.info("store %s was completed by another job meanwhile: kept as it is", out_path)
+            return store.open_checked(out_path, spec).attrs.asdict()
+        with store.reading(data_path, spec["dataset"], ignore=("split",)) as data:
+            return _extract(data["images"], out_path, spec, torch_device, batch_size, progress)
+
+
+def _extract(images, out_path, spec, torch_device, batch_size, progress) -> dict[str, Any]:
+    from tqdm import tqdm
+
     n = images.shape[0]
     pipeline = Pipeline(spec, torch_device)
     layers = pipeline.extractor.layers
@@ -190,7 +198,7 @@ def extract(
 
 def read_layer(path: str, spec: dict[str, Any], layer: str) -> np.ndarray:
     """One layer's features as float32 [n, dim], from a checked store."""
-    group = store.open_checked(path, spec)
-    if layer not in group.attrs["layers"]:
-        raise KeyError(f"store {path} has no layer {layer!r}; it has {group.attrs['layers']}")
-    return np.asarray(group[f"layers/{layer}"][:], dtype=np.float32)
+    with store.reading(path, spec) as group:
+        if layer not in group.attrs["layers"]:
+            raise KeyError(f"store {path} has no layer {layer!r}; it has {group.attrs['layers']}")
+        return np.asarray(group[f"layers/{layer}"][:], dtype=np.float32)

@@ -6,12 +6,24 @@ could take for finished work. On read, the store's `spec` attr must equal the sp
 caller expects; otherwise it is refused with the difference and how to rebuild. Its
 `manifest` attr (every chunk file and its size when finished) must match the disk: a
 chunk deleted or truncated since is refused too, where zarr would read a missing chunk
-as zeros.
+as zeros. Every chunk carries a CRC-32C that zarr checks when it decodes the chunk, so a
+chunk corrupted at the same size fails the read that meets it (`reading` names the store).
+
+Several snakemake invocations may share one cache_dir. A writer holds an exclusive lock
+on the store (`locked`) while it builds it, so a second writer of the same store waits
+and then finds it complete (`is_complete`) instead of building it again; partial stores
+of killed jobs are removed by the next writer. A reader (`reading`) checks after reading
+that the store is still the one it opened, so a store deleted or replaced while it was
+read is never taken as valid data.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
+import glob
+import logging
 import os
 import platform
 import shutil
@@ -22,10 +34,11 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from visual_ablation.config import canonical
 
+log = logging.getLogger(__name__)
 TARGET_CHUNK_BYTES = 4 << 20  # rows per chunk chosen so one chunk is about 4 MiB
 
 
@@ -37,19 +50,28 @@ def rows_per_chunk(row_bytes: int, target: int = TARGET_CHUNK_BYTES) -> int:
     return max(1, target // max(1, row_bytes))
 
 
-def compressor() -> BloscCodec:
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+def compressors() -> list:
+    """zstd, then a CRC-32C of the compressed chunk: zarr checks it on every read, so a
+    chunk corrupted at its original size (which the manifest cannot see) is refused."""
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec()]
+
+
+def save_array(group: zarr.Group, name: str, values: np.ndarray) -> zarr.Array:
+    """A small array written whole (labels, split), compressed and checksummed."""
+    array = create_array(group, name, values.shape, values.dtype)
+    array[...] = values
+    return array
 
 
 def create_array(
     group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int | None = None
 ) -> zarr.Array:
-    """A row-chunked, compressed array (rows = images)."""
+    """A row-chunked, compressed, checksummed array (rows = images)."""
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     rows = chunk_rows or rows_per_chunk(row_bytes)
     chunks = (min(max(1, shape[0]), rows), *shape[1:])
     return group.create_array(
-        name, shape=shape, chunks=chunks, dtype=dtype, compressors=[compressor()], fill_value=0
+        name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors(), fill_value=0
     )
 
 
@@ -66,25 +88,103 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def _hidden_sibling(path: str, suffix: str) -> str:
+    parent = os.path.dirname(os.path.abspath(path))
+    return os.path.join(parent, f".{os.path.basename(path)}.{suffix}")
+
+
+@contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Hold the exclusive lock of the store at `path` (a hidden sibling lock file): one
+    writer per store at a time, across processes and snakemake invocations. The kernel
+    releases it however the holder ends, SIGKILL included."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(_hidden_sibling(path, "lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("store %s is being written by another job; waiting for it", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_complete(path: str, spec: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a finished, undamaged store of exactly `spec` is at `path`."""
+    try:
+        open_checked(path, spec, ignore)
+    except StoreError:
+        return False
+    return True
+
+
+def remove_stale_partials(path: str) -> list[str]:
+    """Delete what killed writers of `path` left (`.partial-*`, `.old-*`). Only call
+    while holding `locked(path)`: then no live writer of `path` owns any of them."""
+    stale = glob.glob(_hidden_sibling(path, "partial-*")) + glob.glob(
+        _hidden_sibling(path, "old-*")
+    )
+    for leftover in stale:
+        log.info("removing %s, left by a writer that did not finish", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    return stale
+
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(path: str, err: OSError) -> StoreError:
+    parent = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(parent).free if os.path.isdir(parent) else 0
+    return StoreError(
+        f"no space left while writing store {path} ({err.strerror}; {free / 2**20:.0f} MiB "
+        f"free in {parent} after removing the partial store). Nothing of this store was "
+        "kept; finished stores are untouched. Free space, or set cache_dir to a larger "
+        "disk, then run snakemake again."
+    )
+
+
 @contextmanager
 def writing(path: str, spec: dict[str, Any]) -> Iterator[zarr.Group]:
     """Yield a group to fill; on success mark it complete and move it to `path` atomically.
 
-    On any error the partial store is deleted and `path` is left untouched.
+    On any error the partial store is deleted and `path` is left untouched; out of disk
+    space becomes a StoreError that says so. Call it holding `locked(path)`.
     """
     parent = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.partial-{uuid.uuid4().hex[:8]}")
+    remove_stale_partials(path)
+    tmp = _hidden_sibling(path, f"partial-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
-        group.attrs.update({"spec": spec, "complete": False, "provenance": provenance()})
+        group.attrs.update(
+            {
+                "spec": spec,
+                "complete": False,
+                "store_id": uuid.uuid4().hex,
+                "provenance": provenance(),
+            }
+        )
         yield group
         # what a finished store holds: a chunk deleted or truncated later is caught on read
         group.attrs["manifest"] = manifest(tmp)
         group.attrs["complete"] = True
         if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # os.replace cannot replace a non-empty directory: move the old store aside
+            # first, so `path` never holds a mix of both
+            old = _hidden_sibling(path, f"old-{uuid.uuid4().hex[:8]}")
+            os.rename(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in OUT_OF_SPACE:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _out_of_space(path, err) from err
+        raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -171,6 +271,37 @@ def open_checked(
     return group
 
 
+@contextmanager
+def reading(
+    path: str, expected_spec: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> Iterator[zarr.Group]:
+    """`open_checked`, and after the block, a check that the store read is still the one
+    opened: a store deleted or rebuilt meanwhile (by an invocation sharing the cache_dir)
+    could have yielded zeros for missing chunks or a mix of two stores."""
+    group = open_checked(path, expected_spec, ignore)
+    opened = group.attrs.get("store_id")
+    try:
+        yield group
+    except ValueError as err:
+        if "checksum" not in str(err):
+            raise
+        raise StoreError(
+            f"store {path} is damaged: a chunk fails its checksum ({err}). It is not "
+            f"read. {rebuild_hint(path)}"
+        ) from err
+    try:
+        now = zarr.open_group(path, mode="r").attrs.asdict()
+    except Exception as err:  # deleted or half-replaced: either way not what was read
+        now = {"error": str(err)}
+    if now.get("store_id") != opened:
+        raise StoreError(
+            f"store {path} was deleted or rebuilt while this job read it (another snakemake "
+            "invocation sharing this cache_dir?): what was read is not used. Run snakemake "
+            "again."
+        )
+    check_manifest(path, now["manifest"])
+
+
 def store_bytes(path: str) -> int:
     """Bytes on disk of a store directory."""
     total = 0
@@ -181,32 +312,40 @@ def store_bytes(path: str) -> int:
 
 class ChunkedWriter:
     """Append rows to a row-chunked array, writing whole chunks only (each chunk is
-    compressed once, never read back and rewritten)."""
+    compressed once, never read back and rewritten).
+
+    Rows are copied into one chunk-sized buffer allocated up front. Keeping each batch's
+    rows until its chunk is full would mix long-lived small blocks into the heap among
+    the large per-batch arrays, and glibc would then grow the process by about the size of
+    the features written, not by a batch (benchmarks/memory.py)."""
 
     def __init__(self, array: zarr.Array):
         self.array = array
-        self.rows = array.chunks[0]
-        self.start = 0
-        self.pending: list[np.ndarray] = []
-        self.n_pending = 0
+        self.rows = min(array.chunks[0], max(1, array.shape[0]))
+        self.buffer = np.empty((self.rows, *array.shape[1:]), dtype=array.dtype)
+        self.filled = 0  # rows of the buffer in use
+        self.start = 0  # rows written to the array
 
     def append(self, rows: np.ndarray) -> None:
-        self.pending.append(rows)
-        self.n_pending += len(rows)
-        if self.n_pending >= self.rows:
-            block = np.concatenate(self.pending)
-            full = (len(block) // self.rows) * self.rows
-            self.array[self.start : self.start + full] = block[:full]
-            self.start += full
-            self.pending = [block[full:]] if full < len(block) else []
-            self.n_pending = len(block) - full
+        taken = 0
+        while taken < len(rows):
+            n = min(self.rows - self.filled, len(rows) - taken)
+            self.buffer[self.filled : self.filled + n] = rows[taken : taken + n]
+            self.filled += n
+            taken += n
+            if self.filled == self.rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.start + self.filled > self.array.shape[0]:
+            raise RuntimeError(f"more rows than the {self.array.shape[0]} of {self.array.name}")
+        self.array[self.start : self.start + self.filled] = self.buffer[: self.filled]
+        self.start += self.filled
+        self.filled = 0
 
     def close(self) -> None:
-        if self.pending:
-            block = np.concatenate(self.pending)
-            self.array[self.start : self.start + len(block)] = block
-            self.start += len(block)
-            self.pending, self.n_pending = [], 0
+        if self.filled:
+            self._flush()
         if self.start != self.array.shape[0]:
             raise RuntimeError(
                 f"wrote {self.start} rows into {self.array.name} of {self.array.shape[0]}"

@@ -27,14 +27,14 @@ TIMING_COLUMNS = ["train_seconds"]
 
 def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     """Every layer of a checked feature store, in the store's layer order."""
-    group = store.open_checked(path, spec)
-    return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
+    with store.reading(path, spec) as group:
+        return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
 
 
 def read_labels(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
     """labels, split and the number of classes of a checked data store."""
-    group = store.open_checked(path, spec)
-    return group["labels"][:], group["split"][:], len(group.attrs["class_names"])
+    with store.reading(path, spec) as group:
+        return group["labels"][:], group["split"][:], len(group.attrs["class_names"])
 
 
 def train_store(

@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# optional extras to install besides dev: `make test EXTRAS=dev,slurm` (what CI does)
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(EXTRAS)) | cksum | cut -d' ' -f1)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
@@ -11,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

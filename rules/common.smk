@@ -3,11 +3,13 @@ import functools
 
 from snakemake.exceptions import WorkflowError
 
+from visual_ablation import resources
 from visual_ablation.config import (
     ConfigError,
     canonical,
     check_backbones_once,
     check_writable,
+    parse_run_label,
     resolve,
 )
 
@@ -86,6 +88,49 @@ def all_feature_stores():
 def probe_spec(wildcards):
     """A probe config's defining spec: changing one probe re-plans only its train jobs."""
     return _probe_spec(wildcards.probe)
+
+
+# Cluster requests (mem_mb, runtime in minutes) that grow with the dataset: see
+# src/visual_ablation/resources.py. Evaluated when a job is submitted, so train and
+# feature jobs see the real image count and feature width of the stores they read.
+def data_mem_mb(wildcards, attempt):
+    return resources.data_mem_mb(EXPERIMENT.data_spec(wildcards.dataset), attempt)
+
+
+def data_runtime(wildcards, attempt):
+    return resources.data_runtime(EXPERIMENT.data_spec(wildcards.dataset), attempt)
+
+
+def _feature_spec_of(wildcards):
+    return EXPERIMENT.feature_spec(
+        wildcards.dataset, wildcards.backbone, wildcards.representation
+    )
+
+
+def features_mem_mb(wildcards, attempt):
+    return resources.features_mem_mb(
+        _feature_spec_of(wildcards), config["extraction"]["batch_size"], attempt
+    )
+
+
+def features_runtime(wildcards, input, attempt):
+    return resources.features_runtime(_feature_spec_of(wildcards), input.data, attempt)
+
+
+def train_mem_mb(wildcards, input, attempt):
+    spec = EXPERIMENT.data_spec(wildcards.dataset)
+    return resources.train_mem_mb(spec, input.data, input.features, attempt)
+
+
+def train_runtime(wildcards, input, attempt):
+    return resources.train_runtime(
+        EXPERIMENT.data_spec(wildcards.dataset),
+        EXPERIMENT.probe_spec(wildcards.probe),
+        len(parse_run_label(wildcards.run)),
+        input.data,
+        input.features,
+        attempt,
+    )
 
 
 def all_run_tables():

@@ -10,6 +10,9 @@ rule prepare_data:
         os.path.join(BENCHMARKS, "prepare_data", "{dataset}.tsv")
     conda:
         "../envs/data.yaml"
+    resources:
+        mem_mb=data_mem_mb,
+        runtime=data_runtime,
     params:
         spec=data_spec,
     script:

@@ -28,6 +28,8 @@ rule features:
     threads: config["extraction"]["threads"]
     resources:
         gpu=1,
+        mem_mb=features_mem_mb,
+        runtime=features_runtime,
     params:
         spec=feature_spec,
     script:

@@ -44,6 +44,8 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         gpu=1,
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
     params:
         probe=probe_spec,
         store=feature_spec,

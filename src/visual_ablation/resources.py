@@ -1,0 +1,114 @@
+"""Memory (MB) and run time (minutes) each job asks a cluster for, from the sizes that
+drive them, so that a job at 100k images asks for enough.
+
+Figures come from benchmarks/memory.py and benchmarks/training.py (CPU, 2 threads):
+- a data job holds one decode batch of images; its peak barely moves with n;
+- a feature job holds torch, the model, one batch of activations and a few chunks: it
+  scales with batch size and input side, not with n;
+- a train job holds every layer of one store, as float16 read and float32 standardised
+  and stacked: it scales with n x total feature width.
+A GPU job's process also maps the CUDA libraries (about 2.5 GB of host memory), which
+the base of the feature and train estimates includes. Every estimate is multiplied by
+Snakemake's `attempt`, so a job the cluster killed for memory or time asks for twice as
+much on its retry (`retries` in profiles/slurm).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+MIB = 2**20
+DECODE_BATCH_IMAGES = 1024  # data.DECODE_BATCH, without importing numpy and PIL here
+UNKNOWN_N = 200_000  # a dataset of unknown size (all of a folder) before its data store
+UNKNOWN_WIDTH = 4096  # total feature width of a backbone before its first feature store
+
+# bases: the process with its libraries; rates: images per second, pessimistic for CPU
+DATA_BASE_MB = 1000
+FEATURES_BASE_MB = 3000
+TRAIN_BASE_MB = 3000
+ACTIVATION_MB_PER_IMAGE_AT_64 = 2.0  # measured 1.4 (EfficientNet-Lite0, 64 px)
+TRAIN_BYTES_PER_VALUE = 16  # float16 read + float32 standardised + padded stack
+DATA_IMAGES_PER_SECOND = 100
+FEATURE_IMAGES_PER_SECOND_AT_64 = 50
+TRAIN_SECONDS_PER_RUN_PER_MVALUE = 1.0  # 10k images x 1,900 wide: 19 s a linear run
+MIN_RUNTIME = 10
+
+
+def _stored_attrs(store_path: str) -> dict[str, Any]:
+    """A finished store's attrs straight from its zarr.json (no zarr import), or {}."""
+    try:
+        with open(os.path.join(store_path, "zarr.json")) as f:
+            attrs = json.load(f).get("attributes", {})
+    except (OSError, ValueError):
+        return {}
+    return attrs if attrs.get("complete") is True else {}
+
+
+def n_images(data_spec: dict[str, Any], data_store: str | None = None) -> int:
+    """Images of a dataset: its data store's count when built, else the config's `n`."""
+    if data_store:
+        stored = _stored_attrs(data_store).get("n")
+        if stored:
+            return int(stored)
+    return int(data_spec.get("n") or UNKNOWN_N)
+
+
+def total_width(feature_store: str | None) -> int:
+    """Summed feature width over a store's layers, once the store exists."""
+    dims = _stored_attrs(feature_store).get("dims") if feature_store else None
+    return int(sum(dims.values())) if dims else UNKNOWN_WIDTH
+
+
+def _scaled(value: float, attempt: int) -> int:
+    return int(math.ceil(value * max(1, attempt)))
+
+
+def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1) -> int:
+    side = int(data_spec["image_size"])
+    batch = DECODE_BATCH_IMAGES * side * side * 3 * 4 / MIB  # a batch and its copies
+    return _scaled(DATA_BASE_MB + batch, attempt)
+
+
+def data_runtime(data_spec: dict[str, Any], attempt: int = 1) -> int:
+    seconds = n_images(data_spec) / DATA_IMAGES_PER_SECOND
+    return _scaled(MIN_RUNTIME + seconds / 60, attempt)
+
+
+def _side_factor(feature_spec: dict[str, Any]) -> float:
+    return (int(feature_spec["backbone"]["image_size"]) / 64) ** 2
+
+
+def features_mem_mb(feature_spec: dict[str, Any], batch_size: int, attempt: int = 1) -> int:
+    activations = batch_size * ACTIVATION_MB_PER_IMAGE_AT_64 * _side_factor(feature_spec)
+    return _scaled(FEATURES_BASE_MB + activations, attempt)
+
+
+def features_runtime(feature_spec: dict[str, Any], data_store: str, attempt: int = 1) -> int:
+    n = n_images(feature_spec["dataset"], data_store)
+    seconds = n * _side_factor(feature_spec) / FEATURE_IMAGES_PER_SECOND_AT_64
+    return _scaled(MIN_RUNTIME + seconds / 60, attempt)
+
+
+def train_mem_mb(
+    data_spec: dict[str, Any], data_store: str, feature_store: str, attempt: int = 1
+) -> int:
+    values = n_images(data_spec, data_store) * total_width(feature_store)
+    return _scaled(TRAIN_BASE_MB + values * TRAIN_BYTES_PER_VALUE / MIB, attempt)
+
+
+def train_runtime(
+    data_spec: dict[str, Any],
+    probe_spec: dict[str, Any],
+    runs: int,
+    data_store: str,
+    feature_store: str,
+    attempt: int = 1,
+) -> int:
+    mvalues = n_images(data_spec, data_store) * total_width(feature_store) / 1e6
+    # an MLP head costs about 3 linear ones; early stopping ends most runs well before
+    epochs = probe_spec["max_epochs"] / 300 * (3 if probe_spec["hidden"] else 1)
+    seconds = runs * mvalues * TRAIN_SECONDS_PER_RUN_PER_MVALUE * epochs * 3  # x3: slack
+    return _scaled(MIN_RUNTIME + seconds / 60, attempt)

@@ -1,0 +1,103 @@
+"""Cluster requests (mem_mb, runtime) grow with what drives each job, and cover what
+the jobs of a real run used."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import zarr
+from conftest import tiny_config
+
+from visual_ablation import resources
+from visual_ablation.config import resolve
+
+DATA = {"n": 100_000, "image_size": 64}
+PROBE = {"max_epochs": 300, "hidden": 0}
+
+
+def feature_spec(n, side=64):
+    return {"dataset": {"n": n, "image_size": 64}, "backbone": {"image_size": side}}
+
+
+def fake_store(path, **attrs):
+    zarr.open_group(path, mode="w").attrs.update({"complete": True, **attrs})
+    return str(path)
+
+
+def test_feature_memory_follows_batch_and_side_not_images():
+    small, large = feature_spec(2_000), feature_spec(200_000)
+    assert resources.features_mem_mb(small, 256) == resources.features_mem_mb(large, 256)
+    assert resources.features_mem_mb(small, 512) > resources.features_mem_mb(small, 256)
+    assert resources.features_mem_mb(feature_spec(2_000, 224), 256) > 3 * (
+        resources.features_mem_mb(small, 256) - resources.FEATURES_BASE_MB
+    )
+    # time follows the images, above a fixed minimum
+    minimum = resources.MIN_RUNTIME
+    assert resources.features_runtime(large, None) - minimum > 50 * (
+        resources.features_runtime(small, None) - minimum
+    )
+
+
+def test_train_requests_come_from_the_stores_it_reads(tmp_path):
+    data = fake_store(tmp_path / "data.zarr", n=50_000)
+    narrow = fake_store(tmp_path / "narrow.zarr", dims={"a": 32, "b": 96})
+    wide = fake_store(tmp_path / "wide.zarr", dims={"a": 1280, "b": 2048})
+    spec = {"n": None, "image_size": 64}  # a whole folder: its size known once decoded
+    assert resources.n_images(spec, data) == 50_000
+    assert resources.n_images(spec) == resources.UNKNOWN_N
+    mem_narrow = resources.train_mem_mb(spec, data, narrow)
+    mem_wide = resources.train_mem_mb(spec, data, wide)
+    extra = (50_000 * (1280 + 2048)) * resources.TRAIN_BYTES_PER_VALUE / 2**20
+    assert mem_wide == pytest.approx(resources.TRAIN_BASE_MB + extra, abs=1)
+    assert mem_narrow < mem_wide
+    # an unfinished store is not trusted: the wide default stands in for it
+    unfinished = tmp_path / "unfinished.zarr"
+    zarr.open_group(unfinished, mode="w").attrs.update({"complete": False, "dims": {"a": 1}})
+    assert resources.total_width(str(unfinished)) == resources.UNKNOWN_WIDTH
+    minimum = resources.MIN_RUNTIME
+    ten = resources.train_runtime(spec, PROBE, 10, data, wide) - minimum
+    assert ten > 9 * (resources.train_runtime(spec, PROBE, 1, data, wide) - minimum)
+    mlp = resources.train_runtime(spec, {**PROBE, "hidden": 256}, 1, data, wide)
+    assert mlp > resources.train_runtime(spec, PROBE, 1, data, wide)
+
+
+def test_each_retry_asks_for_more():
+    spec = feature_spec(100_000)
+    assert resources.features_mem_mb(spec, 256, attempt=2) == 2 * resources.features_mem_mb(
+        spec, 256
+    )
+    assert resources.data_runtime(DATA, attempt=2) == 2 * resources.data_runtime(DATA)
+
+
+@pytest.mark.workflow
+def test_requests_cover_what_the_jobs_of_a_run_used(workflow_copy):
+    """Snakemake's benchmark files record each job's peak RSS: every one is under the
+    mem_mb the job would ask a cluster for."""
+    config = tiny_config(runs=1)
+    workflow_copy.write_config(config)
+    workflow_copy.run()
+    exp = resolve(config)
+    results = workflow_copy.workdir / "results"
+
+    def peak_mb(tsv):
+        return float(next(csv.DictReader(open(tsv), delimiter="\t"))["max_rss"])
+
+    checked = 0
+    for d, b, r in exp.feature_targets():
+        data_store, store = exp.data_store(d), exp.feature_store(d, b, r)
+        wanted = resources.features_mem_mb(exp.feature_spec(d, b, r), 64)
+        used = peak_mb(results / "benchmarks" / "features" / d / b / f"{r}.tsv")
+        assert 0 < used < wanted, (b, r, used, wanted)
+        for probe in exp.probes:
+            wanted = resources.train_mem_mb(
+                exp.data_spec(d),
+                str(workflow_copy.workdir / data_store),
+                str(workflow_copy.workdir / store),
+            )
+            used = peak_mb(results / "benchmarks" / "train" / d / b / r / probe / "run0.tsv")
+            assert 0 < used < wanted, (b, r, probe, used, wanted)
+            checked += 1
+    used = peak_mb(results / "benchmarks" / "prepare_data" / "digits.tsv")
+    assert 0 < used < resources.data_mem_mb(exp.data_spec("digits"))
+    assert checked == 8

@@ -39,11 +39,12 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests workflow benchmarks
 	$(BIN)/snakefmt Snakefile rules
 
-## Every benchmark figure (benchmarks/README.md); about 25 minutes on 2 cores.
+## Every benchmark figure (benchmarks/README.md); about 28 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/training.py --n 10000
 	$(BIN)/python benchmarks/planning.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/seed_scale.py --n 2000 --cores 2
 
 clean:

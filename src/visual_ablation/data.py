@@ -384,14 +384,21 @@ def stratified_split(
             "larger split fractions."
         ) from err
     split[val_idx], split[test_idx] = VAL, TEST
+    check_no_empty_part(
+        split,
+        f"dataset '{name}': the split of {len(labels)} images",
+        "Use more images or larger split fractions.",
+    )
+    return split
+
+
+def check_no_empty_part(split: np.ndarray, what: str, fix: str) -> None:
     sizes = split_sizes(split)
     if min(sizes.values()) == 0:
         raise DatasetError(
-            f"dataset '{name}': the split of {len(labels)} images has an empty part "
-            f"(train={sizes['train']}, val={sizes['val']}, test={sizes['test']}). "
-            "Use more images or larger split fractions."
+            f"{what} has an empty part (train={sizes['train']}, val={sizes['val']}, "
+            f"test={sizes['test']}). {fix}"
         )
-    return split
 
 
 def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
@@ -456,7 +463,11 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
             # skipped images leave the store; the others keep their label and split part
             keep = ~np.isin(indices, [s["source_index"] for s in skipped])
             indices, split = indices[keep], split[keep]
-            check_skipped_split(split, len(skipped), name)
+            check_no_empty_part(
+                split,
+                f"dataset '{name}': after skipping {len(skipped)} unreadable images, the split",
+                "Replace the unreadable images.",
+            )
             images.resize((len(indices), size, size, 3))
             log.warning("dataset %s: skipped %d unreadable images", name, len(skipped))
         writer.close()
@@ -473,14 +484,4 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
                 "split_counts": split_sizes(split),
                 "skipped": skipped,
             }
-        )
-
-
-def check_skipped_split(split: np.ndarray, n_skipped: int, name: str) -> None:
-    sizes = split_sizes(split)
-    if min(sizes.values()) == 0:
-        raise DatasetError(
-            f"dataset '{name}': after skipping {n_skipped} unreadable images a split part is "
-            f"empty (train={sizes['train']}, val={sizes['val']}, test={sizes['test']}). "
-            "Replace the unreadable images."
         )

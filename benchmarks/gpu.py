@@ -23,11 +23,16 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+import yaml
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(REPO, "src"))
 
 from visual_ablation import devices  # noqa: E402 (before torch: the slot check)
 
-LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
+# the default config's backbone: EfficientNet-Lite0 pretrained, 8 layers, 64 px
+with open(os.path.join(REPO, "config", "config.yaml")) as f:
+    EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
 
 
 def experiment(root: str, n: int):
@@ -38,14 +43,7 @@ def experiment(root: str, n: int):
             "results_dir": root,
             "datasets": {"shapes": {"source": "synthetic-shapes", "n": n, "image_size": 64}},
             "representations": ["original"],
-            "backbones": {
-                "effnet": {
-                    "model": "efficientnet_lite0",
-                    "weights": "pretrained",
-                    "layers": LAYERS,
-                    "image_size": 64,
-                }
-            },
+            "backbones": {"effnet": EFFNET},
             "split": {"val": 0.15, "test": 0.2, "seed": 0},
             "probes": {"linear": {"hidden": 0}},
         }
@@ -173,7 +171,7 @@ def main() -> None:
     )
     gpu_feats = training.read_features(gpu_store, spec)
     cpu_feats = training.read_features(cpu_store, spec)
-    for layer in LAYERS:
+    for layer in EFFNET["layers"]:
         g, c = gpu_feats[layer].astype(np.float32), cpu_feats[layer].astype(np.float32)
         corr = np.corrcoef(g.ravel(), c.ravel())[0, 1]
         rel = np.abs(g - c).mean() / (np.abs(c).mean() + 1e-12)

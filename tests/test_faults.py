@@ -236,6 +236,7 @@ REFUSALS = (
     "was deleted or rebuilt while this job read it",
     "does not exist. Rebuild it",
     "MissingInputException",
+    "Missing files after",  # snakemake's wait for a job's inputs
 )
 
 

@@ -46,20 +46,26 @@ wildcard_constraints:
     run=r"\d+(-\d+)?",
 
 
-# Specs are cached: a large grid asks for the same few thousands of times while planning.
+# Specs are cached: a large grid asks for the same few thousands of times while planning
+# (params and resources of every job). The dicts are read, never changed.
+_data_spec_of = functools.cache(EXPERIMENT.data_spec)
+_feature_spec_of = functools.cache(EXPERIMENT.feature_spec)
+_probe_spec_of = functools.cache(EXPERIMENT.probe_spec)
+
+
 @functools.cache
 def _data_spec(dataset):
-    return canonical(EXPERIMENT.data_spec(dataset))
+    return canonical(_data_spec_of(dataset))
 
 
 @functools.cache
 def _feature_spec(dataset, backbone, representation):
-    return canonical(EXPERIMENT.feature_spec(dataset, backbone, representation))
+    return canonical(_feature_spec_of(dataset, backbone, representation))
 
 
 @functools.cache
 def _probe_spec(probe):
-    return canonical(EXPERIMENT.probe_spec(probe))
+    return canonical(_probe_spec_of(probe))
 
 
 def data_spec(wildcards):
@@ -94,38 +100,39 @@ def probe_spec(wildcards):
 # src/visual_ablation/resources.py. Evaluated when a job is submitted, so train and
 # feature jobs see the real image count and feature width of the stores they read.
 def data_mem_mb(wildcards, attempt):
-    return resources.data_mem_mb(EXPERIMENT.data_spec(wildcards.dataset), attempt)
+    return resources.data_mem_mb(_data_spec_of(wildcards.dataset), attempt)
 
 
 def data_runtime(wildcards, attempt):
-    return resources.data_runtime(EXPERIMENT.data_spec(wildcards.dataset), attempt)
+    return resources.data_runtime(_data_spec_of(wildcards.dataset), attempt)
 
 
-def _feature_spec_of(wildcards):
-    return EXPERIMENT.feature_spec(
+def _store_spec_of(wildcards):
+    return _feature_spec_of(
         wildcards.dataset, wildcards.backbone, wildcards.representation
     )
 
 
 def features_mem_mb(wildcards, attempt):
     return resources.features_mem_mb(
-        _feature_spec_of(wildcards), config["extraction"]["batch_size"], attempt
+        _store_spec_of(wildcards), config["extraction"]["batch_size"], attempt
     )
 
 
 def features_runtime(wildcards, input, attempt):
-    return resources.features_runtime(_feature_spec_of(wildcards), input.data, attempt)
+    return resources.features_runtime(_store_spec_of(wildcards), input.data, attempt)
 
 
 def train_mem_mb(wildcards, input, attempt):
-    spec = EXPERIMENT.data_spec(wildcards.dataset)
-    return resources.train_mem_mb(spec, input.data, input.features, attempt)
+    return resources.train_mem_mb(
+        _data_spec_of(wildcards.dataset), input.data, input.features, attempt
+    )
 
 
 def train_runtime(wildcards, input, attempt):
     return resources.train_runtime(
-        EXPERIMENT.data_spec(wildcards.dataset),
-        EXPERIMENT.probe_spec(wildcards.probe),
+        _data_spec_of(wildcards.dataset),
+        _probe_spec_of(wildcards.probe),
         len(parse_run_label(wildcards.run)),
         input.data,
         input.features,

@@ -68,14 +68,9 @@ class Workflow:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def run(
-        self,
-        *args: str,
-        config: str = "config.yaml",
-        check: bool = True,
-        env: dict[str, str] | None = None,
-    ):
-        cmd = [
+    def command(self, *args: str, config: str = "config.yaml") -> list[str]:
+        """The snakemake command line of this workflow copy and working directory."""
+        return [
             sys.executable,
             "-m",
             "snakemake",
@@ -85,10 +80,17 @@ class Workflow:
             str(self.workdir),
             "--configfile",
             str(self.workdir / config),
-            "--cores",
-            "2",
             *args,
         ]
+
+    def run(
+        self,
+        *args: str,
+        config: str = "config.yaml",
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ):
+        cmd = self.command("--cores", "2", *args, config=config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.workdir)
         proc.output = proc.stdout + proc.stderr

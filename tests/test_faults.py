@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -76,22 +75,8 @@ def reference(tmp_path_factory) -> pd.DataFrame:
 def start(wf: Workflow, *args: str) -> subprocess.Popen:
     """snakemake in its own process group (so the group can be killed as a machine
     crash would), one job at a time."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(wf.root / "Snakefile"),
-        "--directory",
-        str(wf.workdir),
-        "--configfile",
-        str(wf.workdir / "config.yaml"),
-        "--cores",
-        "1",
-        *args,
-    ]
     return subprocess.Popen(
-        cmd,
+        wf.command("--cores", "1", *args),
         cwd=wf.workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -99,17 +98,7 @@ def test_workflow_runs_through_slurm_with_gpu_requests_and_local_results(cluster
         "-s",
         "KILL",
         "600",
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(root / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(work / "config.yaml"),
-        "--profile",
-        str(profile),
+        *wf.command("--profile", str(profile)),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     output = proc.stdout + proc.stderr

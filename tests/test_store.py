@@ -180,9 +180,9 @@ def test_a_second_writer_waits_for_the_lock_and_then_finds_the_store_complete(tm
         text=True,
     )
     assert first.stdout.readline().strip() == "locked"
-    assert not store.is_complete(path, {"a": 1})
+    assert store.built_meanwhile(path, {"a": 1}) is None
     with store.locked(path):  # blocks until the first writer has finished
-        assert store.is_complete(path, {"a": 1})
+        assert store.built_meanwhile(path, {"a": 1}) is not None
     assert first.wait() == 0
 
 

@@ -404,9 +404,7 @@ def check_no_empty_part(split: np.ndarray, what: str, fix: str) -> None:
 def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
     """Decode the dataset of `spec` once into the data store at `path`."""
     with store.locked(path):
-        if store.is_complete(path, spec):
-            # another invocation sharing the cache_dir built it while this job waited
-            log.info("store %s was completed by another job meanwhile: kept as it is", path)
+        if store.built_meanwhile(path, spec) is not None:
             return
         _prepare(spec, path, progress)
 

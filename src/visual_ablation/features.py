@@ -145,10 +145,9 @@ def extract(
     devices.set_cpu_threads(threads)
     torch_device = devices.choose_device(device)
     with store.locked(out_path):
-        if store.is_complete(out_path, spec):
-            # another invocation sharing the cache_dir built it while this job waited
-            log.info("store %s was completed by another job meanwhile: kept as it is", out_path)
-            return store.open_checked(out_path, spec).attrs.asdict()
+        existing = store.built_meanwhile(out_path, spec)
+        if existing is not None:
+            return existing.attrs.asdict()
         with store.reading(data_path, spec["dataset"], ignore=("split",)) as data:
             return _extract(data["images"], out_path, spec, torch_device, batch_size, progress)
 

@@ -11,7 +11,7 @@ chunk corrupted at the same size fails the read that meets it (`reading` names t
 
 Several snakemake invocations may share one cache_dir. A writer holds an exclusive lock
 on the store (`locked`) while it builds it, so a second writer of the same store waits
-and then finds it complete (`is_complete`) instead of building it again; partial stores
+and then finds it complete (`built_meanwhile`) instead of building it again; partial stores
 of killed jobs are removed by the next writer. A reader (`reading`) checks after reading
 that the store is still the one it opened, so a store deleted or replaced while it was
 read is never taken as valid data.
@@ -111,16 +111,19 @@ def locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def is_complete(path: str, spec: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a finished, undamaged store of exactly `spec` is at `path`."""
+def built_meanwhile(path: str, spec: dict[str, Any]) -> zarr.Group | None:
+    """Call holding `locked(path)`: the finished, undamaged store of exactly `spec` that
+    another job (an invocation sharing the cache_dir) built while this one waited for the
+    lock, opened; None when there is none to keep."""
     try:
-        open_checked(path, spec, ignore)
+        group = open_checked(path, spec)
     except StoreError:
-        return False
-    return True
+        return None
+    log.info("store %s was completed by another job meanwhile: kept as it is", path)
+    return group
 
 
-def remove_stale_partials(path: str) -> list[str]:
+def remove_stale_partials(path: str) -> None:
     """Delete what killed writers of `path` left (`.partial-*`, `.old-*`). Only call
     while holding `locked(path)`: then no live writer of `path` owns any of them."""
     stale = glob.glob(_hidden_sibling(path, "partial-*")) + glob.glob(
@@ -129,7 +132,6 @@ def remove_stale_partials(path: str) -> list[str]:
     for leftover in stale:
         log.info("removing %s, left by a writer that did not finish", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
-    return stale
 
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)

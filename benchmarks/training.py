@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visual_ablation import data, devices, features, metrics, probes, training
+from visual_ablation import data, devices, features, metrics, probes, splits, training
 from visual_ablation.config import resolve
 
 LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
@@ -41,7 +41,8 @@ import json, sys, time
 sys.path.insert(0, {src!r})
 from visual_ablation import training
 args = json.loads({args!r})
-rows = training.train_store(**args["job"])
+rows, predictions = training.train_store(**args["job"])
+training.write_predictions(predictions, args["out"] + ".predictions.npz")
 training.write_csv(rows, args["out"])
 print(json.dumps({{"train_seconds": rows[0]["train_seconds"]}}))
 """
@@ -85,9 +86,10 @@ def main() -> None:
         )
         devices.set_cpu_threads(1)  # a train job's default threads
         feats = training.read_features(feature_path, feature_spec)
-        labels, split, n_classes = training.read_labels(exp.data_store("shapes"), data_spec)
+        labels, n_classes = training.read_labels(exp.data_store("shapes"), data_spec)
+        split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
         config = probes.ProbeConfig.from_spec(exp.probe_spec(args.probe))
-        train, test = split == probes.TRAIN, split == probes.TEST
+        train, test = split == splits.TRAIN, split == splits.TEST
 
         from sklearn.linear_model import LogisticRegression
 
@@ -120,6 +122,7 @@ def main() -> None:
                 "feature_spec": feature_spec,
                 "data_spec": data_spec,
                 "probe_spec": exp.probe_spec(args.probe),
+                "split_spec": exp.split,
                 "runs": 0,
                 "device": "cpu",
                 "threads": 1,

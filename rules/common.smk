@@ -29,6 +29,8 @@ except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
 
 RESULTS = EXPERIMENT.results_dir
+# what each train job's splits depend on (train jobs draw them from the labels)
+SPLIT_SPEC = canonical(EXPERIMENT.split)
 CACHE = EXPERIMENT.cache_dir
 LOGS = os.path.join(RESULTS, "logs")
 BENCHMARKS = os.path.join(RESULTS, "benchmarks")
@@ -140,10 +142,6 @@ def train_runtime(wildcards, input, attempt):
     )
 
 
-def all_run_tables():
-    return EXPERIMENT.run_tables()
-
-
 def figure_paths(name):
     """One figure per (dataset, backbone, probe)."""
     return [
@@ -151,4 +149,12 @@ def figure_paths(name):
         for dataset in EXPERIMENT.datasets
         for backbone in EXPERIMENT.backbones
         for probe in EXPERIMENT.probes
+    ]
+
+
+def representation_figures():
+    """One figure per dataset: a few of its images through every representation."""
+    return [
+        os.path.join(FIGURES, dataset, "representations.png")
+        for dataset in EXPERIMENT.datasets
     ]

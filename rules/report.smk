@@ -1,10 +1,12 @@
-# Stage 4: every run row in one tidy table, the summary over runs (CIs, paired
-# differences to the reference representation, Holm), and the figures of the report.
+# Stage 4: every run row in one tidy table, the summary over runs (CIs, differences to
+# the reference representation tested on the test images, Holm), and the figures of the
+# report, with one that shows what each representation does to a few images.
 
 
 rule aggregate:
     input:
-        all_run_tables(),
+        tables=EXPERIMENT.run_tables(),
+        predictions=EXPERIMENT.all_run_predictions(),
     output:
         metrics=METRICS,
         summary=SUMMARY,
@@ -14,6 +16,7 @@ rule aggregate:
         "../envs/report.yaml"
     params:
         reference=EXPERIMENT.reference,
+        resampled=EXPERIMENT.split["resample"],
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -48,3 +51,24 @@ rule plots:
         reference=EXPERIMENT.reference,
     script:
         "../workflow/scripts/plots.py"
+
+
+rule representation_examples:
+    input:
+        data=os.path.join(CACHE, "data", "{dataset}.zarr"),
+    output:
+        report(
+            os.path.join(FIGURES, "{dataset}", "representations.png"),
+            caption="../workflow/report/representations.rst",
+            category="Representations",
+            subcategory="{dataset}",
+        ),
+    log:
+        os.path.join(LOGS, "representation_examples", "{dataset}.log"),
+    conda:
+        "../envs/features.yaml"
+    params:
+        data=data_spec,
+        representations=canonical(EXPERIMENT.representations),
+    script:
+        "../workflow/scripts/representation_examples.py"

@@ -1,6 +1,7 @@
 # Stage 3: one small job per (feature store, probe config, run): every layer's probe of
-# that store trained together, one csv row per layer. Features are never recomputed
-# here: more runs or a new probe config only add train jobs.
+# that store trained together, one csv row per layer, and the per-image test predictions
+# the image-level tests need. Each job draws its runs' splits from the labels: a new
+# split, more runs or a new probe config only re-plan train jobs, never features.
 
 
 rule train:
@@ -10,7 +11,7 @@ rule train:
         ),
         data=os.path.join(CACHE, "data", "{dataset}.zarr"),
     output:
-        os.path.join(
+        table=os.path.join(
             RESULTS,
             "runs",
             "{dataset}",
@@ -18,6 +19,15 @@ rule train:
             "{representation}",
             "{probe}",
             "run{run}.csv",
+        ),
+        predictions=os.path.join(
+            RESULTS,
+            "runs",
+            "{dataset}",
+            "{backbone}",
+            "{representation}",
+            "{probe}",
+            "run{run}.predictions.npz",
         ),
     log:
         os.path.join(
@@ -50,5 +60,6 @@ rule train:
         probe=probe_spec,
         store=feature_spec,
         data=data_spec,
+        split=SPLIT_SPEC,
     script:
         "../workflow/scripts/train.py"

@@ -99,12 +99,12 @@ class Workflow:
         return proc
 
     def planned(self, *args: str, config: str = "config.yaml") -> list[tuple[str, str]]:
-        """(rule, output) of every job a dry run plans."""
+        """(rule, first output) of every job a dry run plans."""
         out = self.run("-n", *args, config=config).output
         jobs = []
         for rule, body in JOB.findall(out):
             match = re.search(r"^\s+output: (.+)$", body, re.M)
-            jobs.append((rule, match.group(1).strip() if match else ""))
+            jobs.append((rule, match.group(1).split(", ")[0].strip() if match else ""))
         return jobs
 
 

@@ -150,6 +150,14 @@ def test_single_class_dataset_is_refused(workflow_copy, tmp_path):
     assert "dataset 'one': only one class present (30 images)" in out
 
 
+def test_a_dataset_too_small_for_the_split_stops_before_any_feature_job(workflow_copy):
+    config = tiny_config(datasets={"digits": {"source": "sklearn-digits", "n": 12}})
+    out = failing(workflow_copy, config)
+    assert "dataset 'digits': cannot split 12 images of 10 classes" in out
+    assert "Use more images or larger split fractions" in out
+    assert not (workflow_copy.workdir / "results" / "features").exists()
+
+
 def test_subset_larger_than_dataset_is_refused(workflow_copy):
     config = tiny_config(datasets={"digits": {"source": "sklearn-digits", "n": 5000}})
     out = failing(workflow_copy, config)

@@ -53,10 +53,13 @@ def test_cache_dir_defaults_to_results_dir_and_can_move():
     assert exp.data_store("d") == "/fast/cache/data/d.zarr"
 
 
-def test_feature_spec_leaves_out_the_split_and_tracks_what_matters():
+def test_data_and_feature_specs_leave_out_the_split_and_track_what_matters():
     a = resolve(base()).feature_spec("d", "p", "original")
-    b = resolve(base(split={"val": 0.1, "test": 0.2, "seed": 5})).feature_spec("d", "p", "original")
-    assert a == b
+    other_split = resolve(base(split={"val": 0.1, "test": 0.2, "seed": 5, "resample": False}))
+    assert other_split.feature_spec("d", "p", "original") == a
+    assert other_split.data_spec("d") == resolve(base()).data_spec("d")
+    assert other_split.split == {"val": 0.1, "test": 0.2, "seed": 5, "resample": False}
+    assert resolve(base()).split["resample"] is True  # the default
     c = resolve(base(backbones={"p": {"model": "pixels", "image_size": 8}}))
     assert c.feature_spec("d", "p", "original") != a
 

@@ -33,6 +33,7 @@ def test_default_config_plans_the_documented_grid(shipped):
         "train": 16 * 2 * 3,
         "aggregate": 1,
         "plots": 4,
+        "representation_examples": 1,
         "all": 1,
     }
 
@@ -46,6 +47,7 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
         "train": 2 * 4 * 2 * 2,
         "aggregate": 1,
         "plots": 4,
+        "representation_examples": 1,
         "all": 1,
     }
     assert all(out.startswith("results/quick/") for _, out in jobs if out)
@@ -61,6 +63,7 @@ def test_scale_config_is_the_full_grid(shipped):
         "train": 16 * 2 * 10,
         "aggregate": 1,
         "plots": 4,
+        "representation_examples": 1,
         "all": 1,
     }
     assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)

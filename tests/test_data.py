@@ -11,10 +11,8 @@ import pytest
 import zarr
 from PIL import Image
 
-from visual_ablation import data
+from visual_ablation import data, splits
 from visual_ablation.store import StoreError, open_checked
-
-SPLIT = {"val": 0.15, "test": 0.2, "seed": 0}
 
 
 def spec(source, **kw):
@@ -24,7 +22,6 @@ def spec(source, **kw):
         "image_size": 16,
         "seed": 0,
         "n": None,
-        "split": SPLIT,
         "format_version": 1,
         **kw,
     }
@@ -39,10 +36,11 @@ def build(tmp_path, s):
 def check_store(group, n, classes):
     images = group["images"][:]
     assert images.shape == (n, 16, 16, 3) and images.dtype == np.uint8
-    labels, split = group["labels"][:], group["split"][:]
+    labels = group["labels"][:]
     assert labels.shape == (n,) and set(np.unique(labels)) == set(range(classes))
-    assert set(np.unique(split)) == {0, 1, 2}
+    assert "split" not in group  # train jobs draw it from the labels
     assert group.attrs["n"] == n
+    assert group.attrs["class_counts"] == np.bincount(labels, minlength=classes).tolist()
 
 
 def test_sklearn_digits_is_the_real_bundled_set(tmp_path):
@@ -57,12 +55,33 @@ def test_sklearn_digits_is_the_real_bundled_set(tmp_path):
 def test_subset_is_stratified_and_split_fractions_hold(tmp_path):
     group = build(tmp_path, spec("sklearn-digits", n=500))
     check_store(group, 500, 10)
-    counts = np.bincount(group["labels"][:])
+    labels = group["labels"][:]
+    counts = np.bincount(labels)
     assert counts.min() >= 45 and counts.max() <= 55  # ~50 per class
-    split = group["split"][:]
+    split = splits.stratified_split(labels, 0.15, 0.2, 0, "ds")
     assert abs((split == 2).mean() - 0.2) < 0.01 and abs((split == 1).mean() - 0.15) < 0.01
     for cls in range(10):  # each class is in every part
-        assert set(split[group["labels"][:] == cls]) == {0, 1, 2}
+        assert set(split[labels == cls]) == {0, 1, 2}
+
+
+def test_resampled_splits_differ_per_run_and_are_deterministic():
+    labels = np.repeat(np.arange(4), 50)
+    shared = {"val": 0.15, "test": 0.2, "seed": 3, "resample": False}
+    resampled = {**shared, "resample": True}
+    fixed = splits.run_splits(labels, shared, [0, 1, 2], "ds")
+    assert all(np.array_equal(fixed[0], fixed[r]) for r in (1, 2))
+    assert np.array_equal(fixed[0], splits.stratified_split(labels, 0.15, 0.2, 3, "ds"))
+    own = splits.run_splits(labels, resampled, [0, 1, 2], "ds")
+    assert not np.array_equal(own[0], own[1]) and not np.array_equal(own[1], own[2])
+    assert np.array_equal(own[1], splits.run_splits(labels, resampled, [1], "ds")[1])
+    for split in own.values():  # every run's split is stratified with the same sizes
+        assert splits.split_sizes(split) == splits.split_sizes(fixed[0])
+        for cls in range(4):  # 50 images a class: 10 test, 7 or 8 val
+            train, val, test = np.bincount(split[labels == cls], minlength=3).tolist()
+            assert test == 10 and val in (7, 8) and train + val == 40
+    # the test sets of resampled runs overlap, as the corrected resampled t assumes
+    overlap = ((own[0] == 2) & (own[1] == 2)).sum()
+    assert 0 < overlap < (own[0] == 2).sum()
 
 
 def test_synthetic_shapes_are_deterministic_and_prefix_stable():
@@ -175,8 +194,17 @@ def test_failed_prepare_leaves_nothing_at_the_path(tmp_path):
 
 def test_tiny_classes_cannot_be_split(tmp_path):
     labels = np.array([0] * 20 + [1])
-    with pytest.raises(data.DatasetError, match="smallest class: 1"):
-        data.stratified_split(labels, 0.15, 0.2, 0, "ds")
+    with pytest.raises(splits.SplitError, match="smallest class: 1"):
+        splits.stratified_split(labels, 0.15, 0.2, 0, "ds")
+
+
+def test_a_dataset_too_small_for_the_split_stops_before_decoding(tmp_path):
+    s = spec("sklearn-digits", n=12)  # 12 images of 10 classes
+    with pytest.raises(splits.SplitError, match="cannot split 12 images of 10 classes"):
+        data.prepare(
+            s, str(tmp_path / "x.zarr"), False, split={"val": 0.15, "test": 0.2, "seed": 0}
+        )
+    assert list(tmp_path.glob("*.zarr")) == []
 
 
 def test_zarr_store_is_row_chunked_and_compressed(tmp_path):
@@ -186,3 +214,31 @@ def test_zarr_store_is_row_chunked_and_compressed(tmp_path):
     assert images.compressors
     on_disk = sum(f.stat().st_size for f in (tmp_path / "ds.zarr").rglob("*") if f.is_file())
     assert on_disk < images.nbytes
+
+
+def test_imagefolder_ignores_hidden_folders_and_files(tmp_path):
+    """Jupyter leaves .ipynb_checkpoints/ beside the class folders: not a class, and
+    hidden files or folders inside a class are not images."""
+    root = tmp_path / "folder"
+    make_folder(root)
+    checkpoints = root / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "notebook-checkpoint.ipynb").write_text("{}")
+    Image.new("RGB", (8, 8)).save(root / "dog" / ".hidden.png")
+    (root / "eel" / ".thumbs").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "eel" / ".thumbs" / "0.png")
+    source = data.ImageFolderSource(str(root))
+    assert source.class_names == ["cat", "dog", "eel"]
+    assert len(source.files) == 30
+    assert not any("/." in f for f in source.files)
+    group = build(tmp_path, spec("imagefolder", path=str(root)))
+    assert group.attrs["class_names"] == ["cat", "dog", "eel"] and group.attrs["n"] == 30
+
+
+def test_imagefolder_class_folder_without_images_is_named(tmp_path):
+    root = tmp_path / "folder"
+    make_folder(root)
+    (root / "fox").mkdir()
+    (root / "fox" / "readme.txt").write_text("images to come")
+    with pytest.raises(data.DatasetError, match="class folder 'fox' has no image"):
+        data.ImageFolderSource(str(root))

@@ -15,7 +15,6 @@ from PIL import Image
 from visual_ablation import data
 from visual_ablation.store import open_checked
 
-SPLIT = {"val": 0.15, "test": 0.2, "seed": 0}
 SIZE = 16
 
 
@@ -27,7 +26,6 @@ def folder_spec(root, **kw):
         "image_size": SIZE,
         "seed": 0,
         "n": None,
-        "split": SPLIT,
         "format_version": 2,
         **kw,
     }
@@ -139,9 +137,9 @@ def test_on_bad_image_skip_leaves_broken_files_out_and_records_them(tmp_path, ca
     assert all("cannot read" in s["error"] for s in skipped)
     for path in broken:
         assert str(path) in caplog.text
-    # 24 good images, labels and split aligned to them
+    # 24 good images, labels aligned to them
     assert group.attrs["n"] == 24 and group["images"].shape == (24, SIZE, SIZE, 3)
-    assert len(group["labels"][:]) == len(group["split"][:]) == 24
+    assert len(group["labels"][:]) == len(group["source_index"][:]) == 24
     assert sorted(np.bincount(group["labels"][:])) == [12, 12]
     # the kept images are the good files, in order, each decoded as on its own
     source = data.ImageFolderSource(str(root))

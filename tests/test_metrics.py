@@ -1,7 +1,9 @@
-"""Metrics against scikit-learn (the definitions they follow) and hand-computed ECE."""
+"""Metrics against scikit-learn (the definitions they follow) and Kumar et al.'s debiased
+calibration error."""
 
 from __future__ import annotations
 
+import bisect
 import warnings
 
 import numpy as np
@@ -66,11 +68,60 @@ def test_metrics_on_real_classifier_outputs():
         assert ours[name] == pytest.approx(value, rel=1e-12), name
 
 
-def test_ece_by_hand():
-    # 4 images, 2 classes. Confidences 0.9, 0.9 (bin 14), 0.6, 0.6 (bin 8).
-    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
-    y = np.array([0, 1, 0, 0])  # bin 14: 1 of 2 right; bin 8: 1 of 2 right
-    expected = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(0.5 - 0.6)
-    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected)
+def kumar_top_label_ce(y, proba, num_bins=15):
+    """Kumar et al.'s verified_calibration, written out as in their utils.py:
+    get_equal_bins, bin (bisect_left), unbiased_l2_ce on (confidence, correct) pairs."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    ordered = sorted(confidence)
+    chunks = [list(c) for c in np.array_split(ordered, min(num_bins, len(ordered)))]
+    bins = sorted(
+        {(a[-1] + b[0]) / 2.0 for a, b in zip(chunks[:-1], chunks[1:], strict=True)} | {1.0}
+    )
+    binned = [[] for _ in bins]
+    for c, k in zip(confidence, correct, strict=True):
+        binned[bisect.bisect_left(bins, c)].append((c, k))
+    total = 0.0
+    for data in binned:
+        if len(data) < 2:
+            continue
+        conf = np.mean([d[0] for d in data])
+        acc = np.mean([d[1] for d in data])
+        total += len(data) / len(y) * ((conf - acc) ** 2 - acc * (1 - acc) / (len(data) - 1))
+    return max(total, 0.0) ** 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibration_error_is_kumar_et_al_debiased_estimator(seed):
+    y, proba = random_case(seed, n=200, sharp=1.5)
+    assert metrics.expected_calibration_error(y, proba) == pytest.approx(
+        kumar_top_label_ce(y, proba), rel=1e-10, abs=1e-12
+    )
+
+
+def calibrated_case(rng, n, shift=0.0):
+    """Confidences in [0.3, 1]; the prediction is right with probability conf - shift."""
+    confidence = rng.uniform(0.3, 1.0, n)
+    y = rng.integers(0, 10, n)
+    right = rng.random(n) < confidence - shift
+    predicted = np.where(right, y, (y + 1) % 10)
+    proba = np.repeat(((1 - confidence) / 9)[:, None], 10, axis=1)
+    proba[np.arange(n), predicted] = confidence
+    return y, proba
+
+
+def test_calibration_error_of_a_calibrated_probe_is_near_zero_at_200_images():
+    """The plain 15-bin ECE of a perfectly calibrated probe on 200 test images is about
+    0.08 (sampling noise alone); the debiased estimate stays near 0, and a probe that is
+    20 points overconfident reads about 0.2."""
+    rng = np.random.default_rng(0)
+    calibrated = [
+        metrics.expected_calibration_error(*calibrated_case(rng, 200)) for _ in range(100)
+    ]
+    overconfident = [
+        metrics.expected_calibration_error(*calibrated_case(rng, 200, 0.2)) for _ in range(100)
+    ]
+    assert np.mean(calibrated) < 0.04
+    assert 0.17 < np.mean(overconfident) < 0.23
     perfect = np.eye(3)[[0, 1, 2, 1]]
     assert metrics.expected_calibration_error(np.array([0, 1, 2, 1]), perfect) == 0.0

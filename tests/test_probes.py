@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
-from visual_ablation import data, features, probes, store, training
+from visual_ablation import data, features, probes, splits, store, training
 from visual_ablation.config import resolve
-from visual_ablation.probes import FeatureError, SplitError
+from visual_ablation.probes import FeatureError
+from visual_ablation.splits import SplitError
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits"}},  # all 1,797 images
@@ -25,7 +26,7 @@ CONFIG = {
             "image_size": 16,
         },
     },
-    "split": {"val": 0.15, "test": 0.2, "seed": 0},
+    "split": {"val": 0.15, "test": 0.2, "seed": 0, "resample": False},
     # the schema defaults: what the reference test is about
     "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 32, "max_epochs": 40}},
     "runs": 5,
@@ -49,16 +50,24 @@ def experiment(tmp_path_factory):
     return exp
 
 
-def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None):
-    return training.train_store(
+def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None, split=None):
+    rows, _ = training.train_store(
         feature_path=feature_path or exp.feature_store("digits", backbone, "original"),
         data_path=exp.data_store("digits"),
         feature_spec=exp.feature_spec("digits", backbone, "original"),
         data_spec=exp.data_spec("digits"),
         probe_spec=exp.probe_spec(probe),
+        split_spec=split or exp.split,
         runs=run,
         device="cpu",
     )
+    return rows
+
+
+def labels_and_split(exp):
+    """The digits' labels, classes and the split every run shares (resample: false)."""
+    labels, n_classes = training.read_labels(exp.data_store("digits"), exp.data_spec("digits"))
+    return labels, splits.stratified_split(labels, 0.15, 0.2, 0, "digits"), n_classes
 
 
 def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
@@ -68,9 +77,7 @@ def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
     x = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)[
         "pixels"
     ]
-    labels, split, _ = training.read_labels(
-        experiment.data_store("digits"), experiment.data_spec("digits")
-    )
+    labels, split, _ = labels_and_split(experiment)
     z = probes.standardise(x, split == probes.TRAIN)
     train, test = split == probes.TRAIN, split == probes.TEST
     reference = (
@@ -168,9 +175,7 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experimen
     # a third layer as wide as `stem` (32) from other features: they train as one stack
     feats["wide_blocks.1"] = np.concatenate([feats["blocks.1"], feats["blocks.1"][:, :8]], 1)
     assert feats["wide_blocks.1"].shape[1] == feats["stem"].shape[1] != feats["blocks.1"].shape[1]
-    labels, split, n_classes = training.read_labels(
-        experiment.data_store("digits"), experiment.data_spec("digits")
-    )
+    labels, split, n_classes = labels_and_split(experiment)
     config = probes.ProbeConfig(hidden=hidden, lr=0.02, max_epochs=40, patience=3)
     batched, _ = probes.train(feats, labels, split, n_classes, config, runs=[2, 3])
     assert [(h.run, h.layer) for h in batched] == [
@@ -193,9 +198,7 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experimen
 def test_each_head_trains_as_it_would_alone(experiment):
     spec = experiment.feature_spec("digits", "effnet", "original")
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
-    labels, split, n_classes = training.read_labels(
-        experiment.data_store("digits"), experiment.data_spec("digits")
-    )
+    labels, split, n_classes = labels_and_split(experiment)
     config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
     together, _ = probes.train(feats, labels, split, n_classes, config, runs=1)
     alone, _ = probes.train(
@@ -209,9 +212,7 @@ def test_each_head_trains_as_it_would_alone(experiment):
 def test_early_stopping_keeps_the_best_epoch(experiment):
     spec = experiment.feature_spec("digits", "pixels", "original")
     feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
-    labels, split, n_classes = training.read_labels(
-        experiment.data_store("digits"), experiment.data_spec("digits")
-    )
+    labels, split, n_classes = labels_and_split(experiment)
     # a large lr overfits the validation loss within a few epochs
     config = probes.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
     (head,), _ = probes.train(feats, labels, split, n_classes, config, runs=0)
@@ -232,6 +233,8 @@ def test_non_finite_features_fail_naming_the_layer(experiment, tmp_path):
     values[17, 3] = np.nan
     values[40, 0] = np.inf
     array[:] = values
+    # a store written that way (its manifest matches), not one damaged afterwards
+    zarr.open_group(broken, mode="r+").attrs["manifest"] = store.manifest(str(broken))
     with pytest.raises(FeatureError, match=r"layer 'blocks.1' has 2 non-finite values .* image 17"):
         train_job(experiment, backbone="effnet", feature_path=str(broken))
 
@@ -247,34 +250,48 @@ def test_a_split_without_validation_images_is_refused_with_the_sizes():
         )
 
 
-def test_a_data_store_whose_split_has_an_empty_part_is_refused(experiment, tmp_path):
-    broken = tmp_path / "data.zarr"
-    shutil.copytree(experiment.data_store("digits"), broken)
-    split = zarr.open_array(broken / "split", mode="r+")
-    values = split[:]
-    values[values == probes.TEST] = probes.TRAIN
-    split[:] = values
-    # a store written that way (its manifest matches), not one damaged afterwards
-    zarr.open_group(broken, mode="r+").attrs["manifest"] = store.manifest(str(broken))
-    with pytest.raises(
-        SplitError, match=r"test part of the split is empty \(train=1527, val=270, test=0\)"
-    ):
-        training.train_store(
-            feature_path=experiment.feature_store("digits", "pixels", "original"),
-            data_path=str(broken),
-            feature_spec=experiment.feature_spec("digits", "pixels", "original"),
+def test_runs_with_their_own_splits_train_together_as_they_would_alone(experiment):
+    """split.resample: each run of a vectorised job has its own split and its own
+    standardisation; its heads equal those of a job that trains that run alone."""
+    resampled = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
+
+    def job(runs):
+        return training.train_store(
+            feature_path=experiment.feature_store("digits", "effnet", "original"),
+            data_path=experiment.data_store("digits"),
+            feature_spec=experiment.feature_spec("digits", "effnet", "original"),
             data_spec=experiment.data_spec("digits"),
-            probe_spec=experiment.probe_spec("linear"),
-            runs=0,
+            probe_spec=experiment.probe_spec("mlp"),
+            split_spec=resampled,
+            runs=runs,
             device="cpu",
         )
+
+    together, predictions = job([0, 1])
+    assert not np.array_equal(predictions["image"][0], predictions["image"][1])
+    for run in (0, 1):
+        alone, own = job(run)
+        assert np.array_equal(own["image"][0], predictions["image"][run])
+        for a, b in zip(alone, [r for r in together if r["run"] == run], strict=True):
+            assert (a["layer"], a["best_epoch"], a["epochs"]) == (
+                b["layer"],
+                b["best_epoch"],
+                b["epochs"],
+            )
+            for metric in ("accuracy", "nll", "ece", "best_val_loss"):
+                assert a[metric] == pytest.approx(b[metric], rel=1e-5), (run, a["layer"])
+    # the predictions file holds what the rows were computed from
+    row = together[0]
+    correct = predictions["predicted"][0, 0] == predictions["label"][0]
+    assert row["run"] == 0 and row["layer"] == "stem"
+    assert correct.mean() == pytest.approx(row["accuracy"])
 
 
 def test_too_few_images_for_the_split_are_refused_before_extraction():
     labels = np.repeat(np.arange(5), 2)  # 10 images, 5 classes
     expected = r"cannot split 10 images of 5 classes .* that gives train=6, val=2, test=2"
-    with pytest.raises(data.DatasetError, match=expected):
-        data.stratified_split(labels, 0.15, 0.2, 0, "tiny")
+    with pytest.raises(SplitError, match=expected):
+        splits.stratified_split(labels, 0.15, 0.2, 0, "tiny")
 
 
 def test_store_module_reads_the_features_it_checked(experiment):

@@ -93,23 +93,113 @@ def test_patch_shuffle_with_indivisible_side_keeps_pixels():
     assert torch.equal(torch.sort(x.flatten()).values, torch.sort(y.flatten()).values)
 
 
-def test_occlusion_zeros_about_half_of_the_patches():
-    x = images(8, 32) * 0.9 + 0.05  # no pixel is exactly 0 before
-    y = apply("occlusion", x, grid=4, fraction=0.5, fill=0.0, seed=0)
-    zero = (y == 0).all(dim=1)
-    assert zero.float().mean(dim=(1, 2)).tolist() == [0.5] * 8
-    kept = ~zero
+def test_occlusion_greys_half_of_the_patches_by_default():
+    x = images(8, 32) * 0.4  # no pixel is mid grey before
+    y = apply("occlusion", x, seed=0)
+    grey = (y == 0.5).all(dim=1)
+    assert grey.float().mean(dim=(1, 2)).tolist() == [0.5] * 8
+    kept = ~grey
     assert torch.equal(y.permute(0, 2, 3, 1)[kept], x.permute(0, 2, 3, 1)[kept])
-    masks = {tuple(z.flatten().tolist()) for z in zero}
+    masks = {tuple(z.flatten().tolist()) for z in grey}
     assert len(masks) > 1  # a different pattern per image
+    black = apply("occlusion", x, fill=0.0, seed=0)
+    assert torch.equal(black == 0, (y == 0.5))  # fill changes the value, not the patches
 
 
-def test_edges_are_zero_on_flat_images_and_peak_on_a_step():
+def test_occlusion_and_patch_shuffle_draw_independent_patches():
+    """With the same seed, occlusion's patches must not be the first entries of
+    patch_shuffle's permutation (they once shared one random stream)."""
+    n, grid = 200, 4
+    x = torch.arange(grid * grid, dtype=torch.float32).view(1, 1, grid, grid)
+    x = x.repeat_interleave(8, 2).repeat_interleave(8, 3).expand(n, 3, -1, -1) / 100 + 0.6
+    shuffled = apply("patch_shuffle", x, grid=grid, seed=0)[:, 0, ::8, ::8].flatten(1)
+    occluded = apply("occlusion", x, grid=grid, seed=0)[:, 0, ::8, ::8].flatten(1) == 0.5
+    moved_first = ((shuffled[:, :8] - 0.6) * 100).round().long()  # patches moved to 0..7
+    same = [
+        set(moved_first[i].tolist()) == set(torch.nonzero(occluded[i]).flatten().tolist())
+        for i in range(n)
+    ]
+    assert sum(same) == 0
+    # and each patch is occluded about half the time over images
+    rate = occluded.float().mean(0)
+    assert rate.min() > 0.35 and rate.max() < 0.65
+
+
+def test_phase_scramble_keeps_the_amplitude_spectrum_at_every_strength():
+    """Partial scrambling must keep the spectrum Hermitian: taking the real part of a
+    non-Hermitian inverse FFT would change the amplitudes (at the Nyquist bins first)."""
+    amp = lambda t: torch.abs(torch.fft.fft2(t.double()))  # noqa: E731
+    for size in (32, 31):  # even sides have Nyquist rows and columns, odd ones do not
+        x = images(3, size)
+        for strength in (0.25, 0.5, 1.0):
+            y = apply("phase_scramble", x, strength=strength, seed=5)
+            torch.testing.assert_close(amp(y), amp(x), atol=1e-4, rtol=1e-4)
+    half = apply("phase_scramble", images(3), strength=0.5, seed=5)
+    full = apply("phase_scramble", images(3), strength=1.0, seed=5)
+    assert 0.02 < (half - images(3)).abs().mean() < (full - images(3)).abs().mean()
+
+
+def square(size=32, lo=8, hi=24, value=0.8):
+    x = torch.full((1, 3, size, size), 0.2)
+    x[..., lo:hi, lo:hi] = value
+    return x
+
+
+def test_canny_edges_are_thin_black_contours_on_white():
+    flat = torch.full((2, 3, 24, 24), 0.4)
+    assert torch.equal(apply("edges", flat), torch.ones_like(flat))  # no edge at all
+    y = apply("edges", square())
+    assert set(y.unique().tolist()) == {0.0, 1.0}  # binary
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    edge = y[0, 0] == 0
+    # the square's outline: every side found, one pixel thick, nothing inside or outside
+    assert edge[8:24, 7:9].any(dim=1).all() and edge[8:24, 23:25].any(dim=1).all()
+    assert edge[7:9, 8:24].any(dim=0).all() and edge[23:25, 8:24].any(dim=0).all()
+    assert edge[16, :].sum() == 2 and edge[:, 16].sum() == 2
+    assert not edge[11:21, 11:21].any() and not edge[:5].any()
+
+
+def test_canny_ignores_a_texture_weaker_than_the_contour():
+    """A stripe texture inside a high-contrast square: the contour is kept, the faint
+    stripes (which the Sobel magnitude keeps, graded) are not."""
+    x = square(value=0.9)
+    x[..., 8:24, 8:24] -= 0.04 * (torch.arange(16) % 4 < 2).float().view(1, 16)
+    contour = apply("edges", x)[0, 0] == 0
+    assert not contour[11:21, 11:21].any()
+    sobel = apply("edges", x, method="sobel")[0, 0]
+    assert sobel[11:21, 11:21].max() > 0.05  # graded: the texture is still there
+
+
+def test_canny_matches_scikit_image_on_real_images():
+    """Same thresholds, same edge map as scikit-image's reference implementation, on the
+    shapes generator and on real photos (the 20 ImageNet photos, at 96 px)."""
+    import numpy as np
+    from skimage.feature import canny
+
+    from visual_ablation import data, reference_photos
+
+    shapes = np.concatenate(list(data.ShapesSource(24, seed=0).decode(np.arange(24), 64)))
+    photos, _ = reference_photos.photos(96)
+    for batch in (shapes, photos):
+        lum = reps.luminance(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+        ours, low, high = reps.canny_edges(lum, sigma_px=1.414, high=0.7, low=0.4)
+        for i in range(len(batch)):
+            reference = canny(
+                lum[i, 0].double().numpy(),
+                sigma=1.414,
+                low_threshold=float(low[i]),
+                high_threshold=float(high[i]),
+            )
+            assert reference.any()
+            assert (ours[i, 0].numpy() != reference).mean() < 1e-3, i
+
+
+def test_sobel_edges_are_zero_on_flat_images_and_peak_on_a_step():
     flat = torch.full((1, 3, 16, 16), 0.4)
-    assert apply("edges", flat).abs().max() < 1e-4  # float rounding only
+    assert apply("edges", flat, method="sobel").abs().max() < 1e-4  # float rounding only
     step = torch.zeros(1, 3, 16, 16)
     step[..., 8:] = 1.0
-    y = apply("edges", step)
+    y = apply("edges", step, method="sobel")
     assert y.max() == pytest.approx(1.0)
     assert y[0, 0, :, 7:9].min() > 0.9 and y[0, 0, :, :6].max() == 0
 

@@ -1,4 +1,5 @@
-"""Summary statistics on hand-made tables with known answers."""
+"""Summary statistics: hand-made tables with known answers, hand-computed tests, and real
+probes on real images."""
 
 from __future__ import annotations
 
@@ -7,22 +8,26 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
-from visual_ablation import stats
+from visual_ablation import metrics, stats
 from visual_ablation.metrics import METRICS
 
 T_975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables)
-
-
-def p_two_sided_df2(t: float) -> float:
-    """Closed form of the t distribution with 2 degrees of freedom."""
-    return 1.0 - abs(t) / math.sqrt(2.0 + t * t)
 
 
 def test_t_interval_of_one_two_three():
     mean, std, low, high = stats.t_interval(np.array([1.0, 2.0, 3.0]))
     half = T_975_DF2 * 1.0 / math.sqrt(3)
     assert (mean, std) == (2.0, 1.0)
+    assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
+
+
+def test_corrected_resampled_t_interval():
+    """Nadeau & Bengio: with overlapping test sets the variance of the mean over runs is
+    std^2 (1/n + n_test/n_train), not std^2 / n."""
+    mean, std, low, high = stats.t_interval(np.array([1.0, 2.0, 3.0]), overlap=0.25)
+    half = T_975_DF2 * 1.0 * math.sqrt(1 / 3 + 0.25)
     assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
 
 
@@ -39,65 +44,221 @@ def test_holm_adjusts_in_step_down_order():
     assert stats.holm(np.array([0.9, 0.8]))[0] == 1.0  # capped at 1
 
 
-def test_paired_p_value_matches_a_hand_computed_t_test():
-    d = np.array([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3)
-    assert stats.paired_p_value(d) == pytest.approx(p_two_sided_df2(0.2 / (0.1 / math.sqrt(3))))
-    assert stats.paired_p_value(np.zeros(3)) == 1.0
-    assert stats.paired_p_value(np.full(3, -0.1)) == 0.0
+@pytest.mark.parametrize("b,c", [(0, 3), (1, 9), (7, 2), (12, 12), (0, 1), (30, 55)])
+def test_sign_flip_test_of_one_run_is_mcnemars_exact_test(b, c):
+    """One run: per-image differences are +1 (only the other model right), -1 (only the
+    reference right) or 0. The exact two-sided McNemar test is a binomial test of b
+    against b + c at 1/2 (Dietterich 1998)."""
+    differences = np.array([1] * b + [-1] * c + [0] * 150)
+    assert stats.sign_flip_p(differences) == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
 
 
-def _table() -> pd.DataFrame:
-    rows = []
-    accuracy = {
-        ("original", "l1"): [0.80, 0.82, 0.84],
-        ("gray", "l1"): [0.70, 0.71, 0.75],  # diffs -0.10, -0.11, -0.09
-        ("original", "l2"): [0.90, 0.90, 0.90],
-        ("gray", "l2"): [0.90, 0.90, 0.90],  # diffs 0
+def test_sign_flip_test_by_hand_over_runs():
+    # 3 images that 3 runs all get wrong (-3 each): 8 equally likely sign patterns, 2 of
+    # them as extreme (all -, all +): p = 1/4
+    assert stats.sign_flip_p(np.array([-3, -3, -3] + [0] * 197)) == pytest.approx(0.25)
+    # -3, -3, +1: sums of +-3 +-3 +-1 as extreme as |-5|: (-3-3-1, -3-3+1, 3+3+1, 3+3-1)
+    assert stats.sign_flip_p(np.array([-3, -3, 1])) == pytest.approx(4 / 8)
+    assert stats.sign_flip_p(np.zeros(10, dtype=int)) == 1.0
+
+
+def test_sign_flip_normal_approximation_meets_the_exact_test():
+    rng = np.random.default_rng(0)
+    differences = rng.choice([-2, -1, 0, 1, 2], size=1990, p=[0.2, 0.25, 0.1, 0.2, 0.25])
+    exact = stats.sign_flip_p(differences)
+    assert np.abs(differences).sum() > 2000
+    stats_limit = stats.EXACT_LIMIT
+    try:
+        stats.EXACT_LIMIT = 10**9
+        reference = stats.sign_flip_p(differences)
+    finally:
+        stats.EXACT_LIMIT = stats_limit
+    assert exact == pytest.approx(reference, rel=0.05)
+
+
+def predictions(correct: np.ndarray, n_classes: int = 8, seed: int = 0) -> dict:
+    """Per-image predictions [runs, n] of a model that is right where `correct` is."""
+    rng = np.random.default_rng(seed)
+    runs, n = correct.shape
+    label = np.tile(np.arange(n) % n_classes, (runs, 1))
+    wrong = (label + 1 + rng.integers(0, n_classes - 1, size=label.shape)) % n_classes
+    predicted = np.where(correct, label, wrong)
+    confidence = np.where(correct, 0.8, 0.6)
+    return {
+        "image": np.tile(np.arange(n), (runs, 1)),
+        "label": label,
+        "predicted": predicted,
+        "p_true": np.where(correct, confidence, 0.05),
+        "confidence": confidence,
     }
+
+
+def test_the_same_three_wrong_images_in_every_run_are_not_significant():
+    """The case a t-test over runs marked significant (p = 0): every one of 3 runs loses
+    the same 3 of 200 test images (-0.015 in each run). That is well inside test-sampling
+    noise: the image-level test says so."""
+    base = np.random.default_rng(1).random(200) < 0.8
+    reference = np.tile(base, (3, 1))
+    other = reference.copy()
+    lost = np.flatnonzero(base)[:3]
+    other[:, lost] = False
+    tested = stats.image_level_differences(predictions(reference), predictions(other), 8)
+    assert tested["accuracy_p"] == pytest.approx(0.25)
+    replicates = tested["replicates"]["accuracy"]
+    assert np.mean(replicates) == pytest.approx(-0.015, abs=0.002)
+    # the bootstrap's spread: about sqrt(3) / 200 (a Poisson count of 3 lost images)
+    assert np.std(replicates) == pytest.approx(math.sqrt(3) / 200, rel=0.15)
+    assert tested["n_images"] == 200
+
+
+def test_weighted_metrics_with_unit_weights_are_the_runs_metrics():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 6, 300)
+    logits = rng.normal(size=(300, 6)) + 1.5 * np.eye(6)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    plain = metrics.classification_metrics(y, proba)
+    weighted = stats.weighted_metrics(
+        np.ones((1, 300)),
+        y,
+        proba.argmax(axis=1),
+        proba[np.arange(300), y],
+        proba.max(axis=1),
+        6,
+    )
+    for metric in METRICS:
+        assert weighted[metric][0] == pytest.approx(plain[metric], rel=1e-10), metric
+    # a weight of 2 is the image listed twice
+    twice = np.r_[np.arange(300), np.arange(50)]
+    doubled = metrics.classification_metrics(y[twice], proba[twice])
+    w = np.ones((1, 300))
+    w[0, :50] = 2
+    weighted = stats.weighted_metrics(
+        w, y, proba.argmax(axis=1), proba[np.arange(300), y], proba.max(axis=1), 6
+    )
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "nll"):
+        assert weighted[metric][0] == pytest.approx(doubled[metric], rel=1e-10), metric
+
+
+def _table(accuracy: dict) -> pd.DataFrame:
+    rows = []
     for (rep, layer), values in accuracy.items():
         for run, acc in enumerate(values):
             row = {"dataset": "d", "backbone": "b", "representation": rep, "layer": layer}
             row |= {"probe": "linear", "run": run, "best_epoch": 5, "epochs": 20}
-            row |= {"train_seconds": 1.0, "n_classes": 10}
+            row |= {"train_seconds": 1.0, "n_classes": 8, "n_train": 600, "n_test": 200}
             row |= {m: acc for m in METRICS}
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def test_summary_means_cis_and_paired_differences():
-    summary = stats.summarise(_table(), reference="original").set_index(["representation", "layer"])
-    original = summary.loc[("original", "l1")]
-    assert original["n_runs"] == 3
-    assert original["accuracy_mean"] == pytest.approx(0.82)
-    assert original["accuracy_std"] == pytest.approx(0.02)
-    half = T_975_DF2 * 0.02 / math.sqrt(3)
-    assert original["accuracy_ci_low"] == pytest.approx(0.82 - half)
-    assert original["accuracy_ci_high"] == pytest.approx(0.82 + half)
-    assert np.isnan(original["accuracy_diff"])  # the reference is not compared with itself
+def loader(models: dict) -> stats.PredictionLoader:
+    def load(dataset, backbone, representation, probe):
+        layers = sorted(models[representation])
+        per_layer = [models[representation][layer] for layer in layers]
+        out = {"runs": np.arange(3), "layers": np.array(layers)}
+        out |= {key: per_layer[0][key] for key in ("image", "label")}
+        for key in ("predicted", "p_true", "confidence"):
+            out[key] = np.stack([p[key] for p in per_layer], axis=1)
+        return out
 
-    gray = summary.loc[("gray", "l1")]
-    assert gray["n_pairs"] == 3
-    assert gray["accuracy_diff"] == pytest.approx(-0.10)
-    half = T_975_DF2 * 0.01 / math.sqrt(3)
-    assert gray["accuracy_diff_ci_low"] == pytest.approx(-0.10 - half)
-    assert gray["accuracy_diff_ci_high"] == pytest.approx(-0.10 + half)
-    assert gray["accuracy_p"] == pytest.approx(p_two_sided_df2(-0.1 / (0.01 / math.sqrt(3))))
-    # Holm over the family's two comparisons (l1: 0.0033, l2: 1.0)
-    assert gray["accuracy_p_holm"] == pytest.approx(2 * gray["accuracy_p"])
-    assert summary.loc[("gray", "l2"), "accuracy_p"] == 1.0
-    assert summary.loc[("gray", "l2"), "accuracy_p_holm"] == 1.0
+    return load
 
 
-def test_summary_pairs_runs_not_positions():
-    table = _table()
-    # drop run 0 of gray/l1: only runs 1 and 2 are paired (diffs -0.11, -0.09)
-    table = table[~((table.representation == "gray") & (table.layer == "l1") & (table.run == 0))]
-    gray = stats.summarise(table).set_index(["representation", "layer"]).loc[("gray", "l1")]
-    assert gray["n_pairs"] == 2 and gray["n_runs"] == 2
-    assert gray["accuracy_diff"] == pytest.approx(-0.10)
+def test_summary_means_cis_and_image_level_differences():
+    rng = np.random.default_rng(5)
+    original = rng.random((3, 200)) < 0.8
+    gray = original & (rng.random((3, 200)) < 0.75)  # loses about a fifth: -0.2
+    models = {
+        "original": {"l1": predictions(original), "l2": predictions(original)},
+        "gray": {"l1": predictions(gray), "l2": predictions(original)},  # l2: no change
+    }
+    acc = lambda c: list(c.mean(axis=1))  # noqa: E731
+    table = _table(
+        {
+            ("original", "l1"): acc(original),
+            ("gray", "l1"): acc(gray),
+            ("original", "l2"): acc(original),
+            ("gray", "l2"): acc(original),
+        }
+    )
+    summary = stats.summarise(table, loader(models), reference="original")
+    summary = summary.set_index(["representation", "layer"])
+    first = summary.loc[("original", "l1")]
+    mean, std, low, high = stats.t_interval(np.array(acc(original)))
+    assert (first["n_runs"], first["accuracy_mean"], first["accuracy_ci_low"]) == (3, mean, low)
+    assert np.isnan(first["accuracy_diff"])  # the reference is not compared with itself
+
+    lossy = summary.loc[("gray", "l1")]
+    assert lossy["n_pairs"] == 3 and lossy["n_test_images"] == 200
+    true_diff = float((gray.mean(axis=1) - original.mean(axis=1)).mean())
+    assert lossy["accuracy_diff"] == pytest.approx(true_diff)
+    assert lossy["accuracy_diff_ci_low"] < true_diff < lossy["accuracy_diff_ci_high"]
+    assert lossy["accuracy_diff_ci_high"] < -0.1
+    votes = (gray.astype(int) - original.astype(int)).sum(axis=0)
+    assert lossy["accuracy_p"] == pytest.approx(stats.sign_flip_p(votes))
+    assert lossy["accuracy_p"] < 1e-10
+    # Holm over the family's two comparisons (l1: tiny, l2: 1.0)
+    assert lossy["accuracy_p_holm"] == pytest.approx(2 * lossy["accuracy_p"])
+    same = summary.loc[("gray", "l2")]
+    assert same["accuracy_diff"] == 0 and same["accuracy_p"] == 1.0
+    assert same["accuracy_diff_ci_low"] == same["accuracy_diff_ci_high"] == 0
+
+
+def test_resampled_runs_widen_the_interval_over_runs():
+    table = _table({("original", "l1"): [0.80, 0.82, 0.84]})
+    plain = stats.summarise(table, reference=None).iloc[0]
+    corrected = stats.summarise(table, reference=None, resampled=True).iloc[0]
+    half = T_975_DF2 * 0.02 * math.sqrt(1 / 3 + 200 / 600)
+    assert corrected["accuracy_ci_high"] == pytest.approx(0.82 + half)
+    assert corrected["accuracy_ci_high"] > plain["accuracy_ci_high"]
 
 
 def test_summary_without_reference_has_no_differences():
-    summary = stats.summarise(_table(), reference=None)
+    summary = stats.summarise(_table({("original", "l1"): [0.8, 0.8, 0.9]}), reference=None)
     assert summary["accuracy_diff"].isna().all()
     assert (summary["n_pairs"] == 0).all()
+
+
+def test_a_real_large_effect_stays_significant(tmp_path):
+    """Real probes on real images: a linear probe on the digits' pixels, trained on the
+    original images and on phase-scrambled ones (shape removed), 3 resampled runs. The
+    drop must be significant after Holm over a family as large as the default run's
+    effnet one (7 representations x 8 layers)."""
+    from visual_ablation import data, features, training
+    from visual_ablation.config import resolve
+
+    exp = resolve(
+        {
+            "results_dir": str(tmp_path),
+            "datasets": {"digits": {"source": "sklearn-digits", "n": 900}},
+            "representations": ["original", "phase_scramble"],
+            "backbones": {"pixels": {"model": "pixels", "image_size": 16}},
+            "split": {"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
+            "probes": {"linear": {"hidden": 0, "lr": 0.003}},
+            "runs": 3,
+        }
+    )
+    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    found = {}
+    for rep in exp.representations:
+        path = exp.feature_store("digits", "pixels", rep)
+        spec = exp.feature_spec("digits", "pixels", rep)
+        features.extract(exp.data_store("digits"), path, spec, device="cpu", progress=False)
+        found[rep] = training.train_store(
+            path,
+            exp.data_store("digits"),
+            spec,
+            exp.data_spec("digits"),
+            exp.probe_spec("linear"),
+            exp.split,
+            [0, 1, 2],
+            device="cpu",
+        )
+    table = pd.DataFrame([row for rows, _ in found.values() for row in rows])
+    summary = stats.summarise(
+        table, lambda d, b, rep, p: found[rep][1], reference="original", resampled=True
+    )
+    scrambled = summary.set_index("representation").loc["phase_scramble"]
+    assert scrambled["accuracy_diff"] < -0.2
+    assert scrambled["accuracy_p"] * 56 < 0.05  # Holm's largest factor in such a family
+    assert scrambled["accuracy_diff_ci_high"] < 0

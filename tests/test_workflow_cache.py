@@ -6,6 +6,7 @@ import csv
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 import zarr
 from conftest import Workflow, copy_workflow, tiny_config
@@ -68,13 +69,23 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     assert {s["n_runs"] for s in summary} == {"3"}
     gray = [s for s in summary if s["representation"] == "grayscale"]
     assert all(s["n_pairs"] == "3" and s["accuracy_p_holm"] != "" for s in gray)
+    # resampled splits (the default): the 3 runs' test sets of 40 images overlap
+    assert all(40 < int(s["n_test_images"]) < 120 for s in gray)
     figures = sorted(p.relative_to(results / "figures") for p in results.rglob("*.png"))
     assert [str(f) for f in figures] == [
         f"digits/{b}/{p}/{name}.png"
         for b in ("effnet", "pixels")
         for p in ("linear", "mlp")
         for name in ("accuracy_by_layer", "difference_heatmap")
-    ]
+    ] + ["digits/representations.png"]
+    # every train job keeps its per-image test predictions next to its csv
+    predictions = np.load(results / "runs/digits/effnet/grayscale/mlp/run1.predictions.npz")
+    assert list(predictions["layers"]) == ["stem", "blocks.0"]
+    assert predictions["predicted"].shape == (1, 2, 40)
+    rows = [r for r in rows if r["backbone"] == "effnet" and r["representation"] == "grayscale"]
+    row = next(r for r in rows if r["probe"] == "mlp" and r["run"] == "1" and r["layer"] == "stem")
+    correct = predictions["predicted"][0, 0] == predictions["label"][0]
+    assert correct.mean() == pytest.approx(float(row["accuracy"]))
 
 
 def test_complete_run_has_nothing_to_do(built):
@@ -191,6 +202,18 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
     assert all("/effnet/" in out for out in outputs(jobs, "train"))
 
 
+def test_changing_one_backbones_normalization_replans_exactly_its_feature_jobs(built):
+    config = tiny_config()
+    config["backbones"]["effnet"]["normalization"] = "imagenet"  # its own is tf-lite
+    built.write_config(config, "normalization.yaml")
+    jobs = built.planned(config="normalization.yaml")
+    assert outputs(jobs, "features") == [
+        "results/features/digits/effnet/grayscale.zarr",
+        "results/features/digits/effnet/original.zarr",
+    ]
+    assert counts(jobs) == {"features": 2, "feature_table": 1, "train": 2 * 2 * 3, **REPORT_JOBS}
+
+
 def test_adding_a_representation_plans_only_its_jobs(built):
     config = tiny_config(representations=["original", "grayscale", "edges"])
     built.write_config(config, "more_reps.yaml")
@@ -202,6 +225,7 @@ def test_adding_a_representation_plans_only_its_jobs(built):
     ]
     assert "prepare_data" not in rules(jobs)
     assert counts(jobs)["train"] == 2 * 2 * 3
+    assert counts(jobs)["representation_examples"] == 1  # the figure shows every one
     assert all("/edges/" in out for out in outputs(jobs, "train"))
 
 
@@ -218,15 +242,15 @@ def test_changing_a_representation_param_replans_only_that_representation(built)
     ]
 
 
-def test_new_split_rebuilds_the_data_store_and_its_features(built):
-    built.write_config(tiny_config(split={"val": 0.15, "test": 0.2, "seed": 1}), "split.yaml")
-    assert counts(built.planned(config="split.yaml")) == {
-        "prepare_data": 1,
-        "features": 4,
-        "feature_table": 1,
-        "train": TRAIN_JOBS,
-        **REPORT_JOBS,
-    }
+def test_new_split_replans_only_train_jobs(built):
+    """The split is drawn by train jobs from the labels: changing it keeps every data and
+    feature store."""
+    for name, split in {
+        "split.yaml": {"val": 0.15, "test": 0.2, "seed": 1},
+        "shared_split.yaml": {"val": 0.15, "test": 0.2, "seed": 0, "resample": False},
+    }.items():
+        built.write_config(tiny_config(split=split), name)
+        assert counts(built.planned(config=name)) == {"train": TRAIN_JOBS, **REPORT_JOBS}
 
 
 def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_dataset(built):
@@ -237,6 +261,7 @@ def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_datase
         "features": 4,
         "feature_table": 1,
         "train": TRAIN_JOBS,
+        "representation_examples": 1,
         **REPORT_JOBS,
     }
 
@@ -249,7 +274,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
         module.write_text(module_text + "\n# an edit that does not change what features mean\n")
         assert built.planned() == []
         config_py.write_text(
-            config_text.replace("FEATURE_FORMAT_VERSION = 3", "FEATURE_FORMAT_VERSION = 4")
+            config_text.replace("FEATURE_FORMAT_VERSION = 4", "FEATURE_FORMAT_VERSION = 5")
         )
         jobs = built.planned()
         assert counts(jobs) == {
@@ -260,7 +285,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
         }
         # a new probe format re-plans every train job and no feature job
         config_py.write_text(
-            config_text.replace("PROBE_FORMAT_VERSION = 2", "PROBE_FORMAT_VERSION = 3")
+            config_text.replace("PROBE_FORMAT_VERSION = 3", "PROBE_FORMAT_VERSION = 4")
         )
         assert counts(built.planned()) == {"train": TRAIN_JOBS, **REPORT_JOBS}
     finally:

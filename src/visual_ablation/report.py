@@ -1,12 +1,14 @@
-"""The report stage: run tables -> metrics.csv and summary.csv -> figures."""
+"""The report stage: run tables and per-image predictions -> metrics.csv and summary.csv
+-> figures; and the figure of what each representation does to a few images."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 
-from visual_ablation import outputs
+from visual_ablation import outputs, stats
 from visual_ablation.metrics import RUN_KEYS
 
 log = logging.getLogger(__name__)
@@ -36,18 +38,56 @@ def _write(table: pd.DataFrame, path: str) -> None:
         table.to_csv(partial, index=False, float_format="%.10g")
 
 
-def aggregate(
-    paths: list[str], metrics_path: str, summary_path: str, reference: str | None
-) -> None:
-    from visual_ablation import stats
+def prediction_loader(paths: list[str]) -> stats.PredictionLoader:
+    """(dataset, backbone, representation, probe) -> that model's per-image predictions
+    over all its runs, from the train jobs' .npz files (`paths`, one per run group, under
+    runs/{dataset}/{backbone}/{representation}/{probe}/)."""
+    import numpy as np
 
+    by_model: dict[tuple[str, ...], list[str]] = {}
+    for path in paths:
+        parts = path.replace(os.sep, "/").split("/")
+        by_model.setdefault(tuple(parts[-5:-1]), []).append(path)
+
+    def load(dataset: str, backbone: str, representation: str, probe: str):
+        files = by_model.get((dataset, backbone, representation, probe))
+        if not files:
+            raise ValueError(
+                f"no per-image predictions for {dataset}/{backbone}/{representation}/{probe}: "
+                "rerun its train jobs (snakemake --forcerun train)"
+            )
+        parts = []
+        for path in files:
+            with np.load(path, allow_pickle=False) as archive:
+                parts.append({key: archive[key] for key in archive.files})
+        layers = parts[0]["layers"]
+        if any(list(part["layers"]) != list(layers) for part in parts):
+            raise ValueError(f"prediction files {files} disagree on layers: rerun their jobs")
+        joined = {"layers": layers}
+        for key in ("runs", "image", "label", "predicted", "p_true", "confidence"):
+            joined[key] = np.concatenate([part[key] for part in parts])
+        return joined
+
+    return load
+
+
+def aggregate(
+    paths: list[str],
+    prediction_paths: list[str],
+    metrics_path: str,
+    summary_path: str,
+    reference: str | None,
+    resampled: bool = False,
+) -> None:
     metrics = read_runs(paths)
     duplicated = metrics.duplicated(RUN_KEYS)
     if duplicated.any():
         raise ValueError(
             f"duplicate run rows: {metrics[duplicated][RUN_KEYS].head().to_dict('records')}"
         )
-    summary = stats.summarise(metrics, reference=reference)
+    summary = stats.summarise(
+        metrics, prediction_loader(prediction_paths), reference=reference, resampled=resampled
+    )
     _write(metrics, metrics_path)
     _write(summary, summary_path)
     log.info(
@@ -71,3 +111,33 @@ def figures(
     plots.difference_heatmap(
         summary, dataset, backbone, probe, difference_path, reference=reference
     )
+
+
+def representation_figure(
+    data_path: str,
+    data_spec: dict,
+    representations: dict[str, dict],
+    path: str,
+    images: int = 6,
+) -> None:
+    """The first image of each of the first `images` classes of a data store, through
+    every representation, exactly as the feature jobs transform them (same image index,
+    so the same random draws)."""
+    import numpy as np
+    import torch
+
+    from visual_ablation import plots, store
+    from visual_ablation import representations as transforms
+
+    with store.reading(data_path, data_spec) as group:
+        labels = group["labels"][:]
+        names = list(group.attrs["class_names"])
+        classes = list(dict.fromkeys(labels.tolist()))[:images]
+        index = np.array([int(np.flatnonzero(labels == c)[0]) for c in classes])
+        batch = group["images"].get_orthogonal_selection((index, slice(None)))
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
+    shown = {}
+    for name, rep in representations.items():
+        y = transforms.build(rep["kind"], rep["params"])(x, torch.from_numpy(index))
+        shown[name] = y.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    plots.representation_grid(shown, [names[c] for c in classes], data_spec["name"], path)

@@ -1,28 +1,62 @@
-"""Summary over runs: means with t confidence intervals, paired differences to the
-reference representation, paired t-tests and Holm's step-down adjustment."""
+"""Summary over runs, and differences to the reference representation tested on the test
+images.
+
+Two questions, two sources of variation:
+- **Each metric's mean over runs** gets a t interval over runs. Runs differ in probe
+  initialisation and minibatch order, and with `split.resample` in their split too; their
+  test sets then overlap, so the interval uses Nadeau & Bengio's (2003) corrected
+  resampled t (variance x (1/R + n_test/n_train)).
+- **The difference to the reference** (same run, layer and probe; the same test images,
+  since the split does not depend on the representation) is tested on the test images,
+  not on runs: runs share or overlap their test images, so a difference that several runs
+  repeat on the same few images is not several observations. The interval comes from a
+  paired bootstrap over test images and runs (each replicate reweights the images, the
+  same weights for both representations, and resamples the runs); accuracy's p-value from
+  the exact paired sign-flip test over test images, which for one run is McNemar's exact
+  test (Dietterich 1998), the other metrics' from the bootstrap's standard error.
+Holm's step-down adjustment runs over every comparison of a (dataset, backbone, probe).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from visual_ablation.metrics import METRICS, RUN_KEYS
+from visual_ablation.metrics import (
+    METRICS,
+    RUN_KEYS,
+    calibration_bin_sums,
+    debiased_calibration_error,
+    equal_mass_bins,
+)
 
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
 # compared with the reference; the Holm family is one (dataset, backbone, probe)
 FAMILY = ["dataset", "backbone", "probe"]
 SUMMARISED = [*METRICS, "best_epoch", "epochs", "train_seconds"]
 CONFIDENCE = 0.95
+BOOTSTRAP = 1000  # replicates of the paired bootstrap
+BOOTSTRAP_SEED = 0
+EXACT_LIMIT = 2000  # sign-flip test: exact up to this sum of |per-image differences|
+
+# per-image predictions of one model: (dataset, backbone, representation, probe) ->
+# {"runs", "layers", "image", "label", "predicted", "p_true", "confidence"} (training.py)
+PredictionLoader = Callable[[str, str, str, str], dict[str, np.ndarray]]
 
 
 def t_interval(
-    values: np.ndarray, confidence: float = CONFIDENCE
+    values: np.ndarray, confidence: float = CONFIDENCE, overlap: float = 0.0
 ) -> tuple[float, float, float, float]:
     """mean, sample std (ddof 1), and the two-sided t interval of the mean.
 
-    One value: std and interval are NaN (no spread to estimate). Zero spread: the
-    interval is the mean itself.
+    `overlap` = n_test / n_train when runs resample their split: the standard error is
+    then std * sqrt(1/n + overlap) (Nadeau & Bengio's corrected resampled t), since runs
+    whose training and test sets overlap are not independent. One value: std and interval
+    are NaN (no spread to estimate). Zero spread: the interval is the mean itself.
     """
     values = np.asarray(values, dtype=float)
     n = len(values)
@@ -30,21 +64,34 @@ def t_interval(
     if n < 2:
         return mean, float("nan"), float("nan"), float("nan")
     std = float(values.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std * np.sqrt(1.0 / n + overlap)
     return mean, std, mean - half, mean + half
 
 
-def paired_p_value(differences: np.ndarray) -> float:
-    """Two-sided one-sample t-test of paired differences against 0.
-
-    Identical differences give no t statistic: p = 1 when they are all 0, else 0.
-    """
-    d = np.asarray(differences, dtype=float)
-    if len(d) < 2:
-        return float("nan")
-    if np.all(d == d[0]):
-        return 1.0 if d[0] == 0 else 0.0
-    return float(sps.ttest_1samp(d, 0.0).pvalue)
+def sign_flip_p(differences: np.ndarray) -> float:
+    """Two-sided p-value of the paired sign-flip (randomisation) test of integer per-image
+    differences summed over runs: under the null hypothesis each image's difference is as
+    likely to have either sign. For one run (differences in {-1, 0, 1}: the discordant
+    pairs) this is McNemar's exact test. Exact up to EXACT_LIMIT total votes, else the
+    normal approximation with a continuity correction (accurate at that size)."""
+    m = np.abs(np.asarray(differences, dtype=np.int64))
+    observed = abs(int(np.sum(differences)))
+    total = int(m.sum())
+    if total == 0:
+        return 1.0
+    if total > EXACT_LIMIT:
+        z = max(observed - 1, 0) / np.sqrt(float((m.astype(float) ** 2).sum()))
+        return float(min(1.0, 2.0 * sps.norm.sf(z)))
+    # T = sum s_i m_i; (T + total) / 2 is the sum of the m_i whose sign is +, so its law
+    # is a convolution of scaled binomials, one per distinct |difference|
+    pmf = np.ones(1)
+    values, counts = np.unique(m[m > 0], return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        term = np.zeros(value * count + 1)
+        term[::value] = sps.binom.pmf(np.arange(count + 1), count, 0.5)
+        pmf = np.convolve(pmf, term)
+    t = 2 * np.arange(total + 1) - total
+    return float(min(1.0, pmf[np.abs(t) >= observed].sum()))
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -63,28 +110,148 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def summarise(metrics: pd.DataFrame, reference: str | None = "original") -> pd.DataFrame:
+def weighted_metrics(
+    weights: np.ndarray,
+    label: np.ndarray,
+    predicted: np.ndarray,
+    p_true: np.ndarray,
+    confidence: np.ndarray,
+    n_classes: int,
+) -> dict[str, np.ndarray]:
+    """Every metric of metrics.py on one test set under image weights [B, n] (a weight of
+    2 counts the image twice): each metric for each of the B weightings. With all weights
+    1 these are the run's own metrics (tests/test_stats.py checks it)."""
+    w = np.asarray(weights, dtype=np.float64)
+    correct = (predicted == label).astype(np.float64)
+    eye = np.eye(n_classes)
+    truth, chosen = eye[label], eye[predicted]
+    total = w.sum(axis=1)
+    eps = np.finfo(np.float64).eps
+    nll = -np.log(np.clip(p_true.astype(np.float64), eps, 1 - eps))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        support = w @ truth
+        recall = (w @ (truth * correct[:, None])) / support
+        balanced = np.nanmean(np.where(support > 0, recall, np.nan), axis=1)
+        tp = w @ (truth * chosen)
+        predicted_count, true_count = w @ chosen, support
+        seen = (predicted_count + true_count) > 0
+        f1 = 2 * tp / (predicted_count + true_count)
+        macro_f1 = np.nanmean(np.where(seen, f1, np.nan), axis=1)
+    members, conf, hits = calibration_bin_sums(
+        confidence.astype(np.float64), correct, equal_mass_bins(confidence.astype(np.float64))
+    )
+    return {
+        "accuracy": (w @ correct) / total,
+        "balanced_accuracy": balanced,
+        "macro_f1": macro_f1,
+        "nll": (w @ nll) / total,
+        "ece": debiased_calibration_error(w @ members, w @ conf, w @ hits),
+    }
+
+
+def image_level_differences(
+    reference: dict[str, np.ndarray],
+    other: dict[str, np.ndarray],
+    n_classes: int,
+    replicates: int = BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """Paired comparison of two models' test predictions on the same runs and images.
+
+    `reference` and `other`: arrays [runs, n_test] of one layer (`image`, `label`,
+    `predicted`, `p_true`, `confidence`), run for run on the same test images. Returns,
+    per metric, the bootstrap replicates of the mean difference (other - reference) over
+    runs, and accuracy's exact sign-flip p-value; `n_images`: distinct test images.
+    """
+    image = reference["image"]
+    if not np.array_equal(image, other["image"]):
+        raise ValueError("the two models were tested on different images: rerun their jobs")
+    runs, _ = image.shape
+    union, position = np.unique(image, return_inverse=True)
+    position = position.reshape(image.shape)
+    rng = np.random.default_rng(seed)
+    image_weights = rng.poisson(1.0, size=(replicates, len(union)))
+    run_weights = rng.multinomial(runs, np.full(runs, 1.0 / runs), size=replicates)
+    differences = {metric: np.zeros((replicates, runs)) for metric in METRICS}
+    for r in range(runs):
+        w = image_weights[:, position[r]]
+        scored = [
+            weighted_metrics(
+                w,
+                model["label"][r],
+                model["predicted"][r],
+                model["p_true"][r],
+                model["confidence"][r],
+                n_classes,
+            )
+            for model in (reference, other)
+        ]
+        for metric in METRICS:
+            differences[metric][:, r] = scored[1][metric] - scored[0][metric]
+    replicated = {
+        metric: np.nansum(run_weights * d, axis=1) / runs for metric, d in differences.items()
+    }
+    # per image, correct answers of `other` minus the reference's, summed over runs
+    votes = (other["predicted"] == other["label"]).astype(np.int64) - (
+        reference["predicted"] == reference["label"]
+    ).astype(np.int64)
+    per_image = np.bincount(position.ravel(), weights=votes.ravel(), minlength=len(union))
+    return {
+        "replicates": replicated,
+        "accuracy_p": sign_flip_p(per_image.round().astype(np.int64)),
+        "n_images": len(union),
+    }
+
+
+def _layer_slice(predictions: dict[str, np.ndarray], runs: list[int], layer: str):
+    """One layer's arrays [runs, n_test] of a model's predictions, for the given runs."""
+    rows = [int(np.flatnonzero(predictions["runs"] == run)[0]) for run in runs]
+    j = list(predictions["layers"]).index(layer)
+    out = {key: predictions[key][rows] for key in ("image", "label")}
+    out |= {key: predictions[key][rows, j] for key in ("predicted", "p_true", "confidence")}
+    return out
+
+
+def summarise(
+    metrics: pd.DataFrame,
+    predictions: PredictionLoader | None = None,
+    reference: str | None = "original",
+    resampled: bool = False,
+) -> pd.DataFrame:
     """One row per (dataset, backbone, representation, layer, probe), in first-seen order.
 
-    For each metric: mean, std, 95% t interval over runs. Against `reference` (same
-    dataset, backbone, layer, probe and run): the mean paired difference, its 95% t
-    interval, the paired t-test p-value and the Holm-adjusted p-value over that
-    (dataset, backbone, probe)'s comparisons.
+    For each metric: mean, std, 95% t interval over runs (corrected for overlapping test
+    sets when `resampled`). Against `reference` (same dataset, backbone, layer, probe and
+    run): the mean paired difference, its 95% interval from the paired bootstrap over test
+    images and runs, the p-value (accuracy: exact sign-flip test over test images; other
+    metrics: the bootstrap's normal approximation) and the Holm-adjusted p-value over
+    that (dataset, backbone, probe)'s comparisons. Differences need `predictions`.
     """
     rows = []
-    by_key = metrics.groupby(KEYS, sort=False)
     pair_keys = [k for k in KEYS if k != "representation"]
     ref_runs = {}
     if reference is not None:
         ref = metrics[metrics["representation"] == reference]
         ref_runs = {key: group for key, group in ref.groupby(pair_keys, sort=False)}
-    for key, group in by_key:
+    loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+
+    def model(*key: str) -> dict[str, np.ndarray]:
+        if key not in loaded:
+            if len(loaded) > 8:  # one family's reference and a few others in memory
+                loaded.clear()
+            loaded[key] = predictions(*key)
+        return loaded[key]
+
+    z = float(sps.norm.ppf(0.5 + CONFIDENCE / 2))
+    for key, group in metrics.groupby(KEYS, sort=False):
         row = dict(zip(KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
-        if "n_classes" in group:
-            row["n_classes"] = int(group["n_classes"].iloc[0])
+        row["n_classes"] = int(group["n_classes"].iloc[0])
+        overlap = 0.0
+        if resampled and {"n_test", "n_train"} <= set(group):
+            overlap = float(group["n_test"].iloc[0] / group["n_train"].iloc[0])
         for metric in SUMMARISED:
-            mean, std, low, high = t_interval(group[metric].to_numpy())
+            mean, std, low, high = t_interval(group[metric].to_numpy(), overlap=overlap)
             row |= {
                 f"{metric}_mean": mean,
                 f"{metric}_std": std,
@@ -99,18 +266,34 @@ def summarise(metrics: pd.DataFrame, reference: str | None = "original") -> pd.D
             else None
         )
         row["n_pairs"] = len(paired) if paired is not None else 0
+        tested = None
+        if paired is not None and len(paired) and predictions is not None:
+            runs = sorted(int(r) for r in paired["run"])
+            d, b, p, layer = row["dataset"], row["backbone"], row["probe"], row["layer"]
+            tested = image_level_differences(
+                _layer_slice(model(d, b, reference, p), runs, layer),
+                _layer_slice(model(d, b, row["representation"], p), runs, layer),
+                row["n_classes"],
+            )
+        row["n_test_images"] = tested["n_images"] if tested else 0
         for metric in METRICS:
+            mean = low = high = p_value = float("nan")
             if paired is not None and len(paired):
-                diff = (paired[metric] - paired[f"{metric}_ref"]).to_numpy()
-                mean, _, low, high = t_interval(diff)
-                p = paired_p_value(diff)
-            else:
-                mean = low = high = p = float("nan")
+                mean = float((paired[metric] - paired[f"{metric}_ref"]).mean())
+            if tested is not None:
+                se = float(np.nanstd(tested["replicates"][metric], ddof=1))
+                low, high = mean - z * se, mean + z * se
+                if metric == "accuracy":
+                    p_value = tested["accuracy_p"]
+                elif se > 0:
+                    p_value = float(2 * sps.norm.sf(abs(mean) / se))
+                else:
+                    p_value = 1.0 if mean == 0 else 0.0
             row |= {
                 f"{metric}_diff": mean,
                 f"{metric}_diff_ci_low": low,
                 f"{metric}_diff_ci_high": high,
-                f"{metric}_p": p,
+                f"{metric}_p": p_value,
             }
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -123,5 +306,6 @@ def summarise(metrics: pd.DataFrame, reference: str | None = "original") -> pd.D
         for metric in METRICS
         for suffix in ("_diff", "_diff_ci_low", "_diff_ci_high", "_p", "_p_holm")
     ]
-    first = [c for c in summary.columns if c not in diff_columns and c != "n_pairs"]
-    return summary[[*first, "n_pairs", *diff_columns]]
+    pair_columns = ["n_pairs", "n_test_images"]
+    first = [c for c in summary.columns if c not in diff_columns and c not in pair_columns]
+    return summary[[*first, *pair_columns, *diff_columns]]

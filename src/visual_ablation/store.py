@@ -57,7 +57,7 @@ def compressors() -> list:
 
 
 def save_array(group: zarr.Group, name: str, values: np.ndarray) -> zarr.Array:
-    """A small array written whole (labels, split), compressed and checksummed."""
+    """A small array written whole (labels), compressed and checksummed."""
     array = create_array(group, name, values.shape, values.dtype)
     array[...] = values
     return array
@@ -244,14 +244,8 @@ def rebuild_hint(path: str) -> str:
     )
 
 
-def open_checked(
-    path: str, expected_spec: dict[str, Any], ignore: tuple[str, ...] = ()
-) -> zarr.Group:
-    """Open a finished store, refusing one that is incomplete or made for another spec.
-
-    `ignore`: top-level spec keys the reader does not depend on (a feature job reads the
-    images of a data store, not its split).
-    """
+def open_checked(path: str, expected_spec: dict[str, Any]) -> zarr.Group:
+    """Open a finished store, refusing one that is incomplete or made for another spec."""
     if not os.path.isdir(path):
         raise StoreError(f"store {path} does not exist. {rebuild_hint(path)}")
     try:
@@ -261,8 +255,7 @@ def open_checked(
     attrs = group.attrs.asdict()
     if attrs.get("complete") is not True or not isinstance(attrs.get("manifest"), dict):
         raise StoreError(f"store {path} is incomplete (no completion mark). {rebuild_hint(path)}")
-    found = {k: v for k, v in attrs.get("spec", {}).items() if k not in ignore}
-    diffs = _differences(expected_spec, found)
+    diffs = _differences(expected_spec, attrs.get("spec", {}))
     if diffs:
         raise StoreError(
             f"store {path} was built for another config and is not reused:\n  "
@@ -274,13 +267,11 @@ def open_checked(
 
 
 @contextmanager
-def reading(
-    path: str, expected_spec: dict[str, Any], ignore: tuple[str, ...] = ()
-) -> Iterator[zarr.Group]:
+def reading(path: str, expected_spec: dict[str, Any]) -> Iterator[zarr.Group]:
     """`open_checked`, and after the block, a check that the store read is still the one
     opened: a store deleted or rebuilt meanwhile (by an invocation sharing the cache_dir)
     could have yielded zeros for missing chunks or a mix of two stores."""
-    group = open_checked(path, expected_spec, ignore)
+    group = open_checked(path, expected_spec)
     opened = group.attrs.get("store_id")
     try:
         yield group

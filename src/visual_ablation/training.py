@@ -1,8 +1,9 @@
 """The train stage: one feature store x one probe config x one or more runs -> one csv
-row per (run, layer).
+row per (run, layer), and every head's per-image test predictions.
 
-Reads the checked data store (labels, split) and feature store (every layer), trains one
-probe head per layer together (probes.py), scores each on the test split (metrics.py).
+Reads the checked data store (labels) and feature store (every layer), draws each run's
+split from the labels (splits.py), trains one probe head per layer together (probes.py),
+scores each on its run's test split (metrics.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation import metrics, outputs, probes, store
+from visual_ablation import metrics, outputs, probes, splits, store
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,10 @@ def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
         return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
 
 
-def read_labels(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
-    """labels, split and the number of classes of a checked data store."""
+def read_labels(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """labels and the number of classes of a checked data store."""
     with store.reading(path, spec) as group:
-        return group["labels"][:], group["split"][:], len(group.attrs["class_names"])
+        return group["labels"][:], len(group.attrs["class_names"])
 
 
 def train_store(
@@ -43,40 +44,43 @@ def train_store(
     feature_spec: dict[str, Any],
     data_spec: dict[str, Any],
     probe_spec: dict[str, Any],
+    split_spec: dict[str, Any],
     runs: int | list[int],
     device: str = "auto",
     threads: int = 1,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Train and score `probe_spec` on every layer of one feature store, for each of
-    `runs` (trained together, vectorised)."""
+    `runs` (trained together, vectorised), each on its split (`splits.run_splits`).
+    Returns the csv rows (one per run and layer) and the per-image test predictions."""
     from visual_ablation.devices import choose_device, set_cpu_threads
 
     set_cpu_threads(threads)
     runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
-    labels, split, n_classes = read_labels(data_path, data_spec)
-    sizes = probes.check_split(split, f"data store {data_path}")
+    labels, n_classes = read_labels(data_path, data_spec)
+    split_of = splits.run_splits(labels, split_spec, runs, data_spec["name"])
+    sizes = splits.check_split(split_of[runs[0]], f"data store {data_path}")
     t0 = time.perf_counter()
     features = read_features(feature_path, feature_spec)
     log.info(
-        "read %d layers of %s in %.2f s; split %s",
+        "read %d layers of %s in %.2f s; split %s%s",
         len(features),
         feature_path,
         time.perf_counter() - t0,
         sizes,
+        ", resampled per run" if split_spec.get("resample") else "",
     )
     config = probes.ProbeConfig.from_spec(probe_spec)
     heads, seconds = probes.train(
         features,
         labels,
-        split,
+        split_of,
         n_classes,
         config,
         runs,
         device=torch_device,
         where=f"feature store {feature_path}",
     )
-    y_test = labels[split == probes.TEST]
     rows = []
     for head in heads:
         rows.append(
@@ -87,7 +91,7 @@ def train_store(
                 "layer": head.layer,
                 "probe": probe_spec["name"],
                 "run": head.run,
-                **metrics.classification_metrics(y_test, head.test_proba),
+                **metrics.classification_metrics(labels[head.test_rows], head.test_proba),
                 "best_epoch": head.best_epoch,
                 "epochs": head.epochs,
                 "train_seconds": round(seconds, 4),
@@ -109,7 +113,45 @@ def train_store(
             head.epochs,
         )
     log.info("trained %d heads in %.2f s on %s", len(heads), seconds, torch_device)
-    return rows
+    return rows, predictions(heads, labels, runs)
+
+
+def predictions(
+    heads: list[probes.HeadResult], labels: np.ndarray, runs: list[int]
+) -> dict[str, np.ndarray]:
+    """Per-image test predictions of every head, for image-level tests (stats.py):
+    `image` [runs, n_test] (data-store rows), `label` [runs, n_test], and per (run,
+    layer): `predicted` class (int16), `p_true` (the true class's probability) and
+    `confidence` (the top one), float32 [runs, layers, n_test]."""
+    layers = list(dict.fromkeys(head.layer for head in heads))
+    by_key = {(head.run, head.layer): head for head in heads}
+    image = np.stack([by_key[run, layers[0]].test_rows for run in runs]).astype(np.int64)
+    label = labels[image]
+    shape = (len(runs), len(layers), image.shape[1])
+    out = {
+        "predicted": np.zeros(shape, np.int16),
+        "p_true": np.zeros(shape, np.float32),
+        "confidence": np.zeros(shape, np.float32),
+    }
+    for r, run in enumerate(runs):
+        for j, layer in enumerate(layers):
+            proba = by_key[run, layer].test_proba
+            out["predicted"][r, j] = proba.argmax(axis=1)
+            out["p_true"][r, j] = proba[np.arange(len(proba)), label[r]]
+            out["confidence"][r, j] = proba.max(axis=1)
+    return {
+        "runs": np.array(runs, dtype=np.int64),
+        "layers": np.array(layers),
+        "image": image,
+        "label": label.astype(np.int64),
+        **out,
+    }
+
+
+def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
+    """A compressed .npz, written next to its final name and renamed."""
+    with outputs.replacing(path) as partial, open(partial, "wb") as out:
+        np.savez_compressed(out, **values)
 
 
 def _cell(value: Any) -> Any:

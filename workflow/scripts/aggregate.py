@@ -1,4 +1,4 @@
-"""Snakemake adapter: run tables -> metrics.csv (every row) and summary.csv."""
+"""Snakemake adapter: run tables and predictions -> metrics.csv (every row), summary.csv."""
 
 import os
 import sys
@@ -11,8 +11,10 @@ with job_log(smk.log[0]):
     from visual_ablation import report
 
     report.aggregate(
-        list(smk.input),
+        list(smk.input.tables),
+        list(smk.input.predictions),
         metrics_path=smk.output.metrics,
         summary_path=smk.output.summary,
         reference=smk.params.reference,
+        resampled=smk.params.resampled,
     )

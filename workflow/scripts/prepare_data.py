@@ -10,4 +10,10 @@ from visual_ablation.logs import job_log  # noqa: E402
 with job_log(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
     from visual_ablation import data
 
-    data.prepare(json.loads(snakemake.params.spec), snakemake.output[0])  # noqa: F821
+    # the split is not part of the store: it is only tried, so that a dataset too small
+    # for it stops here rather than in every train job
+    data.prepare(
+        json.loads(snakemake.params.spec),  # noqa: F821
+        snakemake.output[0],  # noqa: F821
+        split=snakemake.config["split"],  # noqa: F821
+    )

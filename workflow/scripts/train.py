@@ -16,14 +16,16 @@ with job_log(smk.log[0]):
     from visual_ablation import training
     from visual_ablation.config import parse_run_label
 
-    rows = training.train_store(
+    rows, predictions = training.train_store(
         feature_path=smk.input.features,
         data_path=smk.input.data,
         feature_spec=json.loads(smk.params.store),
         data_spec=json.loads(smk.params.data),
         probe_spec=json.loads(smk.params.probe),
+        split_spec=json.loads(smk.params.split),
         runs=parse_run_label(smk.wildcards.run),
         device=smk.config["training"]["device"],
         threads=smk.threads,
     )
-    training.write_csv(rows, smk.output[0])
+    training.write_predictions(predictions, smk.output.predictions)
+    training.write_csv(rows, smk.output.table)

@@ -1,0 +1,19 @@
+"""Snakemake adapter: a few images of one dataset through every representation."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation import report
+
+    report.representation_figure(
+        smk.input.data,
+        json.loads(smk.params.data),
+        json.loads(smk.params.representations),
+        smk.output[0],
+    )

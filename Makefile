@@ -43,6 +43,8 @@ format: $(STAMP)
 
 ## Every benchmark figure (benchmarks/README.md); about 28 minutes on 2 cores.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/image_size.py
+	$(BIN)/python benchmarks/edges.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/training.py --n 10000
 	$(BIN)/python benchmarks/planning.py

@@ -69,6 +69,7 @@ rule representation_examples:
         "../envs/features.yaml"
     params:
         data=data_spec,
-        representations=canonical(EXPERIMENT.representations),
+        # name -> spec pairs: the figure's columns in config order
+        representations=canonical(list(EXPERIMENT.representations.items())),
     script:
         "../workflow/scripts/representation_examples.py"

@@ -39,7 +39,7 @@ REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "highpass": {"sigma": 0.04},
     "phase_scramble": {"strength": 1.0, "seed": 0},
     "patch_shuffle": {"grid": 4, "seed": 0},
-    "edges": {"method": "canny", "sigma_px": 1.414, "high": 0.7, "low": 0.4},
+    "edges": {"method": "canny", "sigma": 0.04, "high": 0.9, "low": 0.4},
     "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.5, "seed": 0},
 }
 

@@ -190,20 +190,31 @@ class ShapesSource(Source):
             return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
         raise ValueError(shape)
 
-    def _draw(self, i: int, size: int) -> np.ndarray:
-        rng = self._rng(i)
+    def _silhouette(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The shape's pixels [size, size] (bool), from the first draws of the image's
+        generator: shape, scale, position, rotation."""
         shape = SHAPES[int(rng.integers(len(SHAPES)))]  # same draw as the label
         scale = rng.uniform(0.22, 0.42) * size
         cx, cy = rng.uniform(scale, size - scale, size=2)
         angle = rng.uniform(0, 2 * np.pi)
-        fg, bg = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
-        texture = int(rng.integers(3))
-        freq, noise_amp = rng.uniform(0.15, 0.6), rng.uniform(0.02, 0.12)
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
         dx, dy = (xx - cx) / scale, (yy - cy) / scale
         u = dx * np.cos(angle) + dy * np.sin(angle)
         v = -dx * np.sin(angle) + dy * np.cos(angle)
-        inside = self._mask(shape, u, v)[..., None]
+        return self._mask(shape, u, v)
+
+    def silhouette(self, i: int, size: int) -> np.ndarray:
+        """Image i's shape mask: the known answer a representation can be checked against
+        (benchmarks/edges.py scores edge maps against its contour)."""
+        return self._silhouette(self._rng(i), size)
+
+    def _draw(self, i: int, size: int) -> np.ndarray:
+        rng = self._rng(i)
+        inside = self._silhouette(rng, size)[..., None]
+        fg, bg = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+        texture = int(rng.integers(3))
+        freq, noise_amp = rng.uniform(0.15, 0.6), rng.uniform(0.02, 0.12)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
         if texture == 0:  # stripes
             pattern = 0.5 + 0.5 * np.sign(np.sin(freq * (xx + yy)))[..., None]
         elif texture == 1:  # checker

@@ -8,12 +8,14 @@ Two questions, two sources of variation:
   resampled t (variance x (1/R + n_test/n_train)).
 - **The difference to the reference** (same run, layer and probe; the same test images,
   since the split does not depend on the representation) is tested on the test images,
-  not on runs: runs share or overlap their test images, so a difference that several runs
-  repeat on the same few images is not several observations. The interval comes from a
-  paired bootstrap over test images and runs (each replicate reweights the images, the
-  same weights for both representations, and resamples the runs); accuracy's p-value from
+  not on runs alone: runs share or overlap their test images, so a difference that several
+  runs repeat on the same few images is not several observations. A paired bootstrap
+  over test images and runs (each replicate reweights the images, the same weights for
+  both representations, and resamples the runs) gives the difference's standard error,
+  its 95% interval and a normal p-value. Accuracy's p-value is the larger of that one and
   the exact paired sign-flip test over test images, which for one run is McNemar's exact
-  test (Dietterich 1998), the other metrics' from the bootstrap's standard error.
+  test (Dietterich 1998): a difference must stand out against the spread between runs and,
+  exactly, against test-image noise when only a few images differ.
 Holm's step-down adjustment runs over every comparison of a (dataset, backbone, probe).
 """
 
@@ -223,9 +225,10 @@ def summarise(
     For each metric: mean, std, 95% t interval over runs (corrected for overlapping test
     sets when `resampled`). Against `reference` (same dataset, backbone, layer, probe and
     run): the mean paired difference, its 95% interval from the paired bootstrap over test
-    images and runs, the p-value (accuracy: exact sign-flip test over test images; other
-    metrics: the bootstrap's normal approximation) and the Holm-adjusted p-value over
-    that (dataset, backbone, probe)'s comparisons. Differences need `predictions`.
+    images and runs, the p-value (the bootstrap's normal approximation; for accuracy the
+    larger of that and the exact sign-flip test over test images) and the Holm-adjusted
+    p-value over that (dataset, backbone, probe)'s comparisons. Differences need
+    `predictions`.
     """
     rows = []
     pair_keys = [k for k in KEYS if k != "representation"]
@@ -283,12 +286,13 @@ def summarise(
             if tested is not None:
                 se = float(np.nanstd(tested["replicates"][metric], ddof=1))
                 low, high = mean - z * se, mean + z * se
-                if metric == "accuracy":
-                    p_value = tested["accuracy_p"]
-                elif se > 0:
+                if se > 0:
                     p_value = float(2 * sps.norm.sf(abs(mean) / se))
                 else:
                     p_value = 1.0 if mean == 0 else 0.0
+                if metric == "accuracy":
+                    # also exact in the test images, where few of them differ
+                    p_value = max(p_value, tested["accuracy_p"])
             row |= {
                 f"{metric}_diff": mean,
                 f"{metric}_diff_ci_low": low,

@@ -14,6 +14,6 @@ with job_log(smk.log[0]):
     report.representation_figure(
         smk.input.data,
         json.loads(smk.params.data),
-        json.loads(smk.params.representations),
+        dict(json.loads(smk.params.representations)),
         smk.output[0],
     )

@@ -329,14 +329,17 @@ def test_adamw_matches_torch_step_for_step():
 
 def test_a_train_job_imports_neither_sklearn_pandas_nor_dynamo():
     """Each of these costs 0.5-1.7 s per job (benchmarks/training.py); a train job runs
-    hundreds of times, so its imports are kept to torch, numpy and zarr."""
+    hundreds of times, so its imports (its split included) are kept to torch, numpy and
+    zarr."""
     import subprocess
     import sys
 
     code = (
         "import sys, numpy as np\n"
-        "from visual_ablation import probes, training, metrics\n"
-        "labels = np.repeat(np.arange(3), 20); split = np.arange(60) % 5 % 3\n"
+        "from visual_ablation import probes, training, metrics, splits\n"
+        "labels = np.repeat(np.arange(3), 20)\n"
+        "split = splits.run_splits(labels, {'val': .15, 'test': .2, 'seed': 0, "
+        "'resample': True}, [0], 'x')[0]\n"
         "feats = {'l': np.random.default_rng(0).normal(size=(60, 4)).astype('float32')}\n"
         "heads, _ = probes.train(feats, labels, split, 3, probes.ProbeConfig(max_epochs=3), 0)\n"
         "metrics.classification_metrics(labels[split == 2], heads[0].test_proba)\n"

@@ -123,13 +123,14 @@ def weighted_metrics(
     """Every metric of metrics.py on one test set under image weights [B, n] (a weight of
     2 counts the image twice): each metric for each of the B weightings. With all weights
     1 these are the run's own metrics (tests/test_stats.py checks it)."""
-    w = np.asarray(weights, dtype=np.float64)
-    correct = (predicted == label).astype(np.float64)
-    eye = np.eye(n_classes)
+    w = np.asarray(weights)
+    w = w if w.dtype in (np.float32, np.float64) else w.astype(np.float64)
+    correct = (predicted == label).astype(w.dtype)
+    eye = np.eye(n_classes, dtype=w.dtype)
     truth, chosen = eye[label], eye[predicted]
     total = w.sum(axis=1)
     eps = np.finfo(np.float64).eps
-    nll = -np.log(np.clip(p_true.astype(np.float64), eps, 1 - eps))
+    nll = -np.log(np.clip(p_true.astype(np.float64), eps, 1 - eps)).astype(w.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
         support = w @ truth
         recall = (w @ (truth * correct[:, None])) / support
@@ -142,6 +143,7 @@ def weighted_metrics(
     members, conf, hits = calibration_bin_sums(
         confidence.astype(np.float64), correct, equal_mass_bins(confidence.astype(np.float64))
     )
+    members, conf, hits = (a.astype(w.dtype) for a in (members, conf, hits))
     return {
         "accuracy": (w @ correct) / total,
         "balanced_accuracy": balanced,
@@ -151,12 +153,23 @@ def weighted_metrics(
     }
 
 
+def bootstrap_weights(
+    images: int, runs: int, replicates: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate weights of the paired bootstrap: Poisson(1) per image (uint8: a count),
+    multinomial over the runs. Deterministic, so every comparison of a family that tests
+    the same images reuses the same replicates (`summarise` caches them)."""
+    rng = np.random.default_rng(seed)
+    image_weights = rng.poisson(1.0, size=(replicates, images)).astype(np.uint8)
+    run_weights = rng.multinomial(runs, np.full(runs, 1.0 / runs), size=replicates)
+    return image_weights, run_weights
+
+
 def image_level_differences(
     reference: dict[str, np.ndarray],
     other: dict[str, np.ndarray],
     n_classes: int,
-    replicates: int = BOOTSTRAP,
-    seed: int = BOOTSTRAP_SEED,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Paired comparison of two models' test predictions on the same runs and images.
 
@@ -164,6 +177,7 @@ def image_level_differences(
     `predicted`, `p_true`, `confidence`), run for run on the same test images. Returns,
     per metric, the bootstrap replicates of the mean difference (other - reference) over
     runs, and accuracy's exact sign-flip p-value; `n_images`: distinct test images.
+    `weights`: `bootstrap_weights` for these images and runs (made here if not given).
     """
     image = reference["image"]
     if not np.array_equal(image, other["image"]):
@@ -171,12 +185,12 @@ def image_level_differences(
     runs, _ = image.shape
     union, position = np.unique(image, return_inverse=True)
     position = position.reshape(image.shape)
-    rng = np.random.default_rng(seed)
-    image_weights = rng.poisson(1.0, size=(replicates, len(union)))
-    run_weights = rng.multinomial(runs, np.full(runs, 1.0 / runs), size=replicates)
+    image_weights, run_weights = weights or bootstrap_weights(len(union), runs)
+    replicates = len(run_weights)
     differences = {metric: np.zeros((replicates, runs)) for metric in METRICS}
     for r in range(runs):
-        w = image_weights[:, position[r]]
+        # float32: the weighted sums only feed a standard error
+        w = image_weights[:, position[r]].astype(np.float32)
         scored = [
             weighted_metrics(
                 w,
@@ -237,6 +251,7 @@ def summarise(
         ref = metrics[metrics["representation"] == reference]
         ref_runs = {key: group for key, group in ref.groupby(pair_keys, sort=False)}
     loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+    weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
     def model(*key: str) -> dict[str, np.ndarray]:
         if key not in loaded:
@@ -273,10 +288,17 @@ def summarise(
         if paired is not None and len(paired) and predictions is not None:
             runs = sorted(int(r) for r in paired["run"])
             d, b, p, layer = row["dataset"], row["backbone"], row["probe"], row["layer"]
+            ref_slice = _layer_slice(model(d, b, reference, p), runs, layer)
+            images = np.unique(ref_slice["image"])
+            key = (len(runs), images.tobytes())
+            if key not in weights:
+                weights.clear()  # one set of images at a time: a family's
+                weights[key] = bootstrap_weights(len(images), len(runs))
             tested = image_level_differences(
-                _layer_slice(model(d, b, reference, p), runs, layer),
+                ref_slice,
                 _layer_slice(model(d, b, row["representation"], p), runs, layer),
                 row["n_classes"],
+                weights[key],
             )
         row["n_test_images"] = tested["n_images"] if tested else 0
         for metric in METRICS:

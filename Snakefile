@@ -1,9 +1,13 @@
 # visual-ablation: layer-wise visual ablation experiments.
 # Stages (one rule file each): data -> features (+ inventory) -> train -> report.
+# Where things go: a new source or backbone family is one class in
+# src/visual_ablation/sources.py or backbones.py; a new artefact's path is one template in
+# layout.py; a new config key is the schema plus vocabulary.py or config.py.
 import os
 import re
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,18 +20,21 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 configfile: "config/config.yaml"
 
 
-# YAML keeps the last of a key written twice; refuse that before validating what is left
-from snakemake.exceptions import WorkflowError
-from visual_ablation.config import ConfigError, check_duplicate_keys
+from visual_ablation import layout, preflight, resources
+from visual_ablation.config import ConfigError, canonical, parse_run_label
 
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+# every check before any job: duplicate keys, the schema (which fills defaults), names,
+# and in the main process the directories and the backbones (see preflight.py)
 try:
-    for path in workflow.configfiles:
-        check_duplicate_keys(path)
+    EXPERIMENT = preflight.experiment(
+        config,
+        workflow.configfiles,
+        validate=lambda checked: validate(checked, SCHEMA),
+        main_process=workflow.is_main_process,
+    )
 except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -53,9 +60,8 @@ localrules:
 rule all:
     default_target: True
     input:
-        FEATURE_TABLE,
-        METRICS,
-        SUMMARY,
-        figure_paths("accuracy_by_layer"),
-        figure_paths("difference_heatmap"),
-        representation_figures(),
+        rules.feature_table.output,
+        rules.aggregate.output,
+        EXPERIMENT.figures("accuracy_by_layer"),
+        EXPERIMENT.figures("difference_heatmap"),
+        EXPERIMENT.representation_figures(),

@@ -1,19 +1,19 @@
-# Stage 1: decode each dataset once into results/data/{dataset}.zarr.
+# Stage 1: decode each dataset once into its data store ({cache_dir}/data/{dataset}.zarr).
 
 
 rule prepare_data:
     output:
-        directory(os.path.join(CACHE, "data", "{dataset}.zarr")),
+        directory(LAYOUT.data_store),
     log:
-        os.path.join(LOGS, "prepare_data", "{dataset}.log"),
+        LAYOUT.log("prepare_data", "{dataset}"),
     benchmark:
-        os.path.join(BENCHMARKS, "prepare_data", "{dataset}.tsv")
+        LAYOUT.benchmark("prepare_data", "{dataset}")
     conda:
         "../envs/data.yaml"
     resources:
         mem_mb=data_mem_mb,
         runtime=data_runtime,
     params:
-        spec=data_spec,
+        spec=data_params,
     script:
         "../workflow/scripts/prepare_data.py"

@@ -7,22 +7,14 @@ rule features:
     input:
         # not ancient(): Snakemake skips the params check of jobs downstream of a job
         # that reruns, so with ancient() a changed feature spec could go unnoticed
-        data=os.path.join(CACHE, "data", "{dataset}.zarr"),
+        data=rules.prepare_data.output[0],
         weights=checkpoint_inputs,
     output:
-        directory(
-            os.path.join(
-                CACHE, "features", "{dataset}", "{backbone}", "{representation}.zarr"
-            )
-        ),
+        directory(LAYOUT.feature_store),
     log:
-        os.path.join(
-            LOGS, "features", "{dataset}", "{backbone}", "{representation}.log"
-        ),
+        LAYOUT.log("features", "{dataset}/{backbone}/{representation}"),
     benchmark:
-        os.path.join(
-            BENCHMARKS, "features", "{dataset}", "{backbone}", "{representation}.tsv"
-        )
+        LAYOUT.benchmark("features", "{dataset}/{backbone}/{representation}")
     conda:
         "../envs/features.yaml"
     threads: config["extraction"]["threads"]
@@ -31,6 +23,6 @@ rule features:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
     params:
-        spec=feature_spec,
+        spec=feature_params,
     script:
         "../workflow/scripts/features.py"

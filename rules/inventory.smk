@@ -1,28 +1,32 @@
-# Stage 3 (for now): a table of every feature store this experiment uses, each checked
+# Stage 2, inventory: a table of every feature store this experiment uses, each checked
 # against the config it is read for (a store built for another config is refused).
 
 
 rule feature_table:
     input:
-        all_feature_stores(),
+        [EXPERIMENT.feature_store(*target) for target in EXPERIMENT.feature_targets()],
     output:
-        FEATURE_TABLE,
+        LAYOUT.feature_table,
     log:
-        os.path.join(LOGS, "feature_table.log"),
+        LAYOUT.log("feature_table"),
     conda:
         "../envs/data.yaml"
     params:
-        stores=lambda wildcards: canonical(
-            [
-                {
-                    "dataset": d,
-                    "backbone": b,
-                    "representation": r,
-                    "path": EXPERIMENT.feature_store(d, b, r),
-                    "spec": EXPERIMENT.feature_spec(d, b, r),
-                }
-                for d, b, r in EXPERIMENT.feature_targets()
-            ]
+        # sorted: the same stores written in another key order are the same params
+        stores=canonical(
+            sorted(
+                (
+                    {
+                        "dataset": d,
+                        "backbone": b,
+                        "representation": r,
+                        "path": EXPERIMENT.feature_store(d, b, r),
+                        "spec": EXPERIMENT.feature_spec(d, b, r),
+                    }
+                    for d, b, r in EXPERIMENT.feature_targets()
+                ),
+                key=lambda store: store["path"],
+            )
         ),
     script:
         "../workflow/scripts/feature_table.py"

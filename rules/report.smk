@@ -8,10 +8,10 @@ rule aggregate:
         tables=EXPERIMENT.run_tables(),
         predictions=EXPERIMENT.all_run_predictions(),
     output:
-        metrics=METRICS,
-        summary=SUMMARY,
+        metrics=LAYOUT.metrics,
+        summary=LAYOUT.summary,
     log:
-        os.path.join(LOGS, "aggregate.log"),
+        LAYOUT.log("aggregate"),
     conda:
         "../envs/report.yaml"
     params:
@@ -23,28 +23,24 @@ rule aggregate:
 
 rule plots:
     input:
-        SUMMARY,
+        rules.aggregate.output.summary,
     output:
         by_layer=report(
-            os.path.join(
-                FIGURES, "{dataset}", "{backbone}", "{probe}", "accuracy_by_layer.png"
-            ),
+            layout.fill(LAYOUT.figure, figure="accuracy_by_layer"),
             caption="../workflow/report/accuracy_by_layer.rst",
             category="Accuracy by layer",
             subcategory="{dataset}",
             labels={"backbone": "{backbone}", "probe": "{probe}"},
         ),
         difference=report(
-            os.path.join(
-                FIGURES, "{dataset}", "{backbone}", "{probe}", "difference_heatmap.png"
-            ),
+            layout.fill(LAYOUT.figure, figure="difference_heatmap"),
             caption="../workflow/report/difference_heatmap.rst",
             category="Difference to original",
             subcategory="{dataset}",
             labels={"backbone": "{backbone}", "probe": "{probe}"},
         ),
     log:
-        os.path.join(LOGS, "plots", "{dataset}", "{backbone}", "{probe}.log"),
+        LAYOUT.log("plots", "{dataset}/{backbone}/{probe}"),
     conda:
         "../envs/report.yaml"
     params:
@@ -55,21 +51,22 @@ rule plots:
 
 rule representation_examples:
     input:
-        data=os.path.join(CACHE, "data", "{dataset}.zarr"),
+        data=rules.prepare_data.output[0],
     output:
         report(
-            os.path.join(FIGURES, "{dataset}", "representations.png"),
+            LAYOUT.representation_figure,
             caption="../workflow/report/representations.rst",
             category="Representations",
             subcategory="{dataset}",
         ),
     log:
-        os.path.join(LOGS, "representation_examples", "{dataset}.log"),
+        LAYOUT.log("representation_examples", "{dataset}"),
     conda:
         "../envs/features.yaml"
     params:
-        data=data_spec,
-        # name -> spec pairs: the figure's columns in config order
-        representations=canonical(list(EXPERIMENT.representations.items())),
+        data=data_params,
+        # a mapping: canonical whatever the order the config wrote them in
+        representations=canonical(EXPERIMENT.representations),
+        reference=EXPERIMENT.reference,
     script:
         "../workflow/scripts/representation_examples.py"

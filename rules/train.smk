@@ -6,48 +6,16 @@
 
 rule train:
     input:
-        features=os.path.join(
-            CACHE, "features", "{dataset}", "{backbone}", "{representation}.zarr"
-        ),
-        data=os.path.join(CACHE, "data", "{dataset}.zarr"),
+        features=rules.features.output[0],
+        data=rules.prepare_data.output[0],
     output:
-        table=os.path.join(
-            RESULTS,
-            "runs",
-            "{dataset}",
-            "{backbone}",
-            "{representation}",
-            "{probe}",
-            "run{run}.csv",
-        ),
-        predictions=os.path.join(
-            RESULTS,
-            "runs",
-            "{dataset}",
-            "{backbone}",
-            "{representation}",
-            "{probe}",
-            "run{run}.predictions.npz",
-        ),
+        table=LAYOUT.run_table,
+        predictions=LAYOUT.run_predictions,
     log:
-        os.path.join(
-            LOGS,
-            "train",
-            "{dataset}",
-            "{backbone}",
-            "{representation}",
-            "{probe}",
-            "run{run}.log",
-        ),
+        LAYOUT.log("train", "{dataset}/{backbone}/{representation}/{probe}/run{run}"),
     benchmark:
-        os.path.join(
-            BENCHMARKS,
-            "train",
-            "{dataset}",
-            "{backbone}",
-            "{representation}",
-            "{probe}",
-            "run{run}.tsv",
+        LAYOUT.benchmark(
+            "train", "{dataset}/{backbone}/{representation}/{probe}/run{run}"
         )
     conda:
         "../envs/train.yaml"
@@ -57,9 +25,9 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
-        probe=probe_spec,
-        store=feature_spec,
-        data=data_spec,
-        split=SPLIT_SPEC,
+        probe=probe_params,
+        store=feature_params,
+        data=data_params,
+        split=SPLIT_PARAMS,
     script:
         "../workflow/scripts/train.py"

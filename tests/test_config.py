@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visual_ablation.config import PROBE_DEFAULTS, ConfigError, check_backbones, resolve
+from visual_ablation.config import PROBE_DEFAULTS, ConfigError, resolve
+from visual_ablation.preflight import check_backbones
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_missing_checkpoint_is_refused(tmp_path):
 
 
 def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch):
-    from visual_ablation import config as config_module
+    from visual_ablation import preflight as config_module
 
     calls = []
     monkeypatch.setattr(config_module, "check_backbones", lambda exp: calls.append(exp))
@@ -122,7 +123,7 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
 def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(
     tmp_path, monkeypatch
 ):
-    from visual_ablation.config import check_writable
+    from visual_ablation.preflight import check_writable
 
     check_writable(str(tmp_path / "new" / "deeper"), "cache_dir")  # creatable: fine
     assert not (tmp_path / "new").exists()  # and nothing was created
@@ -133,3 +134,44 @@ def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_create
     monkeypatch.setattr("os.access", lambda path, mode: False)  # as a non-root user would see
     with pytest.raises(ConfigError, match=r"config key 'results_dir': .* is not writable"):
         check_writable(str(tmp_path / "results"), "results_dir")
+
+
+def test_the_schema_agrees_with_the_registries_and_vocabularies():
+    """One place per fact: the schema's enums and defaults are the package's."""
+    from visual_ablation import sources, vocabulary
+
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
+    )
+    defs = schema["$defs"]
+    assert defs["dataset"]["properties"]["source"]["enum"] == list(sources.SOURCES)
+    probe = defs["probe"]["properties"]
+    assert {key: probe[key]["default"] for key in probe} == vocabulary.PROBE_DEFAULTS
+    backbone = defs["backbone"]["properties"]
+    assert backbone["normalization"]["enum"] == list(vocabulary.NORMALIZATIONS)
+    assert backbone["pooling"]["enum"] == list(vocabulary.POOLINGS)
+    assert defs["name"]["pattern"] == f"^{vocabulary.NAME_PATTERN}$"
+    params = set(defs["representation_params"]["properties"]) - {"kind"}
+    used = {key for defaults in vocabulary.REPRESENTATION_DEFAULTS.values() for key in defaults}
+    assert params == used
+
+
+def test_config_stage_modules_import_without_torch():
+    """The Snakefile resolves and checks the config at parse time, for every snakemake
+    call and every job: those modules (and the registries they ask) must not import
+    torch, which costs seconds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from visual_ablation import config, preflight, layout, backbones, sources, resources\n"
+        "from visual_ablation import vocabulary\n"
+        "config.resolve({'datasets': {'d': {'source': 'sklearn-digits'}},"
+        " 'representations': ['original'],"
+        " 'backbones': {'e': {'model': 'efficientnet_lite0'}, 'r': {'model': 'resnet18'}}})\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

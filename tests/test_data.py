@@ -11,7 +11,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from visual_ablation import data, splits
+from visual_ablation import data, decode, sources, splits
 from visual_ablation.store import StoreError, open_checked
 
 
@@ -85,26 +85,26 @@ def test_resampled_splits_differ_per_run_and_are_deterministic():
 
 
 def test_synthetic_shapes_are_deterministic_and_prefix_stable():
-    a = data.ShapesSource(50, seed=3)
-    b = data.ShapesSource(80, seed=3)
+    a = sources.ShapesSource(50, seed=3)
+    b = sources.ShapesSource(80, seed=3)
     img_a = np.concatenate(list(a.decode(np.arange(50), 32)))
     img_b = np.concatenate(list(b.decode(np.arange(50), 32)))
     assert np.array_equal(img_a, img_b) and np.array_equal(a.labels, b.labels[:50])
-    c = data.ShapesSource(50, seed=4)
+    c = sources.ShapesSource(50, seed=4)
     assert not np.array_equal(img_a, np.concatenate(list(c.decode(np.arange(50), 32))))
 
 
 def test_synthetic_shapes_cover_every_shape_with_varied_nuisances(tmp_path):
     group = build(tmp_path, spec("synthetic-shapes", n=400))
-    check_store(group, 400, len(data.SHAPES))
-    assert len(data.SHAPES) >= 6
+    check_store(group, 400, len(sources.SHAPES))
+    assert len(sources.SHAPES) >= 6
     images = group["images"][:].astype(float)
     assert images.reshape(400, -1).std(axis=0).mean() > 40  # colours/positions vary
 
 
 def test_shape_masks_are_distinct():
     yy, xx = np.mgrid[-1.2:1.2:64j, -1.2:1.2:64j]
-    masks = {s: data.ShapesSource._mask(s, xx, yy) for s in data.SHAPES}
+    masks = {s: sources.ShapesSource._mask(s, xx, yy) for s in sources.SHAPES}
     for s, m in masks.items():
         assert 0.1 < m.mean() < 0.9, s
     names = list(masks)
@@ -154,15 +154,15 @@ def test_parquet_with_image_bytes_and_string_labels(tmp_path):
     # each stored image is the decoded (resized) parquet image of its source row
     rows = group["source_index"][:]
     first = Image.open(io.BytesIO(blobs[rows[0]]["bytes"]))
-    assert np.array_equal(group["images"][0], data.to_rgb_square(first, 16))
+    assert np.array_equal(group["images"][0], decode.to_rgb_square(first, 16))
     assert np.array_equal(group["labels"][:], np.array([r % 2 for r in rows]))
 
 
 def test_parquet_missing_column_is_named(tmp_path):
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"image": [b"x"], "y": [1]}), path)
-    with pytest.raises(data.DatasetError, match="no column 'label' \\(label_column\\)"):
-        data.open_source(spec("parquet", path=str(path)))
+    with pytest.raises(decode.DatasetError, match="no column 'label' \\(label_column\\)"):
+        sources.open_source(spec("parquet", path=str(path)))
 
 
 def test_npz_grayscale_float_images(tmp_path):
@@ -187,7 +187,7 @@ def test_failed_prepare_leaves_nothing_at_the_path(tmp_path):
     root = tmp_path / "folder"
     make_folder(root)
     (root / "dog" / "bad.png").write_bytes(b"\x89PNG truncated")
-    with pytest.raises(data.DatasetError, match="bad.png"):
+    with pytest.raises(decode.DatasetError, match="bad.png"):
         data.prepare(spec("imagefolder", path=str(root)), str(tmp_path / "x.zarr"), False)
     assert list(tmp_path.glob("*.zarr")) == [] and list(tmp_path.glob(".x.zarr.partial*")) == []
 
@@ -227,7 +227,7 @@ def test_imagefolder_ignores_hidden_folders_and_files(tmp_path):
     Image.new("RGB", (8, 8)).save(root / "dog" / ".hidden.png")
     (root / "eel" / ".thumbs").mkdir()
     Image.new("RGB", (8, 8)).save(root / "eel" / ".thumbs" / "0.png")
-    source = data.ImageFolderSource(str(root))
+    source = sources.ImageFolderSource(str(root))
     assert source.class_names == ["cat", "dog", "eel"]
     assert len(source.files) == 30
     assert not any("/." in f for f in source.files)
@@ -240,5 +240,5 @@ def test_imagefolder_class_folder_without_images_is_named(tmp_path):
     make_folder(root)
     (root / "fox").mkdir()
     (root / "fox" / "readme.txt").write_text("images to come")
-    with pytest.raises(data.DatasetError, match="class folder 'fox' has no image"):
-        data.ImageFolderSource(str(root))
+    with pytest.raises(decode.DatasetError, match="class folder 'fox' has no image"):
+        sources.ImageFolderSource(str(root))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import zarr
 
-from visual_ablation import backbones, data, features, representations, store
+from visual_ablation import backbones, data, features, representations, store, training
 from visual_ablation.config import resolve
 from visual_ablation.store import StoreError
 
@@ -52,7 +52,7 @@ def test_features_equal_a_direct_forward_of_the_transformed_images(experiment):
     assert summary["dims"] == {"blocks.2": 24, "stem": 32}
     spec = experiment.feature_spec("digits", "effnet", "shuffled")
     path = experiment.feature_store("digits", "effnet", "shuffled")
-    stored = features.read_layer(path, spec, "blocks.2")
+    stored = training.read_features(path, spec)["blocks.2"].astype(np.float32)
     images = zarr.open_group(experiment.data_store("digits"))["images"][:]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = representations.build("patch_shuffle", {"grid": 2})(x, torch.arange(len(x)))

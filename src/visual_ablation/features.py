@@ -194,11 +194,3 @@ def _extract(images, out_path, spec, torch_device, batch_size, progress) -> dict
         group.attrs.update(summary)
     log.info("wrote %s: %d images in %.1f s (%.0f img/s)", out_path, n, seconds, n / seconds)
     return summary
-
-
-def read_layer(path: str, spec: dict[str, Any], layer: str) -> np.ndarray:
-    """One layer's features as float32 [n, dim], from a checked store."""
-    with store.reading(path, spec) as group:
-        if layer not in group.attrs["layers"]:
-            raise KeyError(f"store {path} has no layer {layer!r}; it has {group.attrs['layers']}")
-        return np.asarray(group[f"layers/{layer}"][:], dtype=np.float32)

@@ -17,11 +17,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 SIGNIFICANCE = 0.05
 
 
-def _title(dataset: str, backbone: str, probe: str) -> str:
-    return f"{dataset} / {backbone} / {probe} probe"
-
-
-def _select(summary: pd.DataFrame, dataset: str, backbone: str, probe: str) -> pd.DataFrame:
+def selected(summary: pd.DataFrame, dataset: str, backbone: str, probe: str):
+    """The summary rows of one (dataset, backbone, probe) and their figures' title."""
     part = summary[
         (summary["dataset"] == dataset)
         & (summary["backbone"] == backbone)
@@ -31,19 +28,14 @@ def _select(summary: pd.DataFrame, dataset: str, backbone: str, probe: str) -> p
         raise ValueError(
             f"summary has no rows for dataset={dataset} backbone={backbone} probe={probe}"
         )
-    return part
+    return part, f"{dataset} / {backbone} / {probe} probe"
 
 
 def accuracy_by_layer(
-    summary: pd.DataFrame,
-    dataset: str,
-    backbone: str,
-    probe: str,
-    path: str,
-    reference: str | None = "original",
+    part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
 ) -> None:
-    """Mean test accuracy per layer, one line and 95% CI band per representation."""
-    part = _select(summary, dataset, backbone, probe)
+    """Mean test accuracy per layer, one line and 95% CI band per representation (`part`:
+    the summary rows of one figure, from `selected`)."""
     layers = list(dict.fromkeys(part["layer"]))
     x = np.arange(len(layers))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers) + 3), 4.5))
@@ -78,22 +70,16 @@ def accuracy_by_layer(
     ax.set_ylabel(f"test accuracy (mean, 95% CI over {n_runs} runs)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(_title(dataset, backbone, probe))
+    ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
     _save(fig, path)
 
 
 def difference_heatmap(
-    summary: pd.DataFrame,
-    dataset: str,
-    backbone: str,
-    probe: str,
-    path: str,
-    reference: str | None = "original",
+    part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
 ) -> None:
     """Paired accuracy difference to `reference` in points, representation x layer;
     * marks a Holm-adjusted p < 0.05 of the image-level test (stats.py)."""
-    part = _select(summary, dataset, backbone, probe)
     part = part[part["representation"] != reference]
     layers = list(dict.fromkeys(part["layer"]))
     representations = list(dict.fromkeys(part["representation"]))
@@ -130,9 +116,7 @@ def difference_heatmap(
     ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
     ax.set_yticks(np.arange(len(representations)), representations)
     ax.set_xlabel("layer")
-    ax.set_title(
-        f"{_title(dataset, backbone, probe)}: accuracy vs {reference} (* Holm p < {SIGNIFICANCE})"
-    )
+    ax.set_title(f"{title}: accuracy vs {reference} (* Holm p < {SIGNIFICANCE})")
     _save(fig, path)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from visual_ablation.splits import TEST, TRAIN, VAL, check_split
+from visual_ablation.vocabulary import PROBE_DEFAULTS
 
 
 class FeatureError(ValueError):
@@ -34,12 +35,14 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    hidden: int = 0
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    max_epochs: int = 300
-    patience: int = 15
-    batch_size: int = 128
+    """A probe config's keys (vocabulary.PROBE_DEFAULTS has them and their defaults)."""
+
+    hidden: int = PROBE_DEFAULTS["hidden"]
+    lr: float = PROBE_DEFAULTS["lr"]
+    weight_decay: float = PROBE_DEFAULTS["weight_decay"]
+    max_epochs: int = PROBE_DEFAULTS["max_epochs"]
+    patience: int = PROBE_DEFAULTS["patience"]
+    batch_size: int = PROBE_DEFAULTS["batch_size"]
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ProbeConfig:

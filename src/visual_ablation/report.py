@@ -10,6 +10,7 @@ import pandas as pd
 
 from visual_ablation import outputs, stats
 from visual_ablation.metrics import RUN_KEYS
+from visual_ablation.vocabulary import REPRESENTATION_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +108,23 @@ def figures(
     from visual_ablation import plots
 
     summary = pd.read_csv(summary_path)
-    plots.accuracy_by_layer(summary, dataset, backbone, probe, by_layer_path, reference=reference)
-    plots.difference_heatmap(
-        summary, dataset, backbone, probe, difference_path, reference=reference
-    )
+    part, title = plots.selected(summary, dataset, backbone, probe)
+    plots.accuracy_by_layer(part, title, by_layer_path, reference=reference)
+    plots.difference_heatmap(part, title, difference_path, reference=reference)
 
 
 def representation_figure(
     data_path: str,
     data_spec: dict,
     representations: dict[str, dict],
+    reference: str | None,
     path: str,
     images: int = 6,
 ) -> None:
     """The first image of each of the first `images` classes of a data store, through
     every representation, exactly as the feature jobs transform them (same image index,
-    so the same random draws)."""
+    so the same random draws). Columns: the reference, then the vocabulary's order of
+    kinds, whatever order the config wrote them in."""
     import numpy as np
     import torch
 
@@ -136,8 +138,14 @@ def representation_figure(
         index = np.array([int(np.flatnonzero(labels == c)[0]) for c in classes])
         batch = group["images"].get_orthogonal_selection((index, slice(None)))
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
+    kinds = list(REPRESENTATION_DEFAULTS)
+    order = sorted(
+        representations,
+        key=lambda n: (n != reference, kinds.index(representations[n]["kind"]), n),
+    )
     shown = {}
-    for name, rep in representations.items():
+    for name in order:
+        rep = representations[name]
         y = transforms.build(rep["kind"], rep["params"])(x, torch.from_numpy(index))
         shown[name] = y.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     plots.representation_grid(shown, [names[c] for c in classes], data_spec["name"], path)

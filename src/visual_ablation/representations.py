@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from visual_ablation.config import REPRESENTATION_DEFAULTS
+from visual_ablation.vocabulary import REPRESENTATION_DEFAULTS
 
 LUMA = (0.299, 0.587, 0.114)
 

@@ -20,8 +20,9 @@ import math
 import os
 from typing import Any
 
+from visual_ablation.decode import DECODE_BATCH
+
 MIB = 2**20
-DECODE_BATCH_IMAGES = 1024  # data.DECODE_BATCH, without importing numpy and PIL here
 UNKNOWN_N = 200_000  # a dataset of unknown size (all of a folder) before its data store
 UNKNOWN_WIDTH = 4096  # total feature width of a backbone before its first feature store
 
@@ -37,14 +38,24 @@ TRAIN_SECONDS_PER_RUN_PER_MVALUE = 1.0  # 10k images x 1,900 wide: 19 s a linear
 MIN_RUNTIME = 10
 
 
+_FINISHED: dict[str, dict[str, Any]] = {}  # finished stores' attrs, read once per process
+
+
 def _stored_attrs(store_path: str) -> dict[str, Any]:
-    """A finished store's attrs straight from its zarr.json (no zarr import), or {}."""
+    """A finished store's attrs straight from its zarr.json (no zarr import), or {}.
+    Remembered once the store is finished (a large grid's planning asks for the same few
+    stores thousands of times); an unfinished one is read again next time."""
+    if store_path in _FINISHED:
+        return _FINISHED[store_path]
     try:
         with open(os.path.join(store_path, "zarr.json")) as f:
             attrs = json.load(f).get("attributes", {})
     except (OSError, ValueError):
         return {}
-    return attrs if attrs.get("complete") is True else {}
+    if attrs.get("complete") is not True:
+        return {}
+    _FINISHED[store_path] = attrs
+    return attrs
 
 
 def n_images(data_spec: dict[str, Any], data_store: str | None = None) -> int:
@@ -68,7 +79,7 @@ def _scaled(value: float, attempt: int) -> int:
 
 def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1) -> int:
     side = int(data_spec["image_size"])
-    batch = DECODE_BATCH_IMAGES * side * side * 3 * 4 / MIB  # a batch and its copies
+    batch = DECODE_BATCH * side * side * 3 * 4 / MIB  # a batch and its copies
     return _scaled(DATA_BASE_MB + batch, attempt)
 
 

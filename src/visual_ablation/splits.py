@@ -1,4 +1,5 @@
-"""Train / validation / test splits, derived by each train job from the labels.
+"""Which images: a dataset's stratified subset (`n`), and the train / validation / test
+split that each train job derives from the labels.
 
 The split is not stored with the images: a train job draws it, stratified by class and
 deterministic, from the labels, the `split` fractions and a seed. So a new split re-plans
@@ -46,6 +47,22 @@ def run_seed(split: dict[str, Any], run: int) -> int:
     if not split.get("resample", False):
         return int(split["seed"])
     return int(np.random.SeedSequence([int(split["seed"]), int(run)]).generate_state(1)[0])
+
+
+def stratified_subset(labels: np.ndarray, n: int | None, seed: int, name: str) -> np.ndarray:
+    """Sorted indices of a class-stratified subset of size n (all indices when n is None)."""
+    total = len(labels)
+    if n is None or n == total:
+        return np.arange(total)
+    if n > total:
+        raise SplitError(
+            f"dataset '{name}': subset n={n} is larger than the dataset ({total} images). "
+            f"Set datasets.{name}.n to at most {total}, or remove it."
+        )
+    from sklearn.model_selection import train_test_split
+
+    chosen, _ = train_test_split(np.arange(total), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(chosen)
 
 
 def _allocate(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:

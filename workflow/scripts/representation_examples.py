@@ -14,6 +14,7 @@ with job_log(smk.log[0]):
     report.representation_figure(
         smk.input.data,
         json.loads(smk.params.data),
-        dict(json.loads(smk.params.representations)),
+        json.loads(smk.params.representations),
+        smk.params.reference,
         smk.output[0],
     )

@@ -1,0 +1,344 @@
+"""Where images come from: one class per `source` of the config, in a registry.
+
+Each source says what the config needs for it (a path, an `n`, its default image size,
+its own keys and their defaults) and reads in two steps: labels and class names cheaply
+first, so that a subset is chosen before anything is decoded, then the chosen images in
+batches (decode.py), so memory is bounded by a batch. Adding a source is one class here,
+registered with `@register`, plus its test; config.py and the schema's enum follow it
+(tests/test_config.py checks the schema against SOURCES).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from visual_ablation.decode import (
+    DECODE_BATCH,
+    BadImageHandler,
+    DatasetError,
+    batches,
+    decoded,
+    fail_on_bad_image,
+    to_rgb_square,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "heart")
+FALLBACK_IMAGE_SIZE = 64
+
+
+@dataclass
+class Source:
+    """Labels up front; `decode(indices)` yields uint8 [b, s, s, 3] batches in that order.
+    An image that cannot be decoded goes to `on_bad`, and is left out if it returns.
+
+    Class attributes say what the config needs: `name` (the `source` value), `needs_path`,
+    `draws_n` (n is the number of images to draw, required, rather than a stratified
+    subset), `default_image_size`."""
+
+    name: ClassVar[str]
+    needs_path: ClassVar[bool] = False
+    draws_n: ClassVar[bool] = False
+    default_image_size: ClassVar[int] = FALLBACK_IMAGE_SIZE
+
+    labels: np.ndarray
+    class_names: list[str]
+    description: str
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        """The source a resolved dataset spec describes."""
+        raise NotImplementedError
+
+    def decode(
+        self, indices: np.ndarray, size: int, on_bad: BadImageHandler = fail_on_bad_image
+    ) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register(cls: type[Source]) -> type[Source]:
+    SOURCES[cls.name] = cls
+    return cls
+
+
+def open_source(spec: dict[str, Any]) -> Source:
+    kind = SOURCES.get(spec["source"])
+    if kind is None:
+        raise DatasetError(f"unknown source {spec['source']!r}; known: {', '.join(SOURCES)}")
+    return kind.open(spec)
+
+
+def _encode_labels(raw: list[Any], where: str) -> tuple[np.ndarray, list[str]]:
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in raw):
+        bad = next(i for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v))
+        raise DatasetError(f"{where}: label missing at row {bad}. Fill or drop unlabelled rows.")
+    names = sorted({str(v) for v in raw}, key=lambda s: (len(s), s) if s.isdigit() else (0, s))
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup[str(v)] for v in raw], dtype=np.int64), names
+
+
+@register
+class DigitsSource(Source):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
+
+    name = "sklearn-digits"
+    default_image_size = 32
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls()
+
+    def __init__(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self._images = digits.images  # float 0..16, [n, 8, 8]
+        super().__init__(
+            digits.target.astype(np.int64),
+            [str(c) for c in range(10)],
+            "sklearn.datasets.load_digits",
+        )
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        for chunk in batches(indices):
+            gray = (self._images[chunk] * (255.0 / 16.0)).round().astype(np.uint8)
+            yield np.stack([to_rgb_square(Image.fromarray(g), size) for g in gray])
+
+
+@register
+class ShapesSource(Source):
+    """Procedural shapes: label = shape; colour, texture, position, scale and rotation are
+    random nuisance factors. Image i depends only on (seed, i), so any n is a prefix of a
+    larger n and generation needs no memory beyond a batch."""
+
+    name = "synthetic-shapes"
+    draws_n = True
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls(int(spec["n"]), int(spec.get("seed", 0)))
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.seed = seed
+        labels = np.array([self._rng(i).integers(len(SHAPES)) for i in range(n)], dtype=np.int64)
+        super().__init__(labels, list(SHAPES), f"synthetic-shapes(seed={seed})")
+
+    def _rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(i)])
+
+    @staticmethod
+    def _mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Inside-test in the shape's own frame, coordinates scaled to about [-1, 1]."""
+        r = np.hypot(u, v)
+        theta = np.arctan2(v, u)
+        if shape == "circle":
+            return r <= 1.0
+        if shape == "square":
+            return np.maximum(abs(u), abs(v)) <= 0.8
+        if shape == "triangle":
+            return (v >= -0.6) & (v <= 0.9 - 1.73 * abs(u)) & (v <= 0.9)
+        if shape == "star":
+            return r <= 0.45 + 0.5 * (0.5 + 0.5 * np.cos(5 * theta)) ** 3
+        if shape == "cross":
+            return ((abs(u) <= 0.3) & (abs(v) <= 0.95)) | ((abs(v) <= 0.3) & (abs(u) <= 0.95))
+        if shape == "ring":
+            return (r <= 1.0) & (r >= 0.55)
+        if shape == "hexagon":
+            return np.maximum(abs(v) * 0.866 + abs(u) * 0.5, abs(u)) <= 0.9
+        if shape == "heart":
+            x, y = u * 1.2, v * 1.2 + 0.25
+            return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
+        raise ValueError(shape)
+
+    def _silhouette(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The shape's pixels [size, size] (bool), from the first draws of the image's
+        generator: shape, scale, position, rotation."""
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]  # same draw as the label
+        scale = rng.uniform(0.22, 0.42) * size
+        cx, cy = rng.uniform(scale, size - scale, size=2)
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+        dx, dy = (xx - cx) / scale, (yy - cy) / scale
+        u = dx * np.cos(angle) + dy * np.sin(angle)
+        v = -dx * np.sin(angle) + dy * np.cos(angle)
+        return self._mask(shape, u, v)
+
+    def silhouette(self, i: int, size: int) -> np.ndarray:
+        """Image i's shape mask: the known answer a representation can be checked against
+        (benchmarks/edges.py scores edge maps against its contour)."""
+        return self._silhouette(self._rng(i), size)
+
+    def _draw(self, i: int, size: int) -> np.ndarray:
+        rng = self._rng(i)
+        inside = self._silhouette(rng, size)[..., None]
+        fg, bg = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+        texture = int(rng.integers(3))
+        freq, noise_amp = rng.uniform(0.15, 0.6), rng.uniform(0.02, 0.12)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+        if texture == 0:  # stripes
+            pattern = 0.5 + 0.5 * np.sign(np.sin(freq * (xx + yy)))[..., None]
+        elif texture == 1:  # checker
+            pattern = ((np.floor(xx * freq / 2) + np.floor(yy * freq / 2)) % 2)[..., None]
+        else:  # flat
+            pattern = np.ones((size, size, 1))
+        colour = fg * (0.6 + 0.4 * pattern)
+        image = np.where(inside, colour, bg)
+        image = image + rng.normal(0, noise_amp, size=image.shape)
+        return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        for chunk in batches(indices):
+            yield np.stack([self._draw(int(i), size) for i in chunk])
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _images_under(folder: str) -> list[str]:
+    """Image files under `folder` and its subfolders, sorted, skipping hidden ones."""
+    walked = []
+    for dirpath, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _hidden(d)]  # os.walk descends only into these
+        walked.append((dirpath, names))
+    return [
+        os.path.join(dirpath, f)
+        for dirpath, names in sorted(walked)
+        for f in sorted(names)
+        if not _hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+
+
+@register
+class ImageFolderSource(Source):
+    """root/<class>/<image>: one subfolder per class, images of any size and format."""
+
+    name = "imagefolder"
+    needs_path = True
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls(spec["path"])
+
+    def __init__(self, root: str) -> None:
+        # hidden entries (.ipynb_checkpoints, .DS_Store, ...) are neither classes nor
+        # images, as in Hugging Face's imagefolder
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            found = _images_under(os.path.join(root, name))
+            if not found:
+                raise DatasetError(
+                    f"imagefolder {root}: class folder {name!r} has no image (extensions "
+                    f"{', '.join(IMAGE_EXTENSIONS)}). Every folder under {root} is a class: "
+                    "add its images, or move the folder out (names starting with '.' are "
+                    "ignored)."
+                )
+            files += found
+            labels += [label] * len(found)
+        if not files:
+            raise DatasetError(
+                f"imagefolder {root}: no images found. Expected {root}/<class>/<image> with "
+                f"extensions {', '.join(IMAGE_EXTENSIONS)}."
+            )
+        self.files = files
+        super().__init__(np.array(labels, dtype=np.int64), classes, f"imagefolder:{root}")
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        files = ((int(i), self.files[i], f"image {self.files[i]}") for i in indices)
+        yield from decoded(files, size, on_bad)
+
+
+@register
+class ParquetSource(Source):
+    """A parquet file with an image column (bytes, or {bytes, path} structs as written by
+    Hugging Face datasets) and a label column; read in column batches."""
+
+    name = "parquet"
+    needs_path = True
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls(
+            spec["path"], spec.get("image_column", "image"), spec.get("label_column", "label")
+        )
+
+    def __init__(self, path: str, image_column: str, label_column: str) -> None:
+        import pyarrow.parquet as pq
+
+        self.path, self.image_column = path, image_column
+        meta = pq.ParquetFile(path)
+        columns = meta.schema_arrow.names
+        for key, col in (("image_column", image_column), ("label_column", label_column)):
+            if col not in columns:
+                raise DatasetError(
+                    f"parquet {path}: no column {col!r} ({key}). Columns: {', '.join(columns)}."
+                )
+        raw = pq.read_table(path, columns=[label_column]).column(0).to_pylist()
+        labels, names = _encode_labels(raw, f"parquet {path} column {label_column!r}")
+        super().__init__(labels, names, f"parquet:{path}")
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        yield from decoded(self._cells(indices), size, on_bad)
+
+    def _cells(self, indices: np.ndarray) -> Iterator[tuple[int, io.BytesIO, str]]:
+        import pyarrow.parquet as pq
+
+        # Indices are sorted, so file order is output order: stream, keep wanted rows.
+        assert np.all(np.diff(indices) > 0), "parquet rows must be requested in file order"
+        wanted = set(int(i) for i in indices)
+        row = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(
+            batch_size=DECODE_BATCH, columns=[self.image_column]
+        ):
+            for cell in batch.column(0).to_pylist():
+                if row in wanted:
+                    data = cell.get("bytes") if isinstance(cell, dict) else cell
+                    yield row, io.BytesIO(data or b""), f"parquet {self.path} row {row}"
+                row += 1
+
+
+@register
+class NpzSource(Source):
+    """An .npz with an image array ([n, h, w] or [n, h, w, c]; uint8, or float in [0, 1])
+    and a label array."""
+
+    name = "npz"
+    needs_path = True
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls(spec["path"], spec.get("image_key", "images"), spec.get("label_key", "labels"))
+
+    def __init__(self, path: str, image_key: str, label_key: str) -> None:
+        archive = np.load(path, allow_pickle=False)
+        for key, name in (("image_key", image_key), ("label_key", label_key)):
+            if name not in archive.files:
+                raise DatasetError(
+                    f"npz {path}: no array {name!r} ({key}). Arrays: {', '.join(archive.files)}."
+                )
+        self.images = archive[image_key]
+        if self.images.ndim not in (3, 4):
+            raise DatasetError(f"npz {path}: {image_key!r} must be [n, h, w(, c)].")
+        labels, names = _encode_labels(archive[label_key].tolist(), f"npz {path}")
+        super().__init__(labels, names, f"npz:{path}")
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        for chunk in batches(indices):
+            images = self.images[chunk]
+            if images.dtype != np.uint8:
+                images = (np.clip(images.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+            if images.ndim == 4 and images.shape[-1] == 1:
+                images = images[..., 0]
+            yield np.stack([to_rgb_square(Image.fromarray(im), size) for im in images])

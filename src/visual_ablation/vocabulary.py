@@ -1,0 +1,47 @@
+"""The names and defaults the config speaks, in one torch-free place: representations and
+their params, probe keys, input normalisations, poolings. config.py resolves a config with
+them, representations.py and probes.py implement them, and tests/test_config.py checks that
+workflow/schemas/config.schema.yaml agrees with them. (Sources and backbone families live
+in their own registries, sources.py and backbones.py.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Default params of every representation; `representations.py` implements exactly these.
+REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "original": {},
+    "grayscale": {},
+    "lowpass": {"sigma": 0.04},
+    "highpass": {"sigma": 0.04},
+    "phase_scramble": {"strength": 1.0, "seed": 0},
+    "patch_shuffle": {"grid": 4, "seed": 0},
+    "edges": {"method": "canny", "sigma": 0.04, "high": 0.9, "low": 0.4},
+    "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.5, "seed": 0},
+}
+REFERENCE = "original"  # the representation every other is compared with
+
+# Probe config defaults (the schema fills the same ones); measured against scikit-learn's
+# LogisticRegression on digits (tests/test_probes.py).
+PROBE_DEFAULTS: dict[str, Any] = {
+    "hidden": 0,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "max_epochs": 300,
+    "patience": 15,
+    "batch_size": 128,
+}
+
+# Input normalisation, (x - mean) / std on [0, 1] images: each backbone gets the one of
+# its original source. `weights`: from the torchvision weights' own transforms metadata.
+NORMALIZATIONS: dict[str, dict[str, list[float]] | None] = {
+    "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    # the TF Lite EfficientNet-Lite builder: (255 x - 127) / 128 (MEAN_RGB 127, STDDEV_RGB 128)
+    "tf-lite": {"mean": [127 / 255] * 3, "std": [128 / 255] * 3},
+    "none": {"mean": [0.0] * 3, "std": [1.0] * 3},
+    "weights": None,
+}
+
+POOLINGS = ("mean", "cls")
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"

@@ -5,14 +5,19 @@ The grid: 3 datasets x 3 backbones (every layer) x 8 representations x 2 probes 
 (the first call also checks the backbones, which imports torch; later calls remember
 the check), the same grid with `training.runs_per_job: 10`, and a bare Snakefile with
 the same number of jobs and no work at all: Snakemake's own floor on this machine.
-Repeats are interleaved and medians reported.
+Repeats are interleaved and medians reported. `--baseline DIR` also times another
+checkout of this repository (another commit) on the same grid, interleaved with this one,
+so that a change's effect on planning is measured in one run on one machine:
 
     .venv/bin/python benchmarks/planning.py --repeats 3
+    git worktree add /tmp/va-base <commit> && \
+        .venv/bin/python benchmarks/planning.py --repeats 5 --baseline /tmp/va-base
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -58,7 +63,9 @@ rule train:
 """
 
 
-def dry_run(workdir: Path, *args: str) -> tuple[float, str]:
+def dry_run(workdir: Path, *args: str, src: Path | None = None) -> tuple[float, str]:
+    """Seconds and output of one dry run; `src`: the package this Snakefile imports."""
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "8", *args],
@@ -66,6 +73,7 @@ def dry_run(workdir: Path, *args: str) -> tuple[float, str]:
         text=True,
         cwd=workdir,
         check=True,
+        env=env,
     )
     return time.perf_counter() - t0, proc.stdout
 
@@ -73,13 +81,16 @@ def dry_run(workdir: Path, *args: str) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout to time, interleaved")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="va-plan-") as tmp:
         ours, grouped, bare = Path(tmp, "ours"), Path(tmp, "grouped"), Path(tmp, "bare")
-        for path in (ours, grouped, bare):
+        base = Path(tmp, "baseline")
+        for path in (ours, grouped, bare, base):
             path.mkdir()
         (ours / "config.yaml").write_text(yaml.safe_dump(GRID))
+        (base / "config.yaml").write_text(yaml.safe_dump(GRID))
         (grouped / "config.yaml").write_text(
             yaml.safe_dump({**GRID, "training": {"runs_per_job": 10}})
         )
@@ -99,12 +110,24 @@ def main() -> None:
             for line in grouped_listing.splitlines()
             if line.startswith("train ")
         )
-        times: dict[str, list[float]] = {"ours": [], "grouped": [], "bare": []}
+        base_args = []
+        if args.baseline:
+            base_args = [
+                "--snakefile",
+                str(args.baseline / "Snakefile"),
+                "--configfile",
+                "config.yaml",
+                "--replace-workflow-config",
+            ]
+            dry_run(base, *base_args, src=args.baseline / "src")  # its backbone check
+        times: dict[str, list[float]] = {"ours": [], "grouped": [], "bare": [], "base": []}
         for _ in range(args.repeats):
             times["ours"].append(dry_run(ours, *ours_args)[0])
+            if args.baseline:
+                times["base"].append(dry_run(base, *base_args, src=args.baseline / "src")[0])
             times["grouped"].append(dry_run(grouped, *ours_args)[0])
             times["bare"].append(dry_run(bare)[0])
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items() if v}
     print(
         f"dry run (snakemake -n --quiet rules), median of {args.repeats}; "
         f"grid: {jobs['train']} train jobs, {jobs['total']} jobs"
@@ -120,6 +143,9 @@ def main() -> None:
         f"{'bare Snakefile, same job count, no work':52s}{med['bare']:9.2f}"
         f"{144 * 20 + 72 + 1:7d}{med['bare'] / med['ours']:7.2f}"
     )
+    if args.baseline:
+        label = f"baseline {args.baseline}"
+        print(f"{label[:52]:52s}{med['base']:9.2f}{'':7s}{med['base'] / med['ours']:7.2f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def data_params(wildcards):
 
 def feature_params(wildcards):
     return EXPERIMENT.params(
-        "features", wildcards.dataset, wildcards.backbone, wildcards.representation
+        "feature", wildcards.dataset, wildcards.backbone, wildcards.representation
     )
 
 

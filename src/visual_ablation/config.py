@@ -9,6 +9,7 @@ written into the store's attrs (a store whose attrs differ from it is refused on
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -66,12 +67,7 @@ class Experiment:
     runs_per_job: int = 1
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def _cached(self, key: tuple, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    @property
+    @functools.cached_property
     def layout(self) -> layout.Layout:
         return layout.Layout(self.results_dir, self.cache_dir)
 
@@ -88,21 +84,21 @@ class Experiment:
 
     def data_spec(self, dataset: str) -> dict[str, Any]:
         """Everything that defines `data/{dataset}.zarr` (not the split: train jobs draw it)."""
-        return self._cached(
-            ("data", dataset),
-            lambda: {
+        key = ("data", dataset)
+        if key not in self._cache:
+            self._cache[key] = {
                 "format_version": DATA_FORMAT_VERSION,
                 "name": dataset,
                 **self.datasets[dataset],
-            },
-        )
+            }
+        return self._cache[key]
 
     def feature_spec(self, dataset: str, backbone: str, representation: str) -> dict[str, Any]:
         """Everything that defines one feature store (the split does not: features are
         computed for every image)."""
-        return self._cached(
-            ("features", dataset, backbone, representation),
-            lambda: {
+        key = ("feature", dataset, backbone, representation)
+        if key not in self._cache:
+            self._cache[key] = {
                 "format_version": FEATURE_FORMAT_VERSION,
                 "dataset": self.data_spec(dataset),
                 "representation": {
@@ -110,20 +106,26 @@ class Experiment:
                     **self.representations[representation],
                 },
                 "backbone": {"name": backbone, **self.backbones[backbone]},
-            },
-        )
+            }
+        return self._cache[key]
 
     def probe_spec(self, probe: str) -> dict[str, Any]:
         """Everything that defines a train job's result besides its store and run."""
-        return self._cached(
-            ("probe", probe),
-            lambda: {"format_version": PROBE_FORMAT_VERSION, "name": probe, **self.probes[probe]},
-        )
+        key = ("probe", probe)
+        if key not in self._cache:
+            spec = {"format_version": PROBE_FORMAT_VERSION, "name": probe, **self.probes[probe]}
+            self._cache[key] = spec
+        return self._cache[key]
 
     def params(self, kind: str, *names: str) -> str:
-        """A spec's canonical JSON: what a rule's params trigger compares."""
-        spec = {"data": self.data_spec, "features": self.feature_spec, "probe": self.probe_spec}
-        return self._cached(("params", kind, *names), lambda: canonical(spec[kind](*names)))
+        """The canonical JSON of a spec (`kind`: data, feature or probe): what a rule's
+        params trigger compares."""
+        key = ("params", kind, *names)
+        found = self._cache.get(key)
+        if found is None:
+            spec = getattr(self, f"{kind}_spec")(*names)
+            found = self._cache[key] = canonical(spec)
+        return found
 
     def feature_targets(self) -> list[tuple[str, str, str]]:
         return [

@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/image_size.py
 	$(BIN)/python benchmarks/edges.py
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/writer.py
 	$(BIN)/python benchmarks/training.py --n 10000
 	$(BIN)/python benchmarks/planning.py
 	$(BIN)/python benchmarks/memory.py

@@ -187,6 +187,16 @@ def main() -> None:
         rel = np.abs(g - c).mean() / (np.abs(c).mean() + 1e-12)
         print(f"  {layer:<10} GPU (bf16) vs CPU features: corr {corr:.5f}, mean rel diff {rel:.4f}")
 
+    # the store writer alone on these features: the codec before (zstd 3, one thread)
+    # against the store's now (zstd 1), one thread and one per core (benchmarks/writer.py)
+    import writer
+
+    for name, threads in (("zstd 3 (before)", 1), ("zstd 1 (the store's)", 1)) + (
+        ("zstd 1 (the store's)", cores),
+    ):
+        rate, size = writer.write(gpu_feats, writer.CODECS[name], threads, root)
+        print(f"  writer alone, {name}, {threads} threads: {rate:.0f} img/s, {size:.0f} B/img")
+
     # probes: CUDA against CPU, one run and ten vectorised
     labels, n_classes = training.read_labels(data_path, exp.data_spec("shapes"))
     split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")

@@ -231,3 +231,26 @@ def test_disk_full_while_writing_leaves_nothing_and_says_so(tmp_path, monkeypatc
     monkeypatch.setattr(_local, "_put", real_put)  # space freed
     write(path, {"a": 1})
     assert store.open_checked(str(path), {"a": 1})["x"].shape == (10, 3)
+
+
+def test_chunks_compressed_in_parallel_give_the_same_store(tmp_path):
+    """With a pool, full chunks are written by its threads while rows keep coming: the
+    array, its chunk files and the manifest are those of the serial writer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(1000, 7)).astype(np.float16)
+    stores = {}
+    for name, pool in (("serial", None), ("parallel", ThreadPoolExecutor(3))):
+        path = str(tmp_path / f"{name}.zarr")
+        with store.writing(path, {"a": 1}) as group:
+            writer = store.ChunkedWriter(
+                store.create_array(group, "x", values.shape, np.float16, 64), pool, depth=2
+            )
+            for start in range(0, len(values), 50):
+                writer.append(values[start : start + 50])
+                assert len(writer.in_flight) <= 2  # bounded: at most `depth` chunk copies
+            writer.close()
+        stores[name] = store.open_checked(path, {"a": 1})
+    assert np.array_equal(stores["parallel"]["x"][:], values)
+    assert stores["parallel"].attrs["manifest"] == stores["serial"].attrs["manifest"]

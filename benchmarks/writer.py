@@ -1,0 +1,125 @@
+"""The feature-store writer alone: images/s of compressing and writing real pooled
+features (EfficientNet-Lite0 pretrained, the default config's 8 layers, 2,080 float16
+values per image), per codec, with one compressing thread (per core) and with one per
+core (chunks of all layers compressed in parallel, as a feature job does), and the
+bytes each image takes on disk. On a GPU the forward runs at about 75k images/s at
+64 px (benchmarks/README.md): this is what the writer has to keep up with.
+
+    .venv/bin/python benchmarks/writer.py                 # n = 20000 on this machine
+    .venv/bin/python benchmarks/writer.py --n 50000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import yaml
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from visual_ablation import data, devices, features, store, training
+from visual_ablation.config import resolve
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+with open(os.path.join(REPO, "config", "config.yaml")) as f:
+    EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
+CODECS = {
+    "zstd 1 (the store's)": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
+    "zstd 3 (before)": [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
+    "lz4": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "no compression": [],
+}
+BATCH = 512
+
+
+def pooled_features(root: str, n: int) -> dict[str, np.ndarray]:
+    exp = resolve(
+        {
+            "results_dir": root,
+            "datasets": {"shapes": {"source": "synthetic-shapes", "n": n}},
+            "representations": ["original"],
+            "backbones": {"effnet": EFFNET},
+        }
+    )
+    data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+    spec = exp.feature_spec("shapes", "effnet", "original")
+    path = exp.feature_store("shapes", "effnet", "original")
+    features.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
+    return training.read_features(path, spec)
+
+
+def write(
+    feats: dict[str, np.ndarray], codec: list, threads: int, root: str
+) -> tuple[float, float]:
+    """img/s and bytes/img of writing every layer through ChunkedWriter with `threads`
+    compressing threads, the batches fed from one thread as a feature job does."""
+    out = tempfile.mkdtemp(dir=root)
+    group = zarr.open_group(out, mode="w")
+    n = len(next(iter(feats.values())))
+    pool = ThreadPoolExecutor(threads)
+    writers = {}
+    for layer, values in feats.items():
+        rows = store.rows_per_chunk(values.shape[1] * values.dtype.itemsize)
+        array = group.create_array(
+            layer,
+            shape=values.shape,
+            chunks=(min(n, rows), values.shape[1]),
+            dtype=values.dtype,
+            compressors=[*codec, Crc32cCodec()],
+            fill_value=0,
+        )
+        writers[layer] = store.ChunkedWriter(array, pool)
+    t0 = time.perf_counter()
+    for start in range(0, n, BATCH):
+        for layer, values in feats.items():
+            writers[layer].append(values[start : start + BATCH])
+    for writer in writers.values():
+        writer.close()
+    seconds = time.perf_counter() - t0
+    pool.shutdown()
+    size = store.store_bytes(out)
+    shutil.rmtree(out)
+    return n / seconds, size / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="synthetic-shapes images")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    devices.set_cpu_threads(cores)
+    root = tempfile.mkdtemp(prefix="va-bench-writer-")
+    try:
+        feats = pooled_features(root, args.n)
+        width = sum(v.shape[1] for v in feats.values())
+        print(
+            f"writer alone: {args.n} images x {len(feats)} layers ({width} float16 values, "
+            f"{2 * width} bytes raw per image); median of {args.repeats}, {cores} cores"
+        )
+        print(
+            f"{'codec (+ crc32c)':22s}{'1 thread img/s':>16s}{f'{cores} threads img/s':>18s}"
+            f"{'bytes/img':>11s}"
+        )
+        for name, codec in CODECS.items():
+            one, every = [], []
+            for _ in range(args.repeats):  # interleaved: this machine drifts
+                one.append(write(feats, codec, 1, root))
+                every.append(write(feats, codec, cores, root))
+            print(
+                f"{name:22s}{statistics.median(r[0] for r in one):16.0f}"
+                f"{statistics.median(r[0] for r in every):18.0f}{one[0][1]:11.0f}"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

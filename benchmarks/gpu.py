@@ -1,14 +1,22 @@
-"""The GPU code paths, once, with figures (run it where a GPU is; CI has none).
+"""The GPU figures of issue 15, before and after, on one machine in one run (CI has no GPU).
 
-- GPU slots: the devices the driver lists, and the slot a job claims on them.
-- Extraction on CUDA (bf16 autocast, channels-last, pinned copies): the `features` path
-  against a bare forward on the same batches, and its features against the CPU's.
-- Probes on CUDA: one run and ten vectorised runs, and their test accuracy against
-  the CPU's for the same run.
-- Host memory: peak RSS of a feature job and a train job on the GPU, each in a fresh
-  process as a cluster job is, next to the mem_mb that job would ask SLURM for.
+- Extraction: the `features` path (read, representation, forward, pooling, copy back,
+  compress, write) against a bare bf16 forward of the same backbone on the same batches,
+  already on the device; the ratio. Each code version runs in its own process.
+- The store writer alone on those features: zstd 3 in one thread (before) against the
+  store's zstd 1 with one thread, with a feature job's threads, and with every core.
+- Probes at `--n-probes` images, 8 layers: one run and ten vectorised runs on CUDA,
+  before and after; after, also ten runs without CUDA graphs (what the graphs give), the
+  MLP probe, one run on the CPU (every core), and CUDA's heads against the CPU's.
+- tests/test_probes.py's CUDA cases (CUDA against the CPU at the tests' tolerances, one
+  host sync per epoch).
+- The seed-scale run (benchmarks/seed_scale.py) at `--seed-scale` images, if time is left.
 
-    python benchmarks/gpu.py --n 10000
+`--baseline DIR` is a copy of an older commit (its `src/`), e.g.
+`git archive 2531f01 src | tar -x -C .baseline`. Each section prints one JSON line too
+(`--json FILE` collects them).
+
+    python benchmarks/gpu.py --baseline .baseline --n-extract 20000 --n-probes 10000
 """
 
 from __future__ import annotations
@@ -25,10 +33,8 @@ import time
 
 import yaml
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(REPO, "src"))
-
-from visual_ablation import devices  # noqa: E402 (before torch: the slot check)
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+BENCH = os.path.join(REPO, "benchmarks")
 
 # the default config's backbone: EfficientNet-Lite0 pretrained, 8 layers, 64 px
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -45,107 +51,42 @@ def experiment(root: str, n: int):
             "representations": ["original"],
             "backbones": {"effnet": EFFNET},
             "split": {"val": 0.15, "test": 0.2, "seed": 0},
-            "probes": {"linear": {"hidden": 0}},
+            "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 256}},
         }
     )
 
 
-def stage(kind: str, root: str, n: int, batch_size: int, device: str) -> None:
-    """One job in this process, as a cluster job runs it; prints its peak RSS."""
-    from visual_ablation import features, training
-
-    exp = experiment(root, n)
-    t0 = time.perf_counter()
-    if kind == "features":
-        path = exp.feature_store("shapes", "effnet", "original") + ".job"
-        features.extract(
-            exp.data_store("shapes"),
-            path,
-            exp.feature_spec("shapes", "effnet", "original"),
-            device=device,
-            batch_size=batch_size,
-            threads=4,
-            progress=False,
-        )
-    else:
-        training.train_store(
-            exp.feature_store("shapes", "effnet", "original"),
-            exp.data_store("shapes"),
-            exp.feature_spec("shapes", "effnet", "original"),
-            exp.data_spec("shapes"),
-            exp.probe_spec("linear"),
-            exp.split,
-            runs=list(range(10)),
-            device=device,
-            threads=2,
-        )
-    print(json.dumps({"peak_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0}))
+def report(section: str, figures: dict, sink: str | None) -> None:
+    line = json.dumps({"section": section, **figures})
+    print(line, flush=True)
+    if sink:
+        with open(sink, "a") as f:
+            f.write(line + "\n")
 
 
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). Not getrusage: a child started by a big
-    parent reports the parent's peak there, carried across fork and exec."""
-    with open("/proc/self/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return kb * 1024 / 1e6
+# --- children: one code version each, in its own process -------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda", help="cuda (cpu: a dry run of the script)")
-    parser.add_argument("--stage", choices=["features", "train"], help=argparse.SUPPRESS)
-    parser.add_argument("--root", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.stage:
-        stage(args.stage, args.root, args.n, args.batch_size, args.device)
-        return
-
-    lock_dir = tempfile.mkdtemp(prefix="va-gpu-locks-")
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
-    gpus = devices.visible_gpus(env)
-    slots = [devices.claim_gpu_slot("auto", dict(env), lock_dir) for _ in range(len(gpus) + 1)]
-    devices.release_gpu_slots()
-    print(f"driver lists {len(gpus)} GPU(s): {gpus}")
-    print("slots claimed in turn:", [(s.device, s.slot) for s in slots if s])
-
-    import numpy as np
+def child_extraction(args) -> dict:
+    """The features path against a bare forward, interleaved, on one code version."""
     import torch
     import zarr
 
-    from visual_ablation import (
-        backbones,
-        data,
-        features,
-        metrics,
-        probes,
-        resources,
-        splits,
-        training,
-    )
+    from visual_ablation import backbones, features
 
+    exp = experiment(args.root, args.n)
+    spec = exp.feature_spec("shapes", "effnet", "original")
     cuda = torch.device(args.device)
     on_gpu = cuda.type == "cuda"
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0) if on_gpu else 'no GPU'}")
-    root = tempfile.mkdtemp(prefix="va-gpu-")
-    exp = experiment(root, args.n)
-    data_path = exp.data_store("shapes")
-    spec = exp.feature_spec("shapes", "effnet", "original")
-    t0 = time.perf_counter()
-    data.prepare(exp.data_spec("shapes"), data_path, progress=False)
-    print(f"data store: {args.n} shapes at 64 px in {time.perf_counter() - t0:.1f} s")
-
-    # extraction: path against a bare forward, interleaved
-    gpu_store = exp.feature_store("shapes", "effnet", "original")
-    images = zarr.open_group(data_path)["images"][:]
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    out = os.path.join(args.root, "store.zarr")
+    images = zarr.open_group(args.data)["images"][:]
     bare = backbones.LayerExtractor(spec["backbone"], cuda)
 
     def run_path() -> float:
-        shutil.rmtree(gpu_store, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        features.extract(data_path, gpu_store, spec, args.device, args.batch_size, 4, False)
+        features.extract(args.data, out, spec, args.device, args.batch_size, args.threads, False)
         return time.perf_counter() - start
 
     def run_bare() -> float:
@@ -153,7 +94,6 @@ def main() -> None:
             features.to_tensor(images[i : i + args.batch_size], cuda)
             for i in range(0, len(images), args.batch_size)
         ]
-        sync = torch.cuda.synchronize if on_gpu else (lambda: None)
         sync()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu), torch.no_grad():
@@ -166,104 +106,254 @@ def main() -> None:
     timings = [(run_path(), run_bare()) for _ in range(args.repeats)]
     path_s = statistics.median(p for p, _ in timings)
     bare_s = statistics.median(b for _, b in timings)
-    print(
-        f"extraction on {cuda}, batch {args.batch_size}, median of {args.repeats}: "
-        f"path {args.n / path_s:.0f} img/s, bare forward {args.n / bare_s:.0f} img/s, "
-        f"ratio {bare_s / path_s:.2f}"
-    )
+    return {
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "path_img_s": round(args.n / path_s),
+        "bare_img_s": round(args.n / bare_s),
+        "ratio": round(bare_s / path_s, 3),
+        "store": out,
+    }
 
-    cpu_store = exp.feature_store("shapes", "effnet", "original") + ".cpu"
+
+def child_probes(args) -> dict:
+    """Probe training on CUDA for one code version, on the inputs the parent saved."""
+    import numpy as np
+    import torch
+
+    from visual_ablation import metrics, probes
+
+    saved = np.load(args.inputs)
+    layers = [str(x) for x in saved["layers"]]
+    feats = {layer: saved[f"layer_{layer}"] for layer in layers}
+    labels, n_classes = saved["labels"], int(saved["n_classes"])
+    split_of = {run: saved["splits"][run] for run in range(10)}
+    linear = probes.ProbeConfig(hidden=0)
+    mlp = probes.ProbeConfig(hidden=256)
+    figures: dict = {"n": int(len(labels)), "layers": len(layers)}
+
+    def timed(config, runs, device=args.device, **kwargs):
+        split = split_of[runs] if isinstance(runs, int) else {r: split_of[r] for r in runs}
+        heads, seconds = probes.train(
+            feats, labels, split, n_classes, config, runs, device, **kwargs
+        )
+        return heads, round(seconds, 2)
+
+    timed(probes.ProbeConfig(hidden=0, max_epochs=2), 0)  # CUDA context and kernels, once
+    if not args.only_ten:
+        _, figures["cuda_one_run_s"] = timed(linear, 0)
+    cuda_heads, figures["cuda_ten_runs_s"] = timed(linear, list(range(10)))
+    if args.after:
+        real = probes._cuda_graphs
+        probes._cuda_graphs = lambda steps, state: steps  # the static engine, no graphs
+        try:
+            _, figures["cuda_ten_runs_no_graphs_s"] = timed(linear, list(range(10)))
+        finally:
+            probes._cuda_graphs = real
+    if args.mlp:
+        _, figures["cuda_ten_runs_mlp_s"] = timed(mlp, list(range(10)))
+    if args.after:
+        cores = len(os.sched_getaffinity(0))
+        torch.set_num_threads(cores)
+        cpu_heads, figures["cpu_one_run_s"] = timed(linear, 0, device="cpu")
+        figures["cpu_threads"] = cores
+        pairs = [(c, g) for c in cpu_heads for g in cuda_heads if (g.run, g.layer) == (0, c.layer)]
+        acc = [
+            abs(
+                metrics.classification_metrics(labels[c.test_rows], c.test_proba)["accuracy"]
+                - metrics.classification_metrics(labels[g.test_rows], g.test_proba)["accuracy"]
+            )
+            for c, g in pairs
+        ]
+        figures["cuda_vs_cpu_max_accuracy_diff"] = round(max(acc), 4)
+        figures["cuda_vs_cpu_max_proba_diff"] = float(
+            max(np.abs(c.test_proba - g.test_proba).max() for c, g in pairs)
+        )
+        figures["cuda_vs_cpu_same_epochs"] = sum(
+            (c.best_epoch, c.epochs) == (g.best_epoch, g.epochs) for c, g in pairs
+        )
+        figures["heads_compared"] = len(pairs)
+    return figures
+
+
+# --- the parent: data, children, writer, tests, seed scale -----------------------------
+
+
+def pythonpath(*first: str) -> str:
+    """`first`, then whatever PYTHONPATH held (packages carried to a GPU machine)."""
+    return os.pathsep.join([*first, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def child(mode: str, src: str, args, *extra: str, timeout: float = 600) -> dict | None:
+    env = {**os.environ, "PYTHONPATH": pythonpath(src, BENCH)}
+    cmd = [sys.executable, __file__, "--child", mode, "--device", args.device, *extra]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{mode} ({src}) ran past {timeout:.0f} s", flush=True)
+        return None
+    if proc.returncode:
+        print(f"{mode} ({src}) failed:\n{proc.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="an older checkout's root (its src/ is imported)")
+    parser.add_argument("--n-extract", type=int, default=20000)
+    parser.add_argument("--n-probes", type=int, default=10000)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=4, help="extraction.threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed-scale", type=int, default=0, help="images (0: skip)")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for everything")
+    parser.add_argument("--json", help="append each section's JSON line here")
+    parser.add_argument("--device", default="cuda", help="cuda (cpu: a dry run of the script)")
+    # child mode (internal)
+    parser.add_argument("--child", choices=["extraction", "probes"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", help=argparse.SUPPRESS)
+    parser.add_argument("--after", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mlp", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-ten", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run = child_extraction if args.child == "extraction" else child_probes
+        print(json.dumps(run(args)))
+        return
+
+    t_start = time.perf_counter()
+    left = lambda: args.budget - (time.perf_counter() - t_start)  # noqa: E731
+    sys.path.insert(0, os.path.join(REPO, "src"))
+    import numpy as np
+    import torch
+    import zarr
+
+    from visual_ablation import data, splits, training
+
+    versions = {"after": os.path.join(REPO, "src")}
+    if args.baseline:
+        versions = {"before": os.path.join(os.path.abspath(args.baseline), "src"), **versions}
+    report(
+        "machine",
+        {
+            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none",
+            "torch": torch.__version__,
+            "cores": len(os.sched_getaffinity(0)),
+            "versions": versions,
+        },
+        args.json,
+    )
+    root = tempfile.mkdtemp(prefix="va-gpu-")
+    exp = experiment(root, args.n_extract)
+    data_path = exp.data_store("shapes")
     t0 = time.perf_counter()
-    cores = len(os.sched_getaffinity(0))
-    features.extract(data_path, cpu_store, spec, "cpu", 256, cores, False)
-    print(
-        f"extraction on the CPU ({cores} threads): {args.n / (time.perf_counter() - t0):.0f} img/s"
-    )
-    gpu_feats = training.read_features(gpu_store, spec)
-    cpu_feats = training.read_features(cpu_store, spec)
-    for layer in EFFNET["layers"]:
-        g, c = gpu_feats[layer].astype(np.float32), cpu_feats[layer].astype(np.float32)
-        corr = np.corrcoef(g.ravel(), c.ravel())[0, 1]
-        rel = np.abs(g - c).mean() / (np.abs(c).mean() + 1e-12)
-        print(f"  {layer:<10} GPU (bf16) vs CPU features: corr {corr:.5f}, mean rel diff {rel:.4f}")
+    data.prepare(exp.data_spec("shapes"), data_path, progress=False)
+    report("data", {"n": args.n_extract, "seconds": round(time.perf_counter() - t0, 1)}, args.json)
 
-    # the store writer alone on these features: the codec before (zstd 3, one thread)
-    # against the store's now (zstd 1), one thread and one per core (benchmarks/writer.py)
+    # extraction, each version in its own process (before first)
+    stores = {}
+    for name, src in versions.items():
+        figures = child(
+            "extraction",
+            src,
+            args,
+            *("--root", os.path.join(root, name), "--data", data_path),
+            *("--n", str(args.n_extract), "--batch-size", str(args.batch_size)),
+            *("--threads", str(args.threads), "--repeats", str(args.repeats)),
+            timeout=max(60, left() / 2),
+        )
+        if figures:
+            stores[name] = figures.pop("store")
+            report(f"extraction {name}", figures, args.json)
+
+    # the writer alone, on the features just written
+    feats = {
+        layer: zarr.open_group(stores["after"])[f"layers/{layer}"][:] for layer in EFFNET["layers"]
+    }
+    sys.path.insert(0, BENCH)
     import writer
 
-    for name, threads in (("zstd 3 (before)", 1), ("zstd 1 (the store's)", 1)) + (
-        ("zstd 1 (the store's)", cores),
-    ):
-        rate, size = writer.write(gpu_feats, writer.CODECS[name], threads, root)
-        print(f"  writer alone, {name}, {threads} threads: {rate:.0f} img/s, {size:.0f} B/img")
-
-    # probes: CUDA against CPU, one run and ten vectorised
-    labels, n_classes = training.read_labels(data_path, exp.data_spec("shapes"))
-    split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
-    config = probes.ProbeConfig.from_spec(exp.probe_spec("linear"))
-    test = split == splits.TEST
-
-    def accuracy(heads):
-        return {
-            (h.layer, h.run): metrics.classification_metrics(labels[test], h.test_proba)["accuracy"]
-            for h in heads
-        }
-
-    heads, seconds = probes.train(gpu_feats, labels, split, n_classes, config, 0, device=cuda)
-    _, seconds10 = probes.train(
-        gpu_feats, labels, split, n_classes, config, list(range(10)), device=cuda
-    )
-    print(
-        f"probes on {cuda}: one run {seconds:.2f} s, ten vectorised runs {seconds10:.2f} s "
-        f"({seconds10 / 10:.2f} s per run)"
-    )
     cores = len(os.sched_getaffinity(0))
-    devices.set_cpu_threads(cores)
-    cpu_heads, cpu_seconds = probes.train(
-        gpu_feats, labels, split, n_classes, config, 0, device=torch.device("cpu")
-    )
-    print(f"probes on the CPU ({cores} threads): one run {cpu_seconds:.2f} s")
-    results = {"cuda": accuracy(heads), "cpu": accuracy(cpu_heads)}
-    diffs = [abs(results["cuda"][k] - results["cpu"][k]) for k in results["cpu"]]
-    print(
-        f"test accuracy, CUDA vs CPU on the same features, run 0: max abs diff "
-        f"{max(diffs):.4f} over {len(diffs)} layers"
-    )
+    before, now = "zstd 3 (before)", "zstd 1 (the store's)"
+    rows = ((before, 1), (now, 1), (now, args.threads), (now, cores))
+    for codec, threads in rows:
+        rate, size = writer.write(feats, writer.CODECS[codec], threads, root)
+        report(
+            "writer alone",
+            {"codec": codec, "threads": threads, "img_s": round(rate), "bytes": round(size)},
+            args.json,
+        )
 
-    # host memory of GPU jobs, each in its own process
-    for kind in ("features", "train"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--stage",
-                kind,
-                "--root",
-                root,
-                "--n",
-                str(args.n),
-                "--batch-size",
-                str(args.batch_size),
-                "--device",
-                args.device,
-            ],
-            capture_output=True,
-            text=True,
+    # probes: the first n images' features, each run's own split (the default)
+    all_labels, n_classes = training.read_labels(data_path, exp.data_spec("shapes"))
+
+    def probe_inputs(n: int) -> str:
+        labels = all_labels[:n]
+        split_spec = {**exp.split, "resample": True}
+        split_of = splits.run_splits(labels, split_spec, list(range(10)), "shapes")
+        path = os.path.join(root, f"probe-inputs-{n}.npz")
+        np.savez(
+            path,
+            layers=np.array(EFFNET["layers"]),
+            labels=labels,
+            n_classes=n_classes,
+            splits=np.stack([split_of[r] for r in range(10)]),
+            **{f"layer_{layer}": feats[layer][:n] for layer in EFFNET["layers"]},
         )
-        if out.returncode:
-            print(f"{kind} job failed:\n{out.stderr[-2000:]}")
-            continue
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
-        if kind == "features":
-            asked = resources.features_mem_mb(spec, args.batch_size)
-        else:
-            asked = resources.train_mem_mb(exp.data_spec("shapes"), data_path, gpu_store)
-        print(
-            f"{kind} job on the GPU: peak RSS {figures['peak_mb']:.0f} MB in "
-            f"{figures['seconds']:.1f} s; mem_mb it would ask SLURM for: {asked}"
-        )
+        return path
+
+    inputs = probe_inputs(args.n_probes)
+    for name, src in versions.items():
+        flags = ["--after", "--mlp"] if name == "after" else []
+        figures = child("probes", src, args, "--inputs", inputs, *flags, timeout=max(60, left()))
+        if figures:
+            report(f"probes {name}", figures, args.json)
+    if args.n_extract > args.n_probes:  # how training time grows with n
+        more = probe_inputs(args.n_extract)
+        flags = ["--mlp", "--only-ten"]
+        figures = child("probes", versions["after"], args, "--inputs", more, *flags)
+        if figures:
+            report("probes after, more images", figures, args.json)
+
+    # the probe tests' CUDA cases
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda"]
+        + [os.path.join(REPO, "tests", "test_probes.py")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": pythonpath(os.path.join(REPO, "src"))},
+    )
+    report("tests", {"pytest": proc.stdout.strip().splitlines()[-1:]}, args.json)
+    if proc.returncode:
+        print(proc.stdout[-4000:], flush=True)
+
+    if args.seed_scale and left() > 120:
+        cmd = [sys.executable, os.path.join(BENCH, "seed_scale.py"), "--n", str(args.seed_scale)]
+        cmd += ["--cores", str(cores), "--gpus", "4", "--runs-per-job", "auto"]
+        cmd += ["--json", os.path.join(root, "seed.json"), "--snakemake-arg=--scheduler=greedy"]
+        cmd += ["--skip-rerun"]
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=left() - 10,
+                env={**os.environ, "PYTHONPATH": pythonpath(os.path.join(REPO, "src"))},
+            )
+            print(proc.stdout, proc.stderr[-3000:], flush=True)
+            if proc.returncode == 0:
+                with open(os.path.join(root, "seed.json")) as f:
+                    report("seed scale", json.load(f), args.json)
+        except subprocess.TimeoutExpired as err:
+            print(f"seed scale ran past the budget:\n{(err.stdout or b'')[-3000:]}", flush=True)
     shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(lock_dir, ignore_errors=True)
+    report("done", {"seconds": round(time.perf_counter() - t_start, 1)}, args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ GRID = {
     },
     "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 256}},
     "runs": 20,
+    "training": {"runs_per_job": 1},  # a job per run on any machine (auto groups on a GPU)
 }
 BARE = """
 rule all:

@@ -39,7 +39,7 @@ LAYERS = DEFAULT["backbones"]["effnet"]["layers"]
 REPRESENTATIONS = DEFAULT["representations"]
 
 
-def config(n: int, runs: int, runs_per_job: int = 1) -> dict:
+def config(n: int, runs: int, runs_per_job: int | str = "auto") -> dict:
     return {
         "results_dir": "results",
         "datasets": {"shapes": {"source": "synthetic-shapes", "n": n, "seed": 0}},
@@ -56,6 +56,9 @@ def config(n: int, runs: int, runs_per_job: int = 1) -> dict:
         "runs": runs,
         "training": {"runs_per_job": runs_per_job},
     }
+
+
+EXTRA: list[str] = []  # --snakemake-arg: more options for every snakemake call
 
 
 def snakemake(workdir: Path, cores: int, gpus: int, *args: str) -> tuple[float, int]:
@@ -75,6 +78,7 @@ def snakemake(workdir: Path, cores: int, gpus: int, *args: str) -> tuple[float, 
         str(cores),
         "--resources",
         f"gpu={gpus or cores}",
+        *EXTRA,
         *args,
     ]
     t0 = time.perf_counter()
@@ -91,10 +95,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="synthetic-shapes images")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--gpus", type=int, default=0, help="--resources gpu=N (0: = cores)")
-    parser.add_argument("--runs-per-job", type=int, default=1, help="training.runs_per_job")
+    parser.add_argument(
+        "--runs-per-job",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="training.runs_per_job (auto: every run in one job on a GPU, else 1)",
+    )
+    parser.add_argument(
+        "--snakemake-arg", action="append", default=[], help="more options for snakemake"
+    )
     parser.add_argument("--workdir", help="keep everything here (default: a temp dir)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--skip-rerun", action="store_true", help="skip runs 10 -> 20")
     args = parser.parse_args()
+    EXTRA.extend(args.snakemake_arg)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="va-seed-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -113,11 +127,13 @@ def main() -> None:
             seconds, jobs = snakemake(workdir, args.cores, args.gpus, *extra)
             rows.append((name, seconds, jobs))
         total = sum(r[1] for r in rows)
-        (workdir / "config.yaml").write_text(
-            yaml.safe_dump(config(args.n, 20, args.runs_per_job), sort_keys=False)
-        )
-        seconds, jobs = snakemake(workdir, args.cores, args.gpus)
-        rerun = ("re-run with runs 10 -> 20", seconds, jobs)
+        rerun = ("re-run with runs 10 -> 20", float("nan"), 0)
+        if not args.skip_rerun:
+            (workdir / "config.yaml").write_text(
+                yaml.safe_dump(config(args.n, 20, args.runs_per_job), sort_keys=False)
+            )
+            seconds, jobs = snakemake(workdir, args.cores, args.gpus)
+            rerun = ("re-run with runs 10 -> 20", seconds, jobs)
         stores = workdir / "results" / "features" / "shapes" / "effnet"
         store_bytes = {
             rep: store.store_bytes(str(stores / f"{rep}.zarr")) for rep in REPRESENTATIONS

@@ -49,7 +49,8 @@ def tiny_config(**overrides) -> dict:
             "mlp": {"hidden": 16, "max_epochs": 20, "patience": 5},
         },
         "runs": 3,
-        "training": {"threads": 1},
+        # one job per run on any machine (auto would group them where a GPU is visible)
+        "training": {"threads": 1, "runs_per_job": 1},
     }
     config.update(overrides)
     return config

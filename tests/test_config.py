@@ -113,7 +113,22 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
     assert set(exp.run_tables()) - set(more.run_tables()) == {
         p for p in exp.run_tables() if p.endswith("run6.csv")
     }
-    assert resolve(base(runs=3)).run_groups() == [[0], [1], [2]]
+    assert resolve(base(runs=3, training={"device": "cpu"})).run_groups() == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize(
+    "training,gpus,groups",
+    [
+        ({}, "", [[0], [1], [2]]),  # auto on a machine without a GPU: a job per run
+        ({}, "0", [[0, 1, 2]]),  # auto where a GPU is visible: every run in one job
+        ({"device": "cuda"}, "", [[0, 1, 2]]),  # train jobs on a GPU, planned elsewhere
+        ({"device": "cpu"}, "0", [[0], [1], [2]]),
+        ({"runs_per_job": 2}, "0", [[0, 1], [2]]),  # a number is kept as given
+    ],
+)
+def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, training, gpus, groups):
+    monkeypatch.setenv("VISUAL_ABLATION_GPUS", gpus)
+    assert resolve(base(runs=3, training=training)).run_groups() == groups
     from visual_ablation.config import parse_run_label, run_label
 
     for runs in ([4], [0, 1, 2], [10, 11]):

@@ -64,6 +64,17 @@ def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None, 
     return rows
 
 
+def engines() -> list:
+    """(device, engine) pairs the trainer's tests run on: both engines on the CPU, and
+    CUDA's own (static, with CUDA graphs) where a GPU is (benchmarks/gpu.py runs them)."""
+    import torch
+
+    pairs = [("cpu", "eager"), ("cpu", "static")]
+    if torch.cuda.is_available():
+        pairs.append(("cuda", "auto"))
+    return [pytest.param(d, e, id=f"{d}-{e}") for d, e in pairs]
+
+
 def labels_and_split(exp):
     """The digits' labels, classes and the split every run shares (resample: false)."""
     labels, n_classes = training.read_labels(exp.data_store("digits"), exp.data_spec("digits"))
@@ -168,8 +179,11 @@ def looped_reference(features, labels, split, n_classes, probe, run):
     return results
 
 
+@pytest.mark.parametrize("device,engine", engines())
 @pytest.mark.parametrize("hidden", [0, 8])
-def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experiment, hidden):
+def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(
+    experiment, hidden, device, engine
+):
     spec = experiment.feature_spec("digits", "effnet", "original")
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
     # a third layer as wide as `stem` (32) from other features: they train as one stack
@@ -177,7 +191,9 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experimen
     assert feats["wide_blocks.1"].shape[1] == feats["stem"].shape[1] != feats["blocks.1"].shape[1]
     labels, split, n_classes = labels_and_split(experiment)
     config = probes.ProbeConfig(hidden=hidden, lr=0.02, max_epochs=40, patience=3)
-    batched, _ = probes.train(feats, labels, split, n_classes, config, runs=[2, 3])
+    batched, _ = probes.train(
+        feats, labels, split, n_classes, config, runs=[2, 3], device=device, engine=engine
+    )
     assert [(h.run, h.layer) for h in batched] == [
         (run, layer) for run in (2, 3) for layer in feats
     ]
@@ -195,31 +211,35 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(experimen
     assert len({h.epochs for h in batched if h.layer in ("stem", "wide_blocks.1")}) > 1
 
 
-def test_each_head_trains_as_it_would_alone(experiment):
+@pytest.mark.parametrize("device,engine", engines())
+def test_each_head_trains_as_it_would_alone(experiment, device, engine):
     spec = experiment.feature_spec("digits", "effnet", "original")
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
-    together, _ = probes.train(feats, labels, split, n_classes, config, runs=1)
+    kwargs = {"device": device, "engine": engine}
+    together, _ = probes.train(feats, labels, split, n_classes, config, runs=1, **kwargs)
     alone, _ = probes.train(
-        {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, runs=1
+        {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, runs=1, **kwargs
     )
     assert together[1].layer == alone[0].layer == "blocks.1"
     assert (together[1].best_epoch, together[1].epochs) == (alone[0].best_epoch, alone[0].epochs)
     np.testing.assert_allclose(together[1].test_proba, alone[0].test_proba, rtol=1e-5, atol=1e-7)
 
 
-def test_early_stopping_keeps_the_best_epoch(experiment):
+@pytest.mark.parametrize("device,engine", engines())
+def test_early_stopping_keeps_the_best_epoch(experiment, device, engine):
     spec = experiment.feature_spec("digits", "pixels", "original")
     feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     # a large lr overfits the validation loss within a few epochs
     config = probes.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
-    (head,), _ = probes.train(feats, labels, split, n_classes, config, runs=0)
+    kwargs = {"device": device, "engine": engine}
+    (head,), _ = probes.train(feats, labels, split, n_classes, config, runs=0, **kwargs)
     assert head.epochs == head.best_epoch + 4 < 300
     # the probabilities are those of the best epoch: its validation loss, recomputed
     short = probes.ProbeConfig(hidden=0, lr=0.05, patience=10_000, max_epochs=head.best_epoch)
-    (best,), _ = probes.train(feats, labels, split, n_classes, short, runs=0)
+    (best,), _ = probes.train(feats, labels, split, n_classes, short, runs=0, **kwargs)
     np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
     assert head.best_val_loss == pytest.approx(best.best_val_loss)
 
@@ -327,6 +347,74 @@ def test_adamw_matches_torch_step_for_step():
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_device_adamw_matches_torch_step_for_step(device):
+    """The static engine's optimizer: every tensor steps every step, as there."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU here: benchmarks/gpu.py runs this test on one")
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)]
+    ours = [p.to(device).requires_grad_() for p in ours]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    mine = probes.DeviceAdamW(ours, lr=0.01, weight_decay=0.1, max_steps=25)
+    reference = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
+    x = torch.randn(8, 5, generator=gen).to(device)
+    for _ in range(25):
+        loss = (torch.tanh(x @ ours[0] + ours[1]) ** 2).sum()
+        mine.step(list(torch.autograd.grad(loss, ours)))
+        reference.zero_grad()
+        (torch.tanh(x @ theirs[0] + theirs[1]) ** 2).sum().backward()
+        reference.step()
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert int(mine.step_count) == 25
+
+
+def test_on_cuda_an_epoch_syncs_the_host_once():
+    """The static engine's promise: nothing inside an epoch waits for the GPU. torch's
+    sync debug mode warns at every synchronising call; six more epochs may add at most
+    six (the per-epoch `has every head stopped?`)."""
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: benchmarks/gpu.py runs this test on one")
+    rng = np.random.default_rng(0)
+    labels = np.arange(600) % 4
+    feats = {"a": rng.normal(size=(600, 24)).astype(np.float32) + labels[:, None]}
+    split = splits.stratified_split(labels, 0.15, 0.2, 0, "x")
+
+    def syncs(epochs: int) -> int:
+        config = probes.ProbeConfig(hidden=8, max_epochs=epochs, patience=1000, batch_size=64)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                probes.train(feats, labels, split, 4, config, runs=[0, 1], device="cuda")
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    few, more = syncs(3), syncs(9)
+    assert more - few <= 6, (few, more)
+
+
+def test_an_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="engine 'fast'"):
+        probes.train(
+            {"l": np.zeros((9, 2), np.float32)},
+            np.arange(9) % 3,
+            np.arange(9) % 3,
+            3,
+            probes.ProbeConfig(),
+            0,
+            engine="fast",
+        )
+
+
 def test_a_train_job_imports_neither_sklearn_pandas_nor_dynamo():
     """Each of these costs 0.5-1.7 s per job (benchmarks/training.py); a train job runs
     hundreds of times, so its imports (its split included) are kept to torch, numpy and
@@ -371,7 +459,8 @@ def test_stack_groups_bound_the_padding():
     ]
 
 
-def test_validation_and_test_rows_in_small_chunks_give_the_same_heads(monkeypatch):
+@pytest.mark.parametrize("device,engine", engines())
+def test_validation_and_test_rows_in_small_chunks_give_the_same_heads(monkeypatch, device, engine):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -379,9 +468,10 @@ def test_validation_and_test_rows_in_small_chunks_give_the_same_heads(monkeypatc
     split = np.random.default_rng(0).choice(3, size=len(labels), p=[0.65, 0.15, 0.2])
     feats = {"all": x, "half": x[:, :32].copy()}
     config = probes.ProbeConfig(hidden=4, max_epochs=8, patience=2)
-    whole, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1])
+    kwargs = {"device": device, "engine": engine}
+    whole, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
     monkeypatch.setattr(probes.HeadStack, "CHUNK_VALUES", 64 * 5)  # 1-2 rows per chunk
-    chunked, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1])
+    chunked, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
     for a, b in zip(whole, chunked, strict=True):
         assert (a.run, a.layer, a.best_epoch, a.epochs) == (b.run, b.layer, b.best_epoch, b.epochs)
         assert a.best_val_loss == pytest.approx(b.best_val_loss, rel=1e-6)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visual_ablation import backbones, layout
+from visual_ablation import backbones, devices, layout
 from visual_ablation.sources import SOURCES
 from visual_ablation.vocabulary import PROBE_DEFAULTS, REFERENCE, REPRESENTATION_DEFAULTS
 
@@ -316,5 +316,19 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True, **config.get("split", {})},
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
-        runs_per_job=int(config.get("training", {}).get("runs_per_job", 1)),
+        runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),
     )
+
+
+def runs_per_job(training: dict[str, Any], runs: int) -> int:
+    """`training.runs_per_job`; `auto`: every run in one job when train jobs run on a GPU
+    (there a job of one run waits on kernel launches, and ten cost about what one does),
+    else one job per run (a CPU is bound by arithmetic: one job per core keeps them busy).
+    A GPU is `training.device: cuda`, or `auto` where this process sees one (no CUDA
+    initialisation: devices.visible_gpus)."""
+    value = training.get("runs_per_job", "auto")
+    if value != "auto":
+        return int(value)
+    device = str(training.get("device", "auto"))
+    on_gpu = device.startswith("cuda") or (device == "auto" and bool(devices.visible_gpus()))
+    return max(1, runs) if on_gpu else 1

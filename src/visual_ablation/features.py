@@ -6,7 +6,8 @@ Three things overlap, so that the device never waits on the disk:
 - the device converts, transforms and runs the backbone on exact `batch_size` batches,
   every requested layer out of one forward pass (autocast bf16 and channels-last on GPU);
 - a writer thread casts, compresses and writes the pooled float16 features of one batch
-  while the next is computed (`BackgroundWriter`).
+  while the next is computed (`BackgroundWriter`); on a GPU it also waits for the copy
+  back, so the main thread never waits for the device and keeps it fed.
 zarr's codecs release the GIL, so the threads run in parallel with torch's.
 """
 
@@ -96,14 +97,25 @@ class BackgroundWriter:
         self.depth = depth
 
     def submit(self, start: int, feats: dict[str, torch.Tensor]) -> None:
-        # cast on the device (half the bytes to copy back); the copy itself runs here,
-        # so that it ends before the next batch overwrites the device's buffers
-        host = {layer: v.to(torch.float16).cpu().numpy() for layer, v in feats.items()}
+        # cast on the device (half the bytes to copy back). On a GPU the copy back is only
+        # queued (into pinned memory, behind this batch's forward on the stream; the next
+        # batch's kernels come after it) and the writer thread waits for it: this thread
+        # goes on to launch the next batch instead of waiting for this one's forward
+        host = {
+            layer: v.to(torch.float16).to("cpu", non_blocking=True) for layer, v in feats.items()
+        }
+        copied = None
+        if any(v.is_cuda for v in feats.values()):
+            copied = torch.cuda.Event()
+            copied.record()
         while len(self.in_flight) >= self.depth:
             self.in_flight.popleft().result()
-        self.in_flight.append(self.pool.submit(self._write, start, host))
+        self.in_flight.append(self.pool.submit(self._write, start, host, copied))
 
-    def _write(self, start: int, host: dict[str, np.ndarray]) -> None:
+    def _write(self, start: int, tensors: dict[str, torch.Tensor], copied) -> None:
+        if copied is not None:
+            copied.synchronize()  # releases the GIL while the GPU catches up
+        host = {layer: t.numpy() for layer, t in tensors.items()}
         for layer, values in host.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(

@@ -10,6 +10,17 @@ each head trains exactly as it would alone; tests/test_probes.py checks that aga
 plain per-head PyTorch loop. Each head has its own early stopping on validation loss:
 once stopped it leaves the loss (no more gradient) and its best epoch's weights, kept
 aside, give its test-split probabilities.
+
+Two engines compute the same steps (`train(engine=...)`):
+- `eager` (the CPU's): stopped heads are dropped from each step's matmuls, so a
+  CPU that is bound by arithmetic does no work for them.
+- `static` (CUDA's): every step has the same shapes and no host synchronisation. Stopped
+  heads stay in the matmuls with their loss weighted 0 (the same zero gradient), the
+  minibatch order reaches the device once per epoch, AdamW keeps its step count on the
+  device (`DeviceAdamW`), early stopping is decided on the device once per epoch, and
+  on CUDA each step is one CUDA graph replay: a step of small matmuls is bound by
+  kernel launches, not arithmetic, and a graph launches all of them at once. On the
+  CPU both engines give identical numbers.
 """
 
 from __future__ import annotations
@@ -172,6 +183,63 @@ class AdamW:
         torch._foreach_addcdiv_(params, exp_avg, denom, -step_size)
 
 
+class DeviceAdamW:
+    """`AdamW`'s update for the static engine, with nothing read from the host: every
+    parameter steps at every step (stopped heads get zero gradients), the step count is
+    a tensor on the device, and the bias corrections of every step are looked up in a
+    table made once, so a CUDA graph can capture the step. Each op is one multi-tensor
+    kernel over every parameter (torch's capturable foreach AdamW does the same).
+
+    Why not torch's fused kernel (`torch._fused_adamw_`): it orders the arithmetic
+    differently, and a probe at a high learning rate amplifies that last-bit difference
+    into visibly different heads (0.04 in a test probability); this class does `AdamW`'s
+    ops in `AdamW`'s order, so on the CPU the two engines give identical numbers.
+    tests/test_probes.py checks it step for step against torch.optim.AdamW."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        weight_decay: float,
+        max_steps: int,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        self.params = params
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        device = params[0].device
+        self.step_count = torch.zeros((), dtype=torch.int64, device=device)
+        beta1, beta2 = betas
+        # row k: step k+1's -lr / (1 - beta1^t) and sqrt(1 - beta2^t), as AdamW computes them
+        table = [
+            (-lr / (1.0 - beta1**t), math.sqrt(1.0 - beta2**t)) for t in range(1, max_steps + 1)
+        ]
+        self.table = torch.tensor(table, dtype=params[0].dtype, device=device)
+
+    def state(self) -> list[torch.Tensor]:
+        return [*self.params, *self.exp_avg, *self.exp_avg_sq, self.step_count]
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        beta1, beta2 = self.betas
+        # index_select, not table[step_count]: a tensor index would be read on the host
+        step_size, correction2 = self.table.index_select(0, self.step_count.view(1))[0]
+        self.step_count.add_(1)
+        torch._foreach_mul_(self.params, 1.0 - self.lr * self.weight_decay)
+        torch._foreach_lerp_(self.exp_avg, grads, 1.0 - beta1)
+        torch._foreach_mul_(self.exp_avg_sq, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1.0 - beta2)
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, correction2)
+        torch._foreach_add_(denom, self.eps)
+        # AdamW's addcdiv(p, m, denom, value=-step_size): p + (value * m) / denom
+        update = torch._foreach_mul(self.exp_avg, step_size)
+        torch._foreach_div_(update, denom)
+        torch._foreach_add_(self.params, update)
+
+
 def head_logits(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Logits of a stack of heads: x [heads, rows, dim] -> [heads, rows, classes]."""
     hidden = torch.baddbmm(params[1], x, params[0])
@@ -230,10 +298,12 @@ class HeadStack:
         ]
         n_heads = len(inits)
         self.best = [p.detach().clone() for p in self.params]
-        self.best_loss = torch.full((n_heads,), math.inf, dtype=torch.float64)
-        self.best_epoch = torch.zeros(n_heads, dtype=torch.int64)
-        self.epochs = torch.zeros(n_heads, dtype=torch.int64)
-        self.active = torch.ones(n_heads, dtype=torch.bool)
+        # early-stopping state lives on the device: deciding it costs no host sync
+        self.best_loss = torch.full((n_heads,), math.inf, dtype=torch.float64, device=device)
+        self.best_epoch = torch.zeros(n_heads, dtype=torch.int64, device=device)
+        self.epochs = torch.zeros(n_heads, dtype=torch.int64, device=device)
+        self.active = torch.ones(n_heads, dtype=torch.bool, device=device)
+        self.weight = torch.ones(n_heads, dtype=torch.float32, device=device)  # active, 0/1
 
     def inputs(self, rows: torch.Tensor) -> torch.Tensor:
         """Standardised inputs of every head: image rows per run [n_runs, k] ->
@@ -250,12 +320,20 @@ class HeadStack:
         params = self.params
         if not bool(self.active.all()):
             # stopped heads get no gradient (their best weights are already kept)
-            live = torch.nonzero(self.active).squeeze(1).to(x.device)
+            live = torch.nonzero(self.active).squeeze(1)
             params = [p.index_select(0, live) for p in params]
             x, labels = x.index_select(0, live), labels.index_select(0, live)
         logits = head_logits(params, x)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
         return loss / rows.shape[1]
+
+    def weighted_loss(self, rows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`train_loss` with static shapes: every head's loss, a stopped head's weighted
+        0 (the same zero gradient, and no host sync to find who stopped)."""
+        x, labels = self.inputs(rows), y.repeat(len(self.layers), 1)
+        logits = head_logits(self.params, x)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        return (ce.view(logits.shape[0], -1).sum(1) * self.weight).sum() / rows.shape[1]
 
     @torch.no_grad()
     def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -272,13 +350,13 @@ class HeadStack:
     @torch.no_grad()
     def losses(self, code: int, y: torch.Tensor) -> torch.Tensor:
         """Every head's mean cross-entropy on one split part (`y`: [n_runs, part size]
-        labels; float64, [heads], on the CPU)."""
+        labels; float64, [heads], on the stack's device)."""
         total = torch.zeros(len(self.active), dtype=torch.float64, device=y.device)
         for where, logits in self.logits(code):
             labels = y[:, where].repeat(len(self.layers), 1)  # [heads, rows]
             ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
             total += ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
-        return (total / y.shape[1]).cpu()
+        return total / y.shape[1]
 
     @torch.no_grad()
     def best_proba(self, code: int) -> np.ndarray:
@@ -289,17 +367,19 @@ class HeadStack:
         ]
         return np.concatenate(parts, axis=1)
 
+    @torch.no_grad()
     def end_epoch(self, epoch: int, val_loss: torch.Tensor, patience: int) -> None:
+        """Keep the improved heads' weights, stop those out of patience: on the device,
+        with no host sync."""
         improved = self.active & (val_loss < self.best_loss)
-        if bool(improved.any()):
-            keep = torch.nonzero(improved).squeeze(1).to(self.params[0].device)
-            for best, p in zip(self.best, self.params, strict=True):
-                best.index_copy_(0, keep, p.detach().index_select(0, keep))
-            self.best_loss[improved] = val_loss[improved]
-            self.best_epoch[improved] = epoch
+        for best, p in zip(self.best, self.params, strict=True):
+            best.copy_(torch.where(improved.view(-1, 1, 1), p, best))
+        self.best_loss = torch.where(improved, val_loss, self.best_loss)
+        self.best_epoch = torch.where(improved, epoch, self.best_epoch)
         stop = self.active & (epoch - self.best_epoch >= patience)
-        self.epochs[stop] = epoch
+        self.epochs = torch.where(stop, epoch, self.epochs)
         self.active &= ~stop
+        self.weight.copy_(self.active)
 
 
 def stack_groups(dims: dict[str, int], max_padding: float = 2.0) -> list[list[str]]:
@@ -318,6 +398,9 @@ def stack_groups(dims: dict[str, int], max_padding: float = 2.0) -> list[list[st
     return groups
 
 
+ENGINES = ("auto", "eager", "static")
+
+
 def train(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -327,13 +410,19 @@ def train(
     runs: int | list[int],
     device: torch.device | str = "cpu",
     where: str = "features",
+    engine: str = "auto",
 ) -> tuple[list[HeadResult], float]:
     """Train one head per (run, layer of `features` ({layer: [n, dim]})); returns the
     heads' results (run-major, then in layer order) and the seconds spent training,
     shared by all heads. `split`: one split for every run, or each run's own
     ({run: split}); each part must have the same size in every run (a stratified split of
-    the same labels does)."""
+    the same labels does). `engine`: `eager`, `static` (see the module's docstring) or
+    `auto`: static on CUDA, eager elsewhere."""
     device = torch.device(device)
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        engine = "static" if device.type == "cuda" else "eager"
     runs = [runs] if isinstance(runs, int) else list(runs)
     split_of = split if isinstance(split, dict) else dict.fromkeys(runs, split)
     for run in runs:
@@ -375,16 +464,53 @@ def train(
         stacks.append(
             HeadStack(group, dims, *tensors, parts, runs, n_classes, probe.hidden, device)
         )
+    # each run's minibatch order, shared by all its heads, drawn on the host (the same
+    # order on every device)
+    orders = [torch.Generator().manual_seed(run) for run in runs]
+
+    t0 = time.perf_counter()
+    fit = _fit_static if engine == "static" else _fit_eager
+    fit(stacks, parts, ys, orders, probe)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+
+    results: dict[tuple[int, str], HeadResult] = {}
+    with torch.no_grad():
+        for stack in stacks:
+            epochs = torch.where(stack.active, probe.max_epochs, stack.epochs).cpu()
+            best_epoch, best_loss = stack.best_epoch.cpu(), stack.best_loss.cpu()
+            proba = stack.best_proba(TEST)
+            for h in range(len(epochs)):
+                layer = stack.layers[h // len(runs)]
+                r = h % len(runs)
+                results[runs[r], layer] = HeadResult(
+                    layer=layer,
+                    run=runs[r],
+                    test_rows=rows[TEST][r],
+                    test_proba=proba[h],
+                    best_epoch=int(best_epoch[h]),
+                    epochs=int(epochs[h]),
+                    best_val_loss=float(best_loss[h]),
+                    n_features=int(features[layer].shape[1]),
+                )
+    return [results[run, layer] for run in runs for layer in layers], seconds
+
+
+def _epoch_orders(orders: list[torch.Generator], n_train: int) -> torch.Tensor:
+    """Each run's minibatch order for one epoch: [runs, n_train], on the host."""
+    return torch.stack([torch.randperm(n_train, generator=g) for g in orders])
+
+
+def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
+    """Live heads only, step by step (the CPU's engine)."""
     optimizer = AdamW(
         [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=probe.weight_decay
     )
-    # each run's minibatch order, shared by all its heads
-    orders = [torch.Generator().manual_seed(run) for run in runs]
     n_train = parts[TRAIN].shape[1]
-
-    t0 = time.perf_counter()
+    device = parts[TRAIN].device
     for epoch in range(1, probe.max_epochs + 1):
-        perms = torch.stack([torch.randperm(n_train, generator=g) for g in orders]).to(device)
+        perms = _epoch_orders(orders, n_train).to(device)
         live = [stack for stack in stacks if bool(stack.active.any())]
         for start in range(0, n_train, probe.batch_size):
             positions = perms[:, start : start + probe.batch_size]  # [runs, batch]
@@ -398,24 +524,70 @@ def train(
             stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
         if not any(bool(stack.active.any()) for stack in stacks):
             break
-    seconds = time.perf_counter() - t0
 
-    results: dict[tuple[int, str], HeadResult] = {}
-    with torch.no_grad():
+
+def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
+    """Every head, every step, with the same shapes; one host sync per epoch (has every
+    head stopped?). On CUDA each step is a CUDA graph replay."""
+    params = [p for stack in stacks for p in stack.params]
+    n_train = parts[TRAIN].shape[1]
+    device = parts[TRAIN].device
+    steps_per_epoch = -(-n_train // probe.batch_size)
+    optimizer = DeviceAdamW(
+        params, probe.lr, probe.weight_decay, max_steps=probe.max_epochs * steps_per_epoch + 2
+    )
+    perm = torch.empty((len(orders), n_train), dtype=torch.int64, device=device)
+    start = torch.zeros((), dtype=torch.int64, device=device)  # the step's first position
+    full, tail = divmod(n_train, probe.batch_size)
+    sizes = [probe.batch_size] * full + ([tail] if tail else [])
+    offsets = {size: torch.arange(size, device=device) for size in set(sizes)}
+
+    def step(size: int) -> None:
+        positions = perm.index_select(1, start + offsets[size])  # [runs, size]
+        batch_rows = parts[TRAIN].gather(1, positions)
+        y = ys[TRAIN].gather(1, positions)
+        loss = sum(stack.weighted_loss(batch_rows, y) for stack in stacks)
+        optimizer.step(list(torch.autograd.grad(loss, params)))
+        start.add_(size)
+
+    steps = {size: (lambda size=size: step(size)) for size in offsets}
+    upcoming = _epoch_orders(orders, n_train)
+    perm.copy_(upcoming)  # valid positions for the capture's warm-up
+    if device.type == "cuda":
+        steps = _cuda_graphs(steps, optimizer.state() + [start])
+    for epoch in range(1, probe.max_epochs + 1):
+        # pinned, so the copy is queued behind the last epoch's work without a host sync
+        perm.copy_(upcoming.pin_memory() if device.type == "cuda" else upcoming, True)
+        start.zero_()
+        for size in sizes:
+            steps[size]()
         for stack in stacks:
-            stack.epochs[stack.active] = probe.max_epochs
-            proba = stack.best_proba(TEST)
-            for h in range(len(stack.active)):
-                layer = stack.layers[h // len(runs)]
-                r = h % len(runs)
-                results[runs[r], layer] = HeadResult(
-                    layer=layer,
-                    run=runs[r],
-                    test_rows=rows[TEST][r],
-                    test_proba=proba[h],
-                    best_epoch=int(stack.best_epoch[h]),
-                    epochs=int(stack.epochs[h]),
-                    best_val_loss=float(stack.best_loss[h]),
-                    n_features=int(features[layer].shape[1]),
-                )
-    return [results[run, layer] for run in runs for layer in layers], seconds
+            stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
+        upcoming = _epoch_orders(orders, n_train)  # drawn while the device works
+        if not bool(torch.stack([stack.active.any() for stack in stacks]).any()):
+            break
+
+
+def _cuda_graphs(steps: dict, state: list[torch.Tensor]) -> dict:
+    """Each step function captured as a CUDA graph (one per batch size), replayed in its
+    place. Capture needs a warm-up run of each (cuBLAS handles, autograd's buffers) on a
+    side stream; `state` (parameters, optimizer moments and steps, counters) is restored
+    after it, so the warm-up leaves no trace on the training."""
+    saved = [t.detach().clone() for t in state]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for fn in steps.values():
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graphs, pool = {}, None
+    for size, fn in steps.items():
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            fn()
+        pool = graph.pool()
+        graphs[size] = graph
+    with torch.no_grad():
+        for t, s in zip(state, saved, strict=True):
+            t.copy_(s)
+    return {size: graph.replay for size, graph in graphs.items()}

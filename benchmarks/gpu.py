@@ -117,6 +117,42 @@ def child_extraction(args) -> dict:
     }
 
 
+VARIANTS = {
+    "per_run_values": {"per_run_values": True},
+    "one_stack": {"max_padding": float("inf")},
+    "both": {"per_run_values": True, "max_padding": float("inf")},
+}
+
+
+def profile_steps(feats, labels, split_of, n_classes) -> dict:
+    """Kernels per training step and the GPU time they take, over 4 epochs of ten runs."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from visual_ablation import probes
+
+    config = probes.ProbeConfig(hidden=0, max_epochs=4, patience=1000)
+    split = {r: split_of[r] for r in range(10)}
+    steps = 4 * -(-int((split_of[0] == 0).sum()) // config.batch_size)
+    try:
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+            probes.train(feats, labels, split, n_classes, config, list(range(10)), "cuda")
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.device_time for e in kernels) / 1e3  # ms
+        top: dict[str, float] = {}
+        for e in kernels:
+            top[e.name[:60]] = top.get(e.name[:60], 0.0) + e.device_time / 1e3
+        return {
+            "steps": steps,
+            "kernels": len(kernels),
+            "kernels_per_step": round(len(kernels) / steps, 1),
+            "gpu_ms_per_step": round(busy / steps, 4),
+            "top_ms": sorted(top.items(), key=lambda kv: -kv[1])[:12],
+        }
+    except Exception as err:  # the profile is a detail: never lose the figures for it
+        return {"error": repr(err)[:300]}
+
+
 def child_probes(args) -> dict:
     """Probe training on CUDA for one code version, on the inputs the parent saved."""
     import numpy as np
@@ -153,6 +189,20 @@ def child_probes(args) -> dict:
             probes._cuda_graphs = real
     if args.mlp:
         _, figures["cuda_ten_runs_mlp_s"] = timed(mlp, list(range(10)))
+    if args.variants:
+        ten = list(range(10))
+        per_epoch = -(-int((split_of[0] == 0).sum()) // linear.batch_size)
+        epochs = max(h.epochs for h in cuda_heads)
+        figures["linear_epochs_steps"] = [epochs, epochs * per_epoch]
+        figures["linear_ms_per_step"] = round(
+            1e3 * figures["cuda_ten_runs_s"] / (epochs * per_epoch), 4
+        )
+        for name, kwargs in VARIANTS.items():
+            _, figures[f"linear_{name}_s"] = timed(linear, ten, **kwargs)
+        for name in ("per_run_values",):
+            heads, figures[f"mlp_{name}_s"] = timed(mlp, ten, **VARIANTS[name])
+        figures["mlp_epochs"] = max(h.epochs for h in heads)
+        figures["profile"] = profile_steps(feats, labels, split_of, n_classes)
     if args.after:
         cores = len(os.sched_getaffinity(0))
         torch.set_num_threads(cores)
@@ -220,6 +270,17 @@ def main() -> None:
     parser.add_argument("--after", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mlp", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only-ten", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variants", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sections",
+        default="extraction,writer,probes,tests,seed",
+        help="which sections to run, comma-separated",
+    )
+    parser.add_argument(
+        "--extraction-configs",
+        default="",
+        help="more (threads x batch) for the features path after, e.g. 16x512,16x1024",
+    )
     args = parser.parse_args()
     if args.child:
         run = child_extraction if args.child == "extraction" else child_probes
@@ -255,20 +316,27 @@ def main() -> None:
     data.prepare(exp.data_spec("shapes"), data_path, progress=False)
     report("data", {"n": args.n_extract, "seconds": round(time.perf_counter() - t0, 1)}, args.json)
 
-    # extraction, each version in its own process (before first)
+    sections = set(args.sections.split(","))
+    # extraction, each version in its own process (before first); then more settings
     stores = {}
-    for name, src in versions.items():
+    runs = [(name, src, args.threads, args.batch_size) for name, src in versions.items()]
+    if "extraction" not in sections:
+        runs = [("after", versions["after"], args.threads, args.batch_size)]
+    for setting in filter(None, args.extraction_configs.split(",")):
+        threads, batch = (int(v) for v in setting.split("x"))
+        runs.append((f"after {threads} threads, batch {batch}", versions["after"], threads, batch))
+    for name, src, threads, batch in runs:
         figures = child(
             "extraction",
             src,
             args,
-            *("--root", os.path.join(root, name), "--data", data_path),
-            *("--n", str(args.n_extract), "--batch-size", str(args.batch_size)),
-            *("--threads", str(args.threads), "--repeats", str(args.repeats)),
+            *("--root", os.path.join(root, name.replace(" ", "_")), "--data", data_path),
+            *("--n", str(args.n_extract), "--batch-size", str(batch)),
+            *("--threads", str(threads), "--repeats", str(args.repeats)),
             timeout=max(60, left() / 2),
         )
         if figures:
-            stores[name] = figures.pop("store")
+            stores.setdefault(name, figures.pop("store"))
             report(f"extraction {name}", figures, args.json)
 
     # the writer alone, on the features just written
@@ -281,7 +349,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     before, now = "zstd 3 (before)", "zstd 1 (the store's)"
     rows = ((before, 1), (now, 1), (now, args.threads), (now, cores))
-    for codec, threads in rows:
+    for codec, threads in rows if "writer" in sections else ():
         rate, size = writer.write(feats, writer.CODECS[codec], threads, root)
         report(
             "writer alone",
@@ -308,12 +376,17 @@ def main() -> None:
         return path
 
     inputs = probe_inputs(args.n_probes)
-    for name, src in versions.items():
+    for name, src in versions.items() if "probes" in sections else ():
         flags = ["--after", "--mlp"] if name == "after" else []
         figures = child("probes", src, args, "--inputs", inputs, *flags, timeout=max(60, left()))
         if figures:
             report(f"probes {name}", figures, args.json)
-    if args.n_extract > args.n_probes:  # how training time grows with n
+    if "variants" in sections:
+        flags = ["--mlp", "--only-ten", "--variants"]
+        figures = child("probes", versions["after"], args, "--inputs", inputs, *flags)
+        if figures:
+            report("probes after, variants", figures, args.json)
+    if "probes" in sections and args.n_extract > args.n_probes:  # how time grows with n
         more = probe_inputs(args.n_extract)
         flags = ["--mlp", "--only-ten"]
         figures = child("probes", versions["after"], args, "--inputs", more, *flags)
@@ -322,7 +395,9 @@ def main() -> None:
 
     # the probe tests' CUDA cases
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda"]
+        ["true"]
+        if "tests" not in sections
+        else [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda"]
         + [os.path.join(REPO, "tests", "test_probes.py")],
         capture_output=True,
         text=True,
@@ -333,7 +408,7 @@ def main() -> None:
     if proc.returncode:
         print(proc.stdout[-4000:], flush=True)
 
-    if args.seed_scale and left() > 120:
+    if "seed" in sections and args.seed_scale and left() > 120:
         cmd = [sys.executable, os.path.join(BENCH, "seed_scale.py"), "--n", str(args.seed_scale)]
         cmd += ["--cores", str(cores), "--gpus", "4", "--runs-per-job", "auto"]
         cmd += ["--json", os.path.join(root, "seed.json"), "--snakemake-arg=--scheduler=greedy"]

@@ -372,6 +372,33 @@ def test_device_adamw_matches_torch_step_for_step(device):
     assert int(mine.step_count) == 25
 
 
+@pytest.mark.parametrize("device,engine", engines()[1:])
+@pytest.mark.parametrize(
+    "layout",
+    [{"per_run_values": True}, {"max_padding": float("inf")}],
+    ids=["per-run-values", "one-stack"],
+)
+def test_memory_layouts_change_no_number(experiment, device, engine, layout):
+    """Each run's standardised copy of the features, or every layer in one zero-padded
+    stack: the same heads as the eager engine's (bit for bit on the CPU)."""
+    spec = experiment.feature_spec("digits", "effnet", "original")
+    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    labels, _, n_classes = labels_and_split(experiment)
+    split_of = splits.run_splits(labels, {**experiment.split, "resample": True}, [0, 1], "d")
+    config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
+    reference, _ = probes.train(feats, labels, split_of, n_classes, config, [0, 1])
+    heads, _ = probes.train(
+        feats, labels, split_of, n_classes, config, [0, 1], device, engine=engine, **layout
+    )
+    exact = device == "cpu"
+    for a, b in zip(reference, heads, strict=True):
+        assert (a.run, a.layer, a.best_epoch, a.epochs) == (b.run, b.layer, b.best_epoch, b.epochs)
+        if exact:
+            assert np.array_equal(a.test_proba, b.test_proba)
+        else:
+            np.testing.assert_allclose(a.test_proba, b.test_proba, rtol=1e-4, atol=1e-5)
+
+
 def test_on_cuda_an_epoch_syncs_the_host_once():
     """The static engine's promise: nothing inside an epoch waits for the GPU. torch's
     sync debug mode warns at every synchronising call; six more epochs may add at most

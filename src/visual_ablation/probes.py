@@ -274,6 +274,7 @@ class HeadStack:
         n_classes: int,
         hidden: int,
         device: torch.device,
+        per_run_values: bool = False,
     ):
         self.layers, self.runs = layers, runs
         self.values = values  # [layers, images, width], zero-padded to one width
@@ -281,6 +282,13 @@ class HeadStack:
         # None: `values` are standardised already (every run shares one split)
         self.mean = None if mean is None else mean.unsqueeze(2)
         self.std = None if std is None else std.unsqueeze(2)
+        self.run_index = None
+        if per_run_values and self.mean is not None:
+            # each run's standardised copy, [layers, runs, images, width]: the same float32
+            # ops once, instead of on every minibatch (runs times the memory)
+            self.values = (values.unsqueeze(1) - self.mean) / self.std
+            self.mean = self.std = None
+            self.run_index = torch.arange(len(runs), device=device).unsqueeze(1)
         self.parts = parts  # split code -> [runs, rows of that part]
         width = values.shape[2]
         inits = []
@@ -308,9 +316,12 @@ class HeadStack:
     def inputs(self, rows: torch.Tensor) -> torch.Tensor:
         """Standardised inputs of every head: image rows per run [n_runs, k] ->
         [heads, k, width], each run's rows with its own statistics."""
-        x = self.values[:, rows]  # [layers, runs, k, width]
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
+        if self.run_index is not None:
+            x = self.values[:, self.run_index, rows]  # [layers, runs, k, width]
+        else:
+            x = self.values[:, rows]
+            if self.mean is not None:
+                x = (x - self.mean) / self.std
         return x.reshape(-1, rows.shape[1], x.shape[3])
 
     def train_loss(self, rows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -341,7 +352,7 @@ class HeadStack:
         (positions, [heads, rows, classes]). Chunks keep the per-head copy of the inputs
         near CHUNK_VALUES values."""
         rows = self.parts[code]  # [runs, part size]
-        n_layers, _, width = self.values.shape
+        n_layers, width = self.values.shape[0], self.values.shape[-1]
         chunk = max(1, self.CHUNK_VALUES // (n_layers * len(self.runs) * width))
         for start in range(0, rows.shape[1], chunk):
             where = slice(start, min(start + chunk, rows.shape[1]))
@@ -411,13 +422,17 @@ def train(
     device: torch.device | str = "cpu",
     where: str = "features",
     engine: str = "auto",
+    max_padding: float = 2.0,
+    per_run_values: bool = False,
 ) -> tuple[list[HeadResult], float]:
     """Train one head per (run, layer of `features` ({layer: [n, dim]})); returns the
     heads' results (run-major, then in layer order) and the seconds spent training,
     shared by all heads. `split`: one split for every run, or each run's own
     ({run: split}); each part must have the same size in every run (a stratified split of
     the same labels does). `engine`: `eager`, `static` (see the module's docstring) or
-    `auto`: static on CUDA, eager elsewhere."""
+    `auto`: static on CUDA, eager elsewhere. `max_padding`: see `stack_groups`;
+    `per_run_values`: keep each run's standardised features (runs times the memory)
+    rather than standardising every minibatch; neither changes a number."""
     device = torch.device(device)
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
@@ -441,7 +456,7 @@ def train(
     # else each run's statistics are applied to its minibatches (the same float32 ops)
     shared = all(np.array_equal(rows[TRAIN][0], r) for r in rows[TRAIN][1:])
     stacks = []
-    for group in stack_groups({layer: features[layer].shape[1] for layer in layers}):
+    for group in stack_groups({layer: features[layer].shape[1] for layer in layers}, max_padding):
         dims = [features[layer].shape[1] for layer in group]
         n, width = len(labels), max(dims)
         values = np.zeros((len(group), n, width), np.float32)
@@ -462,7 +477,9 @@ def train(
         ]
         del values
         stacks.append(
-            HeadStack(group, dims, *tensors, parts, runs, n_classes, probe.hidden, device)
+            HeadStack(
+                group, dims, *tensors, parts, runs, n_classes, probe.hidden, device, per_run_values
+            )
         )
     # each run's minibatch order, shared by all its heads, drawn on the host (the same
     # order on every device)

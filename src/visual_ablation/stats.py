@@ -112,6 +112,64 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
+def metric_columns(
+    label: np.ndarray,
+    predicted: np.ndarray,
+    p_true: np.ndarray,
+    confidence: np.ndarray,
+    n_classes: int,
+    dtype=np.float64,
+) -> np.ndarray:
+    """Per test image, every quantity the metrics of metrics.py sum over images, as
+    columns [n, 3 + 4 classes + 3 bins]: 1, correct, NLL, then one-hot of the true class,
+    of the true class when correct, of a correct prediction's class, of the predicted
+    class, and the calibration bins' membership, confidence and correctness. Weighted
+    sums of all of them are one matrix product (`weights @ columns`): one pass over a
+    bootstrap's weights instead of one per quantity."""
+    correct = (predicted == label).astype(dtype)
+    eye = np.eye(n_classes, dtype=dtype)
+    truth, chosen = eye[label], eye[predicted]
+    eps = np.finfo(np.float64).eps
+    nll = -np.log(np.clip(p_true.astype(np.float64), eps, 1 - eps)).astype(dtype)
+    members, conf, hits = calibration_bin_sums(
+        confidence.astype(np.float64), correct, equal_mass_bins(confidence.astype(np.float64))
+    )
+    return np.concatenate(
+        [
+            np.ones((len(label), 1), dtype),
+            correct[:, None],
+            nll[:, None],
+            truth,
+            truth * correct[:, None],
+            truth * chosen,
+            chosen,
+            *(a.astype(dtype) for a in (members, conf, hits)),
+        ],
+        axis=1,
+    )
+
+
+def metrics_from_sums(sums: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    """Every metric from the weighted sums of `metric_columns` ([B, columns])."""
+    c = n_classes
+    total, correct, nll = sums[:, 0], sums[:, 1], sums[:, 2]
+    support, hit, tp, predicted_count = (sums[:, 3 + i * c : 3 + (i + 1) * c] for i in range(4))
+    members, conf, hits = np.split(sums[:, 3 + 4 * c :], 3, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = hit / support
+        balanced = np.nanmean(np.where(support > 0, recall, np.nan), axis=1)
+        seen = (predicted_count + support) > 0
+        f1 = 2 * tp / (predicted_count + support)
+        macro_f1 = np.nanmean(np.where(seen, f1, np.nan), axis=1)
+    return {
+        "accuracy": correct / total,
+        "balanced_accuracy": balanced,
+        "macro_f1": macro_f1,
+        "nll": nll / total,
+        "ece": debiased_calibration_error(members, conf, hits),
+    }
+
+
 def weighted_metrics(
     weights: np.ndarray,
     label: np.ndarray,
@@ -125,32 +183,8 @@ def weighted_metrics(
     1 these are the run's own metrics (tests/test_stats.py checks it)."""
     w = np.asarray(weights)
     w = w if w.dtype in (np.float32, np.float64) else w.astype(np.float64)
-    correct = (predicted == label).astype(w.dtype)
-    eye = np.eye(n_classes, dtype=w.dtype)
-    truth, chosen = eye[label], eye[predicted]
-    total = w.sum(axis=1)
-    eps = np.finfo(np.float64).eps
-    nll = -np.log(np.clip(p_true.astype(np.float64), eps, 1 - eps)).astype(w.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        support = w @ truth
-        recall = (w @ (truth * correct[:, None])) / support
-        balanced = np.nanmean(np.where(support > 0, recall, np.nan), axis=1)
-        tp = w @ (truth * chosen)
-        predicted_count, true_count = w @ chosen, support
-        seen = (predicted_count + true_count) > 0
-        f1 = 2 * tp / (predicted_count + true_count)
-        macro_f1 = np.nanmean(np.where(seen, f1, np.nan), axis=1)
-    members, conf, hits = calibration_bin_sums(
-        confidence.astype(np.float64), correct, equal_mass_bins(confidence.astype(np.float64))
-    )
-    members, conf, hits = (a.astype(w.dtype) for a in (members, conf, hits))
-    return {
-        "accuracy": (w @ correct) / total,
-        "balanced_accuracy": balanced,
-        "macro_f1": macro_f1,
-        "nll": (w @ nll) / total,
-        "ece": debiased_calibration_error(w @ members, w @ conf, w @ hits),
-    }
+    columns = metric_columns(label, predicted, p_true, confidence, n_classes, w.dtype)
+    return metrics_from_sums(w @ columns, n_classes)
 
 
 def bootstrap_weights(
@@ -191,17 +225,22 @@ def image_level_differences(
     for r in range(runs):
         # float32: the weighted sums only feed a standard error
         w = image_weights[:, position[r]].astype(np.float32)
-        scored = [
-            weighted_metrics(
-                w,
+        columns = [
+            metric_columns(
                 model["label"][r],
                 model["predicted"][r],
                 model["p_true"][r],
                 model["confidence"][r],
                 n_classes,
+                np.float32,
             )
             for model in (reference, other)
         ]
+        # both models' sums in one product: one pass over the replicates' weights
+        sums = w @ np.concatenate(columns, axis=1)
+        width = columns[0].shape[1]
+        scored = [metrics_from_sums(sums[:, :width], n_classes)]
+        scored.append(metrics_from_sums(sums[:, width:], n_classes))
         for metric in METRICS:
             differences[metric][:, r] = scored[1][metric] - scored[0][metric]
     replicated = {

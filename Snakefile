@@ -1,5 +1,5 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> features (+ inventory) -> train -> report.
+# Stages (one rule file each): data -> features (+ inventory) -> train, similarity -> report.
 # Where things go: a new source or backbone family is one class in
 # src/visual_ablation/sources.py or backbones.py; a new artefact's path is one template in
 # layout.py; a new config key is the schema plus vocabulary.py or config.py.
@@ -45,6 +45,7 @@ include: "rules/data.smk"
 include: "rules/features.smk"
 include: "rules/inventory.smk"
 include: "rules/train.smk"
+include: "rules/similarity.smk"
 include: "rules/report.smk"
 
 
@@ -55,6 +56,8 @@ localrules:
     aggregate,
     plots,
     representation_examples,
+    similarity_table,
+    similarity_plot,
 
 
 rule all:
@@ -65,3 +68,4 @@ rule all:
         EXPERIMENT.figures("accuracy_by_layer"),
         EXPERIMENT.figures("difference_heatmap"),
         EXPERIMENT.representation_figures(),
+        EXPERIMENT.similarity_figures(),

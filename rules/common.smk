@@ -22,6 +22,13 @@ def feature_params(wildcards):
     )
 
 
+def reference_params(wildcards):
+    """The reference representation's store spec, for jobs that compare with it."""
+    return EXPERIMENT.params(
+        "feature", wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
+    )
+
+
 def probe_params(wildcards):
     """A probe config's spec: changing one probe re-plans only its train jobs."""
     return EXPERIMENT.params("probe", wildcards.probe)

@@ -15,6 +15,8 @@ from conftest import Workflow, copy_workflow, tiny_config
 TRAIN_JOBS = 2 * 2 * 2 * 3
 PLOT_JOBS = 2 * 2  # (dataset, backbone, probe)
 REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "all": 1}
+# linear CKA: one job per (backbone, representation other than original), table, 2 figures
+SIMILARITY_JOBS = {"similarity": 2, "similarity_table": 1, "similarity_plot": 2}
 
 pytestmark = pytest.mark.workflow
 
@@ -71,13 +73,25 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     assert all(s["n_pairs"] == "3" and s["accuracy_p_holm"] != "" for s in gray)
     # resampled splits (the default): the 3 runs' test sets of 40 images overlap
     assert all(40 < int(s["n_test_images"]) < 120 for s in gray)
-    figures = sorted(p.relative_to(results / "figures") for p in results.rglob("*.png"))
-    assert [str(f) for f in figures] == [
-        f"digits/{b}/{p}/{name}.png"
-        for b in ("effnet", "pixels")
-        for p in ("linear", "mlp")
-        for name in ("accuracy_by_layer", "difference_heatmap")
-    ] + ["digits/representations.png"]
+    figures = sorted(str(p.relative_to(results / "figures")) for p in results.rglob("*.png"))
+    assert figures == sorted(
+        [
+            f"digits/{b}/{p}/{name}.png"
+            for b in ("effnet", "pixels")
+            for p in ("linear", "mlp")
+            for name in ("accuracy_by_layer", "difference_heatmap")
+        ]
+        + [f"digits/{b}/similarity.png" for b in ("effnet", "pixels")]
+        + ["digits/representations.png"]
+    )
+    # linear CKA to original, per layer: digits are grey, so grayscale changes little
+    similar = list(csv.DictReader(open(results / "similarity.csv")))
+    assert [(r["backbone"], r["representation"], r["layer"]) for r in similar] == [
+        ("effnet", "grayscale", "stem"),
+        ("effnet", "grayscale", "blocks.0"),
+        ("pixels", "grayscale", "pixels"),
+    ]
+    assert all(float(r["cka"]) > 0.95 and r["n_images"] == "200" for r in similar)
     # every train job keeps its per-image test predictions next to its csv
     predictions = np.load(results / "runs/digits/effnet/grayscale/mlp/run1.predictions.npz")
     assert list(predictions["layers"]) == ["stem", "blocks.0"]
@@ -196,6 +210,7 @@ def test_report_html_contains_the_figures(built):
     built.run("--report", "report.html")
     html = (built.workdir / "report.html").read_text(errors="replace")
     assert "accuracy_by_layer.png" in html and "difference_heatmap.png" in html
+    assert "similarity.png" in html
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
@@ -213,6 +228,10 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
         "feature_table": 1,
         "train": 2 * 2 * 3,  # effnet's stores only
         **REPORT_JOBS,
+        # effnet's grayscale CKA; the table and both figures read it
+        "similarity": 1,
+        "similarity_table": 1,
+        "similarity_plot": 2,
     }
     assert all("/effnet/" in out for out in outputs(jobs, "train"))
 
@@ -226,7 +245,14 @@ def test_changing_one_backbones_normalization_replans_exactly_its_feature_jobs(b
         "results/features/digits/effnet/grayscale.zarr",
         "results/features/digits/effnet/original.zarr",
     ]
-    assert counts(jobs) == {"features": 2, "feature_table": 1, "train": 2 * 2 * 3, **REPORT_JOBS}
+    assert counts(jobs) == {
+        "features": 2,
+        "feature_table": 1,
+        "train": 2 * 2 * 3,
+        **REPORT_JOBS,
+        **SIMILARITY_JOBS,
+        "similarity": 1,
+    }
 
 
 def test_adding_a_representation_plans_only_its_jobs(built):
@@ -242,6 +268,10 @@ def test_adding_a_representation_plans_only_its_jobs(built):
     assert counts(jobs)["train"] == 2 * 2 * 3
     assert counts(jobs)["representation_examples"] == 1  # the figure shows every one
     assert all("/edges/" in out for out in outputs(jobs, "train"))
+    assert outputs(jobs, "similarity") == [
+        "results/similarity/digits/effnet/edges.csv",
+        "results/similarity/digits/pixels/edges.csv",
+    ]
 
 
 def test_changing_a_representation_param_replans_only_that_representation(built):
@@ -278,6 +308,7 @@ def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_datase
         "train": TRAIN_JOBS,
         "representation_examples": 1,
         **REPORT_JOBS,
+        **SIMILARITY_JOBS,
     }
 
 
@@ -297,6 +328,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
             "feature_table": 1,
             "train": TRAIN_JOBS,
             **REPORT_JOBS,
+            **SIMILARITY_JOBS,
         }
         # a new probe format re-plans every train job and no feature job
         config_py.write_text(

@@ -188,6 +188,27 @@ class Experiment:
             for p in self.probes
         ]
 
+    def similarity_jobs(self) -> list[str]:
+        """One CKA table per (dataset, backbone, representation other than the reference);
+        none without a reference."""
+        if self.reference is None:
+            return []
+        return [
+            layout.fill(self.layout.similarity_job, dataset=d, backbone=b, representation=r)
+            for d, b, r in self.feature_targets()
+            if r != self.reference
+        ]
+
+    def similarity_figures(self) -> list[str]:
+        """One CKA heatmap per (dataset, backbone), when there is something to compare."""
+        if not self.similarity_jobs():
+            return []
+        return [
+            layout.fill(self.layout.similarity_figure, dataset=d, backbone=b)
+            for d in self.datasets
+            for b in self.backbones
+        ]
+
     def representation_figures(self) -> list[str]:
         """One figure per dataset: a few of its images through every representation."""
         return [layout.fill(self.layout.representation_figure, dataset=d) for d in self.datasets]

@@ -66,6 +66,24 @@ class Layout:
         return os.path.join(self.results_dir, "figures", "{dataset}", "representations.png")
 
     @property
+    def similarity_job(self) -> str:
+        """Linear CKA of one representation's store against the reference's, per layer."""
+        return os.path.join(
+            self.results_dir, "similarity", "{dataset}", "{backbone}", "{representation}.csv"
+        )
+
+    @property
+    def similarity_table(self) -> str:
+        return os.path.join(self.results_dir, "similarity.csv")
+
+    @property
+    def similarity_figure(self) -> str:
+        """One CKA heatmap per (dataset, backbone)."""
+        return os.path.join(
+            self.results_dir, "figures", "{dataset}", "{backbone}", "similarity.png"
+        )
+
+    @property
     def feature_table(self) -> str:
         return os.path.join(self.results_dir, "feature_stores.csv")
 

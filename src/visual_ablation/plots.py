@@ -1,6 +1,6 @@
 """Figures from the summary table: accuracy by layer with CI bands, and a heatmap of the
-paired difference to the reference representation; and a grid of example images through
-every representation."""
+paired difference to the reference representation; a heatmap of linear CKA to the
+reference (similarity.csv); and a grid of example images through every representation."""
 
 from __future__ import annotations
 
@@ -117,6 +117,42 @@ def difference_heatmap(
     ax.set_yticks(np.arange(len(representations)), representations)
     ax.set_xlabel("layer")
     ax.set_title(f"{title}: accuracy vs {reference} (* Holm p < {SIGNIFICANCE})")
+    _save(fig, path)
+
+
+def similarity_heatmap(table: pd.DataFrame, dataset: str, backbone: str, path: str) -> None:
+    """Linear CKA to the reference per representation x layer (similarity.csv's rows of
+    one dataset and backbone): 1 = the layer's features are unchanged up to a rotation."""
+    part = table[(table["dataset"] == dataset) & (table["backbone"] == backbone)]
+    if part.empty:
+        raise ValueError(f"similarity.csv has no rows for dataset={dataset} backbone={backbone}")
+    layers = list(dict.fromkeys(part["layer"]))
+    representations = list(dict.fromkeys(part["representation"]))
+    cka = part.pivot(index="representation", columns="layer", values="cka").reindex(
+        index=representations, columns=layers
+    )
+    values = cka.to_numpy(dtype=float)
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 0.75 * len(layers) + 3), max(3.0, 0.45 * len(representations) + 1.8))
+    )
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label=f"linear CKA to {part['reference'].iloc[0]}")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{values[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if values[i, j] > 0.6 else "white",
+            )
+    ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
+    ax.set_yticks(np.arange(len(representations)), representations)
+    ax.set_xlabel("layer")
+    n = int(part["n_images"].iloc[0])
+    ax.set_title(f"{dataset} / {backbone}: linear CKA to {part['reference'].iloc[0]} ({n} images)")
     _save(fig, path)
 
 

@@ -1,0 +1,60 @@
+# Stage 3b: linear CKA between each representation's features and the reference's, layer
+# by layer, on the same images (all, or a fixed sample of 10,000). No probe is trained: the
+# fast first look at how far a representation moves each layer. One small job per
+# representation, so adding one plans only its own job (and the table and figures); the
+# split plays no part, so a new split re-plans none.
+
+
+rule similarity:
+    input:
+        reference=lambda wildcards: EXPERIMENT.feature_store(
+            wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
+        ),
+        features=rules.features.output[0],
+    output:
+        LAYOUT.similarity_job,
+    log:
+        LAYOUT.log("similarity", "{dataset}/{backbone}/{representation}"),
+    conda:
+        "../envs/train.yaml"
+    params:
+        store=feature_params,
+        reference=reference_params,
+    script:
+        "../workflow/scripts/similarity.py"
+
+
+rule similarity_table:
+    input:
+        EXPERIMENT.similarity_jobs(),
+    output:
+        report(
+            LAYOUT.similarity_table,
+            caption="../workflow/report/similarity_table.rst",
+            category="Similarity to original",
+        ),
+    log:
+        LAYOUT.log("similarity_table"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/similarity_table.py"
+
+
+rule similarity_plot:
+    input:
+        rules.similarity_table.output[0],
+    output:
+        report(
+            LAYOUT.similarity_figure,
+            caption="../workflow/report/similarity.rst",
+            category="Similarity to original",
+            subcategory="{dataset}",
+            labels={"backbone": "{backbone}"},
+        ),
+    log:
+        LAYOUT.log("similarity_plot", "{dataset}/{backbone}"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/similarity_plot.py"

@@ -1,0 +1,93 @@
+"""Linear CKA: Kornblith et al.'s own kernel form as the outside reference, its
+invariances, and the per-layer table on real feature stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visual_ablation import data, features, similarity, training
+from visual_ablation.config import resolve
+
+
+def kornblith_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """The paper's code path (google-research/representation_similarity, `gram_linear`,
+    `center_gram`, `cka`, not debiased), in its kernel form: HSIC of centred Gram
+    matrices."""
+
+    def centred_gram(a):
+        gram = a @ a.T
+        means = gram.mean(0)
+        means -= means.mean() / 2
+        return gram - means[:, None] - means[None, :]
+
+    k, l_ = centred_gram(x.astype(np.float64)), centred_gram(y.astype(np.float64))
+    return float(k.ravel() @ l_.ravel() / (np.linalg.norm(k) * np.linalg.norm(l_)))
+
+
+def test_linear_cka_equals_the_papers_kernel_form():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 30))
+    y = x[:, :20] @ rng.normal(size=(20, 50)) + 0.5 * rng.normal(size=(200, 50))
+    assert similarity.linear_cka(x, y) == pytest.approx(kornblith_cka(x, y), rel=1e-10)
+    assert 0.2 < similarity.linear_cka(x, y) < 0.95
+
+
+def test_linear_cka_is_one_up_to_rotation_and_scale_and_low_for_unrelated_features():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    assert similarity.linear_cka(x, x) == pytest.approx(1.0)
+    assert similarity.linear_cka(x, 3.0 * x @ rotation + 7.0) == pytest.approx(1.0, abs=1e-6)
+    unrelated = rng.normal(size=(500, 16))
+    assert similarity.linear_cka(x, unrelated) < 0.1  # about dims / images
+    with pytest.raises(ValueError, match="same images"):
+        similarity.linear_cka(x, x[:10])
+
+
+def test_a_layer_table_on_real_stores(tmp_path):
+    exp = resolve(
+        {
+            "results_dir": str(tmp_path),
+            "datasets": {"digits": {"source": "sklearn-digits", "n": 300}},
+            "representations": ["original", "grayscale", "phase_scramble"],
+            "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
+        }
+    )
+    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    for rep in exp.representations:
+        features.extract(
+            exp.data_store("digits"),
+            exp.feature_store("digits", "pixels", rep),
+            exp.feature_spec("digits", "pixels", rep),
+            device="cpu",
+            progress=False,
+        )
+    assert np.array_equal(similarity.image_rows(300), np.arange(300))
+    sample = similarity.image_rows(300, limit=50)
+    assert len(sample) == 50 and np.array_equal(sample, similarity.image_rows(300, limit=50))
+
+    def table(rep):
+        return similarity.layer_similarity(
+            exp.feature_store("digits", "pixels", "original"),
+            exp.feature_store("digits", "pixels", rep),
+            exp.feature_spec("digits", "pixels", "original"),
+            exp.feature_spec("digits", "pixels", rep),
+        )
+
+    grey, scrambled = table("grayscale"), table("phase_scramble")
+    assert [r["layer"] for r in grey] == ["pixels"]
+    assert grey[0]["n_images"] == 300
+    # digits are grey already: grayscale changes nothing; scrambling the phase does
+    assert grey[0]["cka"] == pytest.approx(1.0, abs=1e-4)
+    assert scrambled[0]["cka"] < 0.5
+    # the same as the formula on the stores' own values
+    ref = training.read_features(
+        exp.feature_store("digits", "pixels", "original"),
+        exp.feature_spec("digits", "pixels", "original"),
+    )["pixels"]
+    other = training.read_features(
+        exp.feature_store("digits", "pixels", "phase_scramble"),
+        exp.feature_spec("digits", "pixels", "phase_scramble"),
+    )["pixels"]
+    assert scrambled[0]["cka"] == pytest.approx(kornblith_cka(ref, other), rel=1e-8)

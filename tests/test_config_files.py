@@ -1,4 +1,5 @@
-"""The shipped configs (default, quick, scale-100k) plan the jobs their comments promise."""
+"""The shipped configs (default, quick, scale-100k, fashion-mnist) plan the jobs their
+comments promise."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def shipped(tmp_path_factory) -> Workflow:
     return wf
 
 
+def train_jobs_per_store(runs: int) -> int:
+    """runs_per_job auto: one job per run, or every run in one where a GPU is seen."""
+    import os
+
+    from visual_ablation import devices
+
+    return 1 if devices.visible_gpus(dict(os.environ)) else runs
+
+
 def plan(wf: Workflow, configfile: str) -> dict[str, int]:
     return dict(Counter(rule for rule, _ in wf.planned(config=configfile)))
 
@@ -30,10 +40,13 @@ def test_default_config_plans_the_documented_grid(shipped):
         "prepare_data": 1,
         "features": 16,
         "feature_table": 1,
-        "train": 16 * 2 * 3,
+        "train": 16 * 2 * train_jobs_per_store(3),
         "aggregate": 1,
         "plots": 4,
         "representation_examples": 1,
+        "similarity": 2 * 7,  # each representation but original, per backbone
+        "similarity_table": 1,
+        "similarity_plot": 2,
         "all": 1,
     }
 
@@ -44,26 +57,57 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
         "prepare_data": 1,
         "features": 2 * 4,
         "feature_table": 1,
-        "train": 2 * 4 * 2 * 2,
+        "train": 2 * 4 * 2 * train_jobs_per_store(2),
         "aggregate": 1,
         "plots": 4,
         "representation_examples": 1,
+        "similarity": 2 * 3,
+        "similarity_table": 1,
+        "similarity_plot": 2,
         "all": 1,
     }
     assert all(out.startswith("results/quick/") for _, out in jobs if out)
 
 
 def test_scale_config_is_the_full_grid(shipped):
-    # 100k shapes x 8 representations x 2 backbones; x 2 probes x 10 runs
+    # 100k shapes x 8 representations x 2 backbones; x 2 probes x 10 runs (a job per run
+    # where no GPU is seen; runs_per_job auto puts the 10 in one job on a GPU)
     jobs = shipped.planned(config="config/scale-100k.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
         "prepare_data": 1,
         "features": 16,
         "feature_table": 1,
-        "train": 16 * 2 * 10,
+        "train": 16 * 2 * train_jobs_per_store(10),
         "aggregate": 1,
         "plots": 4,
         "representation_examples": 1,
+        "similarity": 2 * 7,
+        "similarity_table": 1,
+        "similarity_plot": 2,
         "all": 1,
     }
     assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)
+
+
+def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
+    import os
+
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
+    jobs = shipped.planned("--replace-workflow-config", config="config/fashion-mnist.yaml")
+    assert dict(Counter(rule for rule, _ in jobs)) == {
+        "prepare_data": 1,
+        "features": 16,
+        "feature_table": 1,
+        "train": 16 * 2 * train_jobs_per_store(3),
+        "aggregate": 1,
+        "plots": 4,
+        "representation_examples": 1,
+        "similarity": 2 * 7,
+        "similarity_table": 1,
+        "similarity_plot": 2,
+        "all": 1,
+    }
+    # the default experiment's shapes are not in it: its own dataset and results only
+    data = [out for rule, out in jobs if rule == "prepare_data"]
+    assert data == ["results/fashion-mnist/data/fashion.zarr"]

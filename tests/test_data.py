@@ -242,3 +242,66 @@ def test_imagefolder_class_folder_without_images_is_named(tmp_path):
     (root / "fox" / "readme.txt").write_text("images to come")
     with pytest.raises(decode.DatasetError, match="class folder 'fox' has no image"):
         sources.ImageFolderSource(str(root))
+
+
+def write_idx(path, values: np.ndarray, compress: bool) -> None:
+    """An IDX file as MNIST's are written: magic 0x0000 08 ndim, big-endian dims, bytes."""
+    import gzip
+
+    header = bytes([0, 0, 8, values.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in values.shape
+    )
+    raw = header + values.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(str(path), "wb").write(raw)
+
+
+def test_idx_reads_mnist_format_parts_in_order(tmp_path):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, size=(30, 5, 7), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(12, 5, 7), dtype=np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", train, True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(30) % 3, True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", test, False)  # plain files too
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(12) % 3, False)
+    source = sources.open_source(spec("idx", path=str(tmp_path)))
+    assert np.array_equal(source.images, np.concatenate([train, test]))
+    assert source.parts == ["train", "t10k"] and list(np.bincount(source.part)) == [30, 12]
+    assert list(source.labels[:4]) == [0, 1, 2, 0] and source.class_names == ["0", "1", "2"]
+    # grey, as RGB: the three channels equal, and the store holds every image
+    group = build(tmp_path, spec("idx", path=str(tmp_path)))
+    check_store(group, 42, 3)
+    images = group["images"][:]
+    assert (images[..., 0] == images[..., 2]).all()
+    only = sources.open_source(spec("idx", path=str(tmp_path), idx_parts=["t10k"]))
+    assert np.array_equal(only.images, test)
+
+
+def test_idx_bad_files_are_named(tmp_path):
+    with pytest.raises(decode.DatasetError, match="apt-get install dataset-fashion-mnist"):
+        sources.open_source(spec("idx", path=str(tmp_path)))
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 2, 2)), False)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09xx")
+    with pytest.raises(decode.DatasetError, match="truncated"):
+        sources.open_source(spec("idx", path=str(tmp_path), idx_parts=["train"]))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(decode.DatasetError, match="not an IDX file"):
+        sources.open_source(spec("idx", path=str(tmp_path), idx_parts=["train"]))
+
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def test_fashion_mnist_from_debian_is_the_real_set():
+    """Debian's dataset-fashion-mnist: 60k + 10k 28x28 grey images, 10 classes of 6,000 +
+    1,000 each; the first training image is an ankle boot (class 9), as the dataset's
+    README shows."""
+    import os
+
+    if not os.path.isdir(FASHION_MNIST):
+        pytest.skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
+    source = sources.open_source(spec("idx", path=FASHION_MNIST))
+    assert source.images.shape == (70000, 28, 28)
+    assert list(np.bincount(source.labels[:60000])) == [6000] * 10
+    assert list(np.bincount(source.labels[60000:])) == [1000] * 10
+    assert source.labels[0] == 9 and source.labels[60000] == 9
+    assert 70 < source.images.mean() < 80  # Fashion-MNIST's mean pixel is about 72.9

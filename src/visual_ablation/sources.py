@@ -342,3 +342,91 @@ class NpzSource(Source):
             if images.ndim == 4 and images.shape[-1] == 1:
                 images = images[..., 0]
             yield np.stack([to_rgb_square(Image.fromarray(im), size) for im in images])
+
+
+IDX_TYPES = {0x08: np.uint8}  # the IDX type codes this source reads (unsigned bytes)
+
+
+def read_idx(path: str) -> np.ndarray:
+    """One IDX file (the MNIST format: big-endian magic, dims, then the values), plain or
+    gzipped; unsigned bytes only."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise DatasetError(f"idx {path}: cannot read it ({err}).") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise DatasetError(
+            f"idx {path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected "
+            "0000 08 and the number of dimensions)."
+        )
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    count = int(np.prod(dims))
+    if len(raw) - start != count:
+        raise DatasetError(
+            f"idx {path}: the header says {dims} ({count} values) but the file holds "
+            f"{len(raw) - start}: the file is truncated or not what its name says."
+        )
+    return np.frombuffer(raw, dtype=IDX_TYPES[raw[2]], offset=start).reshape(dims)
+
+
+def _idx_file(folder: str, part: str, kind: str) -> str:
+    """`{part}-{kind}-idx{1,3}-ubyte`, gzipped or not, in `folder`."""
+    stem = f"{part}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+    for name in (stem + ".gz", stem):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise DatasetError(
+        f"idx {folder}: no {stem}(.gz) for part {part!r}. For Fashion-MNIST: apt-get install "
+        "dataset-fashion-mnist (path /usr/share/datasets/fashion-mnist), or set idx_parts."
+    )
+
+
+@register
+class IdxSource(Source):
+    """A folder of IDX files (MNIST's format; Fashion-MNIST, MNIST, KMNIST): for each
+    part in `idx_parts` (default train, t10k), `{part}-images-idx3-ubyte` and
+    `{part}-labels-idx1-ubyte`, gzipped or not; the parts' images in that order. Images
+    are grey; `part` says which file each image came from (`parts` attr of the source)."""
+
+    name = "idx"
+    needs_path = True
+    default_image_size = 28
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        return cls(spec["path"], list(spec.get("idx_parts") or ["train", "t10k"]))
+
+    def __init__(self, folder: str, parts: list[str]) -> None:
+        if not os.path.isdir(folder):
+            raise DatasetError(
+                f"idx {folder}: no such folder. For Fashion-MNIST: apt-get install "
+                "dataset-fashion-mnist, then path: /usr/share/datasets/fashion-mnist."
+            )
+        images, labels, part_of = [], [], []
+        for i, part in enumerate(parts):
+            x = read_idx(_idx_file(folder, part, "images"))
+            y = read_idx(_idx_file(folder, part, "labels"))
+            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+                raise DatasetError(
+                    f"idx {folder}: part {part!r} has images {list(x.shape)} and labels "
+                    f"{list(y.shape)}; expected [n, h, w] and [n]."
+                )
+            images.append(x)
+            labels.append(y)
+            part_of.append(np.full(len(y), i, np.int8))
+        self.images = np.concatenate(images)
+        self.parts = parts
+        self.part = np.concatenate(part_of)  # index into `parts` for each image
+        raw = np.concatenate(labels).astype(np.int64)
+        names = [str(c) for c in range(int(raw.max()) + 1)]
+        super().__init__(raw, names, f"idx:{folder}:{'+'.join(parts)}")
+
+    def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
+        for chunk in batches(indices):
+            yield np.stack([to_rgb_square(Image.fromarray(im), size) for im in self.images[chunk]])

@@ -9,7 +9,11 @@ rule aggregate:
         predictions=EXPERIMENT.all_run_predictions(),
     output:
         metrics=LAYOUT.metrics,
-        summary=LAYOUT.summary,
+        summary=report(
+            LAYOUT.summary,
+            caption="../workflow/report/summary.rst",
+            category="Tables",
+        ),
     log:
         LAYOUT.log("aggregate"),
     conda:

@@ -31,7 +31,7 @@ rule similarity_table:
         report(
             LAYOUT.similarity_table,
             caption="../workflow/report/similarity_table.rst",
-            category="Similarity to original",
+            category="Tables",
         ),
     log:
         LAYOUT.log("similarity_table"),

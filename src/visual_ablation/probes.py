@@ -183,7 +183,7 @@ class AdamW:
         torch._foreach_addcdiv_(params, exp_avg, denom, -step_size)
 
 
-class DeviceAdamW:
+class DeviceAdamW(AdamW):
     """`AdamW`'s update for the static engine, with nothing read from the host: every
     parameter steps at every step (stopped heads get zero gradients), the step count is
     a tensor on the device, and the bias corrections of every step are looked up in a
@@ -205,10 +205,7 @@ class DeviceAdamW:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ):
-        self.params = params
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        super().__init__(params, lr, weight_decay, betas, eps)
         device = params[0].device
         self.step_count = torch.zeros((), dtype=torch.int64, device=device)
         beta1, beta2 = betas

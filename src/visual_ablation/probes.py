@@ -308,7 +308,6 @@ class HeadStack:
         self.best_epoch = torch.zeros(n_heads, dtype=torch.int64, device=device)
         self.epochs = torch.zeros(n_heads, dtype=torch.int64, device=device)
         self.active = torch.ones(n_heads, dtype=torch.bool, device=device)
-        self.weight = torch.ones(n_heads, dtype=torch.float32, device=device)  # active, 0/1
 
     def inputs(self, rows: torch.Tensor) -> torch.Tensor:
         """Standardised inputs of every head: image rows per run [n_runs, k] ->
@@ -341,7 +340,8 @@ class HeadStack:
         x, labels = self.inputs(rows), y.repeat(len(self.layers), 1)
         logits = head_logits(self.params, x)
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return (ce.view(logits.shape[0], -1).sum(1) * self.weight).sum() / rows.shape[1]
+        weight = self.active.to(ce.dtype)  # updated in place: a graph reads it each replay
+        return (ce.view(logits.shape[0], -1).sum(1) * weight).sum() / rows.shape[1]
 
     @torch.no_grad()
     def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -387,7 +387,6 @@ class HeadStack:
         stop = self.active & (epoch - self.best_epoch >= patience)
         self.epochs = torch.where(stop, epoch, self.epochs)
         self.active &= ~stop
-        self.weight.copy_(self.active)
 
 
 def stack_groups(dims: dict[str, int], max_padding: float = 2.0) -> list[list[str]]:

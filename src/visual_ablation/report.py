@@ -34,7 +34,8 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def _write(table: pd.DataFrame, path: str) -> None:
+def write_table(table: pd.DataFrame, path: str) -> None:
+    """A table as csv (atomic; floats to 10 significant digits)."""
     with outputs.replacing(path) as partial:
         table.to_csv(partial, index=False, float_format="%.10g")
 
@@ -89,8 +90,8 @@ def aggregate(
     summary = stats.summarise(
         metrics, prediction_loader(prediction_paths), reference=reference, resampled=resampled
     )
-    _write(metrics, metrics_path)
-    _write(summary, summary_path)
+    write_table(metrics, metrics_path)
+    write_table(summary, summary_path)
     log.info(
         "%d run rows from %d tables -> %d summary rows", len(metrics), len(paths), len(summary)
     )

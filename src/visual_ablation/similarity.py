@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation import store
+from visual_ablation import outputs, store
 
 LIMIT = 10_000  # images at most
 COLUMNS = ["dataset", "backbone", "representation", "reference", "layer", "cka", "n_images"]
@@ -79,21 +79,15 @@ def layer_similarity(
 
 
 def write_job(rows: list[dict[str, Any]], path: str) -> None:
-    """One job's table (csv, written atomically)."""
-    import pandas as pd
-
-    from visual_ablation.outputs import replacing
-
-    with replacing(path) as tmp:
-        pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+    """One job's table (atomic csv; no pandas in the job)."""
+    outputs.write_csv(rows, path, COLUMNS)
 
 
 def collect(paths: list[str], path: str) -> None:
     """Every job's table in one csv, in the order given (the config's)."""
     import pandas as pd
 
-    from visual_ablation.outputs import replacing
+    from visual_ablation.report import write_table
 
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    with replacing(path) as tmp:
-        table[COLUMNS].to_csv(tmp, index=False)
+    write_table(table[COLUMNS], path)

@@ -8,7 +8,6 @@ scores each on its run's test split (metrics.py).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from typing import Any
@@ -154,14 +153,6 @@ def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
         np.savez_compressed(out, **values)
 
 
-def _cell(value: Any) -> Any:
-    return f"{value:.10g}" if isinstance(value, float) else value
-
-
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:
-    """Written next to its final name and renamed: a killed job leaves no half csv.
-    (csv, not pandas: a train job should not pay for importing pandas.)"""
-    with outputs.replacing(path) as partial, open(partial, "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    """One train job's csv (atomic, `outputs.write_csv`)."""
+    outputs.write_csv(rows, path, COLUMNS)

@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/writer.py
 	$(BIN)/python benchmarks/training.py --n 10000
 	$(BIN)/python benchmarks/similarity.py --n 10000
+	$(BIN)/python benchmarks/reliance.py --n 10000
 	$(BIN)/python benchmarks/planning.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/seed_scale.py --n 2000 --cores 2

@@ -1,5 +1,6 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> features (+ inventory) -> train, similarity -> report.
+# Stages (one rule file each): data -> features (+ inventory) -> train -> transfer;
+# similarity -> report, shape bias.
 # Where things go: a new source or backbone family is one class in
 # src/visual_ablation/sources.py or backbones.py; a new artefact's path is one template in
 # layout.py; a new config key is the schema plus vocabulary.py or config.py.
@@ -45,8 +46,10 @@ include: "rules/data.smk"
 include: "rules/features.smk"
 include: "rules/inventory.smk"
 include: "rules/train.smk"
+include: "rules/transfer.smk"
 include: "rules/similarity.smk"
 include: "rules/report.smk"
+include: "rules/shape_bias.smk"
 
 
 # cheap table and figure jobs run in the main process, not as cluster jobs
@@ -58,6 +61,8 @@ localrules:
     representation_examples,
     similarity_table,
     similarity_plot,
+    shape_bias,
+    shape_bias_plot,
 
 
 rule all:
@@ -67,5 +72,7 @@ rule all:
         rules.aggregate.output,
         EXPERIMENT.figures("accuracy_by_layer"),
         EXPERIMENT.figures("difference_heatmap"),
+        EXPERIMENT.figures("targets_by_layer"),
         EXPERIMENT.representation_figures(),
         EXPERIMENT.similarity_figures(),
+        EXPERIMENT.shape_bias_figures(),

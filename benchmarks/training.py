@@ -41,7 +41,7 @@ import json, sys, time
 sys.path.insert(0, {src!r})
 from visual_ablation import training
 args = json.loads({args!r})
-rows, predictions = training.train_store(**args["job"])
+rows, predictions, _ = training.train_store(**args["job"])
 training.write_predictions(predictions, args["out"] + ".predictions.npz")
 training.write_csv(rows, args["out"])
 print(json.dumps({{"train_seconds": rows[0]["train_seconds"]}}))
@@ -86,7 +86,7 @@ def main() -> None:
         )
         devices.set_cpu_threads(1)  # a train job's default threads
         feats = training.read_features(feature_path, feature_spec)
-        labels, n_classes = training.read_labels(exp.data_store("shapes"), data_spec)
+        labels, n_classes, _, _ = training.read_labels(exp.data_store("shapes"), data_spec)
         split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
         config = probes.ProbeConfig.from_spec(exp.probe_spec(args.probe))
         train, test = split == splits.TRAIN, split == splits.TEST

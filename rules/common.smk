@@ -8,6 +8,9 @@ wildcard_constraints:
     backbone="|".join(map(re.escape, EXPERIMENT.backbones)),
     representation="|".join(map(re.escape, EXPERIMENT.representations)),
     probe="|".join(map(re.escape, EXPERIMENT.probes)),
+    target="|".join(
+        map(re.escape, sorted({t for ts in EXPERIMENT.targets.values() for t in ts}))
+    ),
     run=r"\d+(-\d+)?",
 
 
@@ -37,6 +40,19 @@ def probe_params(wildcards):
 SPLIT_PARAMS = canonical(
     EXPERIMENT.split
 )  # train jobs draw their splits from the labels
+
+
+def reference_heads(wildcards):
+    """The heads file of the reference's train job of the same runs."""
+    job = (
+        wildcards.dataset,
+        wildcards.backbone,
+        EXPERIMENT.reference,
+        wildcards.target,
+    )
+    return EXPERIMENT.run_file(
+        LAYOUT.run_heads, (*job, wildcards.probe, parse_run_label(wildcards.run))
+    )
 
 
 def checkpoint_inputs(wildcards):

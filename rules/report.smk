@@ -1,6 +1,7 @@
-# Stage 4: every run row in one tidy table, the summary over runs (CIs, differences to
-# the reference representation tested on the test images, Holm), and the figures of the
-# report, with one that shows what each representation does to a few images.
+# Stage 4: every run row (train and transfer jobs) in one tidy table, the summary over runs
+# (CIs, differences to the reference representation tested on the test images, Holm),
+# and the figures of the report, with one that shows what each representation does to a
+# few images.
 
 
 rule aggregate:
@@ -43,6 +44,13 @@ rule plots:
             subcategory="{dataset}",
             labels={"backbone": "{backbone}", "probe": "{probe}"},
         ),
+        targets=report(
+            layout.fill(LAYOUT.figure, figure="targets_by_layer"),
+            caption="../workflow/report/targets_by_layer.rst",
+            category="Targets by layer",
+            subcategory="{dataset}",
+            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        ),
     log:
         LAYOUT.log("plots", "{dataset}/{backbone}/{probe}"),
     conda:
@@ -70,7 +78,12 @@ rule representation_examples:
     params:
         data=data_params,
         # a mapping: canonical whatever the order the config wrote them in
-        representations=canonical(EXPERIMENT.representations),
+        representations=lambda wildcards: canonical(
+            {
+                name: EXPERIMENT.representations[name]
+                for name in EXPERIMENT.representations_of(wildcards.dataset)
+            }
+        ),
         reference=EXPERIMENT.reference,
     script:
         "../workflow/scripts/representation_examples.py"

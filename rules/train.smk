@@ -1,7 +1,9 @@
-# Stage 3: one small job per (feature store, probe config, run): every layer's probe of
-# that store trained together, one csv row per layer, and the per-image test predictions
-# the image-level tests need. Each job draws its runs' splits from the labels: a new
-# split, more runs or a new probe config only re-plan train jobs, never features.
+# Stage 3: one small job per (feature store, target, probe config, run): every layer's
+# probe of that store trained together, one csv row per layer, the per-image test
+# predictions the image-level tests need, and the best heads (transfer.smk applies the
+# reference's to the other representations). Each job draws its runs' splits from the
+# class labels, whatever the target: a new split, target, more runs or a new probe config
+# only re-plan train jobs, never features.
 
 
 rule train:
@@ -11,11 +13,14 @@ rule train:
     output:
         table=LAYOUT.run_table,
         predictions=LAYOUT.run_predictions,
+        heads=LAYOUT.run_heads,
     log:
-        LAYOUT.log("train", "{dataset}/{backbone}/{representation}/{probe}/run{run}"),
+        LAYOUT.log(
+            "train", "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
+        ),
     benchmark:
         LAYOUT.benchmark(
-            "train", "{dataset}/{backbone}/{representation}/{probe}/run{run}"
+            "train", "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
         )
     conda:
         "../envs/train.yaml"

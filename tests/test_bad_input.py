@@ -21,7 +21,7 @@ def failing(wf, config, *args):
 
 def test_unknown_dataset_source_lists_valid_sources(workflow_copy):
     out = failing(workflow_copy, tiny_config(datasets={"mine": {"source": "folder"}}), "-n")
-    assert "'folder' is not one of ['sklearn-digits', 'synthetic-shapes', 'imagefolder'" in out
+    assert "'folder' is not one of ['sklearn-digits', 'synthetic-shapes', 'synthetic-cue-" in out
     assert "['datasets']['mine']['source']" in out
 
 

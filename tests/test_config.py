@@ -29,10 +29,18 @@ def test_default_config_resolves_and_its_layers_exist():
     config.setdefault("split", {"val": 0.15, "test": 0.2, "seed": 0})
     exp = resolve(config)
     check_backbones(exp)
-    assert len(exp.feature_targets()) == 1 * 2 * 8
+    # shapes: 2 backbones x 8 representations; conflict: 2 backbones x original
+    assert len(exp.feature_targets()) == 2 * 8 + 2 * 1
     assert exp.datasets["shapes"]["image_size"] == 64
-    assert len(exp.run_tables()) == 16 * 2 * 3  # x 2 probes x 3 runs
+    assert exp.targets == {"shapes": ["class"], "conflict": ["class", "colour", "texture"]}
+    # train jobs: shapes 16 stores x 2 probes, conflict 2 stores x 3 targets x 2 probes,
+    # each for the 3 runs; transfer: shapes' 14 other stores x 2 probes
+    assert len(exp.train_jobs()) == 16 * 2 + 2 * 3 * 2
+    assert len(exp.transfer_jobs()) == 14 * 2
+    assert len(exp.run_tables()) == len(exp.train_jobs()) + len(exp.transfer_jobs())
     assert exp.reference == "original"
+    assert exp.cue_conflict_datasets() == ["conflict"]
+    assert len(exp.shape_bias_figures()) == 2  # conflict x 2 probes
 
 
 def test_probe_defaults_fill_every_key_and_the_reference_follows_kind():
@@ -190,3 +198,44 @@ def test_config_stage_modules_import_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_targets_name_what_the_source_can_label():
+    shapes = {"source": "synthetic-shapes", "n": 100, "targets": ["class", "colour"]}
+    exp = resolve(base(datasets={"s": shapes}, probes={"linear": {}}, runs=1))
+    assert exp.targets == {"s": ["class", "colour"]}
+    assert "targets" not in exp.data_spec("s")  # a new target keeps the data store
+    assert [job[3] for job in exp.train_jobs()] == ["class", "colour"]
+    with pytest.raises(ConfigError, match=r"datasets\.s\.targets.*'hue'.*colour, background"):
+        resolve(base(datasets={"s": {**shapes, "targets": ["hue"]}}))
+    with pytest.raises(ConfigError, match=r"datasets\.d\.targets.*'colour'.*Valid values: class\."):
+        resolve(base(datasets={"d": {"source": "sklearn-digits", "targets": ["colour"]}}))
+    conflict = {"source": "synthetic-cue-conflict", "n": 100, "targets": ["texture"]}
+    with pytest.raises(ConfigError, match="list class among its targets"):
+        resolve(base(datasets={"c": conflict}))
+
+
+def test_cue_conflict_keys_are_its_own_and_filled_in_its_spec():
+    exp = resolve(base(datasets={"c": {"source": "synthetic-cue-conflict", "n": 100}}))
+    spec = exp.data_spec("c")
+    assert (spec["cue"], spec["agreement"], spec["conflict"]) == ("texture", 1.0, 0.2)
+    with pytest.raises(ConfigError, match=r"datasets\.d\.cue': only synthetic-cue-conflict"):
+        resolve(base(datasets={"d": {"source": "sklearn-digits", "cue": "colour"}}))
+
+
+def test_a_dataset_may_compute_a_subset_of_the_representations():
+    datasets = {
+        "a": {"source": "sklearn-digits"},
+        "b": {"source": "sklearn-digits", "representations": ["grayscale", "original"]},
+    }
+    exp = resolve(base(datasets=datasets, representations=["original", "edges", "grayscale"]))
+    assert [(d, r) for d, _, r in exp.feature_targets()] == [
+        ("a", "original"),
+        ("a", "edges"),
+        ("a", "grayscale"),
+        ("b", "original"),  # the experiment's order
+        ("b", "grayscale"),
+    ]
+    assert "representations" not in exp.data_spec("b")
+    with pytest.raises(ConfigError, match=r"datasets\.b\.representations.*'blur'"):
+        resolve(base(datasets={"b": {**datasets["b"], "representations": ["blur"]}}))

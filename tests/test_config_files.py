@@ -35,18 +35,22 @@ def plan(wf: Workflow, configfile: str) -> dict[str, int]:
 
 
 def test_default_config_plans_the_documented_grid(shipped):
-    # 1 dataset x 2 backbones x 8 representations; x 2 probes x 3 runs
+    # shapes: 2 backbones x 8 representations; conflict: 2 backbones x original; every
+    # store's 3 runs in one train job (runs_per_job: 3)
     assert plan(shipped, "config/config.yaml") == {
-        "prepare_data": 1,
-        "features": 16,
+        "prepare_data": 2,
+        "features": 16 + 2,
         "feature_table": 1,
-        "train": 16 * 2 * train_jobs_per_store(3),
+        "train": 16 * 2 + 2 * 3 * 2,  # conflict: 3 targets x 2 probes per store
+        "transfer": 14 * 2,  # shapes' 7 representations besides original x 2 backbones
         "aggregate": 1,
-        "plots": 4,
-        "representation_examples": 1,
+        "plots": 2 * 2 * 2,
+        "representation_examples": 2,
         "similarity": 2 * 7,  # each representation but original, per backbone
         "similarity_table": 1,
-        "similarity_plot": 2,
+        "similarity_plot": 2,  # shapes only: conflict has original alone
+        "shape_bias": 1,
+        "shape_bias_plot": 2,  # conflict x 2 probes
         "all": 1,
     }
 
@@ -54,36 +58,43 @@ def test_default_config_plans_the_documented_grid(shipped):
 def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
     jobs = shipped.planned(config="config/quick.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
-        "prepare_data": 1,
-        "features": 2 * 4,
+        "prepare_data": 2,
+        "features": 2 * 4 + 2,
         "feature_table": 1,
-        "train": 2 * 4 * 2 * train_jobs_per_store(2),
+        "train": 2 * 4 * 2 + 2 * 3 * 2,  # runs 0-1 in one job (the default's runs_per_job)
+        "transfer": 2 * 3 * 2,  # runs 0-1 in one job
         "aggregate": 1,
-        "plots": 4,
-        "representation_examples": 1,
+        "plots": 8,
+        "representation_examples": 2,
         "similarity": 2 * 3,
         "similarity_table": 1,
         "similarity_plot": 2,
+        "shape_bias": 1,
+        "shape_bias_plot": 2,
         "all": 1,
     }
     assert all(out.startswith("results/quick/") for _, out in jobs if out)
 
 
 def test_scale_config_is_the_full_grid(shipped):
-    # 100k shapes x 8 representations x 2 backbones; x 2 probes x 10 runs (a job per run
-    # where no GPU is seen; runs_per_job auto puts the 10 in one job on a GPU)
+    # 100k shapes x 8 representations x 2 backbones, 100k cue-conflict shapes x original;
+    # x 2 probes x 10 runs (a job per run where no GPU is seen; runs_per_job auto puts
+    # the 10 in one job on a GPU)
     jobs = shipped.planned(config="config/scale-100k.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
-        "prepare_data": 1,
-        "features": 16,
+        "prepare_data": 2,
+        "features": 16 + 2,
         "feature_table": 1,
-        "train": 16 * 2 * train_jobs_per_store(10),
+        "train": (16 * 2 + 2 * 3 * 2) * train_jobs_per_store(10),
+        "transfer": 14 * 2 * train_jobs_per_store(10),
         "aggregate": 1,
-        "plots": 4,
-        "representation_examples": 1,
+        "plots": 8,
+        "representation_examples": 2,
         "similarity": 2 * 7,
         "similarity_table": 1,
         "similarity_plot": 2,
+        "shape_bias": 1,
+        "shape_bias_plot": 2,
         "all": 1,
     }
     assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)
@@ -100,6 +111,7 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
         "features": 16,
         "feature_table": 1,
         "train": 16 * 2 * train_jobs_per_store(3),
+        "transfer": 14 * 2 * train_jobs_per_store(3),
         "aggregate": 1,
         "plots": 4,
         "representation_examples": 1,

@@ -51,7 +51,7 @@ def experiment(tmp_path_factory):
 
 
 def train_job(exp, backbone="pixels", probe="linear", run=0, feature_path=None, split=None):
-    rows, _ = training.train_store(
+    rows, _, _ = training.train_store(
         feature_path=feature_path or exp.feature_store("digits", backbone, "original"),
         data_path=exp.data_store("digits"),
         feature_spec=exp.feature_spec("digits", backbone, "original"),
@@ -77,7 +77,9 @@ def engines() -> list:
 
 def labels_and_split(exp):
     """The digits' labels, classes and the split every run shares (resample: false)."""
-    labels, n_classes = training.read_labels(exp.data_store("digits"), exp.data_spec("digits"))
+    labels, n_classes, _, _ = training.read_labels(
+        exp.data_store("digits"), exp.data_spec("digits")
+    )
     return labels, splits.stratified_split(labels, 0.15, 0.2, 0, "digits"), n_classes
 
 
@@ -287,10 +289,10 @@ def test_runs_with_their_own_splits_train_together_as_they_would_alone(experimen
             device="cpu",
         )
 
-    together, predictions = job([0, 1])
+    together, predictions, heads_together = job([0, 1])
     assert not np.array_equal(predictions["image"][0], predictions["image"][1])
     for run in (0, 1):
-        alone, own = job(run)
+        alone, own, heads_alone = job(run)
         assert np.array_equal(own["image"][0], predictions["image"][run])
         for a, b in zip(alone, [r for r in together if r["run"] == run], strict=True):
             assert (a["layer"], a["best_epoch"], a["epochs"]) == (
@@ -300,6 +302,12 @@ def test_runs_with_their_own_splits_train_together_as_they_would_alone(experimen
             )
             for metric in ("accuracy", "nll", "ece", "best_val_loss"):
                 assert a[metric] == pytest.approx(b[metric], rel=1e-5), (run, a["layer"])
+        # the kept heads carry their own run's standardisation and weights
+        for a, b in zip(heads_alone, [h for h in heads_together if h.run == run], strict=True):
+            assert np.array_equal(a.mean, b.mean) and np.array_equal(a.std, b.std)
+            for wa, wb in zip(a.weights, b.weights, strict=True):
+                np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    assert not np.array_equal(heads_together[0].mean, heads_together[2].mean)  # runs 0, 1
     # the predictions file holds what the rows were computed from
     row = together[0]
     correct = predictions["predicted"][0, 0] == predictions["label"][0]

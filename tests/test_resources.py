@@ -95,7 +95,9 @@ def test_requests_cover_what_the_jobs_of_a_run_used(workflow_copy):
                 str(workflow_copy.workdir / data_store),
                 str(workflow_copy.workdir / store),
             )
-            used = peak_mb(results / "benchmarks" / "train" / d / b / r / probe / "run0.tsv")
+            used = peak_mb(
+                results / "benchmarks" / "train" / d / b / r / "class" / probe / "run0.tsv"
+            )
             assert 0 < used < wanted, (b, r, probe, used, wanted)
             checked += 1
     used = peak_mb(results / "benchmarks" / "prepare_data" / "digits.tsv")

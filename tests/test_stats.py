@@ -140,10 +140,13 @@ def test_weighted_metrics_with_unit_weights_are_the_runs_metrics():
 
 
 def _table(accuracy: dict) -> pd.DataFrame:
+    """Run rows of (representation, layer) or (representation, layer, trained on)."""
     rows = []
-    for (rep, layer), values in accuracy.items():
+    for key, values in accuracy.items():
+        rep, layer, trained_on = (*key, key[0])[:3]
         for run, acc in enumerate(values):
-            row = {"dataset": "d", "backbone": "b", "representation": rep, "layer": layer}
+            row = {"dataset": "d", "backbone": "b", "representation": rep}
+            row |= {"train_representation": trained_on, "target": "class", "layer": layer}
             row |= {"probe": "linear", "run": run, "best_epoch": 5, "epochs": 20}
             row |= {"train_seconds": 1.0, "n_classes": 8, "n_train": 600, "n_test": 200}
             row |= {m: acc for m in METRICS}
@@ -152,9 +155,12 @@ def _table(accuracy: dict) -> pd.DataFrame:
 
 
 def loader(models: dict) -> stats.PredictionLoader:
-    def load(dataset, backbone, representation, probe):
-        layers = sorted(models[representation])
-        per_layer = [models[representation][layer] for layer in layers]
+    """models: {representation or (representation, trained on): {layer: predictions}}."""
+
+    def load(dataset, backbone, representation, trained_on, target, probe):
+        model = models.get((representation, trained_on)) or models[representation]
+        layers = sorted(model)
+        per_layer = [model[layer] for layer in layers]
         out = {"runs": np.arange(3), "layers": np.array(layers)}
         out |= {key: per_layer[0][key] for key in ("image", "label")}
         for key in ("predicted", "p_true", "confidence"):
@@ -202,6 +208,39 @@ def test_summary_means_cis_and_image_level_differences():
     same = summary.loc[("gray", "l2")]
     assert same["accuracy_diff"] == 0 and same["accuracy_p"] == 1.0
     assert same["accuracy_diff_ci_low"] == same["accuracy_diff_ci_high"] == 0
+
+
+def test_transfer_rows_are_compared_with_the_reference_in_a_family_of_their_own():
+    rng = np.random.default_rng(6)
+    original = rng.random((3, 200)) < 0.8
+    gray = original & (rng.random((3, 200)) < 0.9)  # trained on gray: -0.08
+    moved = original & (rng.random((3, 200)) < 0.5)  # original's heads on gray: -0.4
+    models = {
+        "original": {"l1": predictions(original)},
+        "gray": {"l1": predictions(gray)},
+        ("gray", "original"): {"l1": predictions(moved)},
+    }
+    acc = lambda c: list(c.mean(axis=1))  # noqa: E731
+    table = _table(
+        {
+            ("original", "l1"): acc(original),
+            ("gray", "l1"): acc(gray),
+            ("gray", "l1", "original"): acc(moved),
+        }
+    )
+    summary = stats.summarise(table, loader(models), reference="original")
+    summary = summary.set_index(["representation", "train_representation"])
+    assert len(summary) == 3
+    within, transferred = summary.loc[("gray", "gray")], summary.loc[("gray", "original")]
+    for row, model in ((within, gray), (transferred, moved)):
+        true_diff = float((model.mean(axis=1) - original.mean(axis=1)).mean())
+        assert row["accuracy_diff"] == pytest.approx(true_diff)
+        votes = (model.astype(int) - original.astype(int)).sum(axis=0)
+        assert stats.sign_flip_p(votes) <= row["accuracy_p"] < 1e-3
+        # each is the only comparison of its family: Holm leaves its p as it is
+        assert row["accuracy_p_holm"] == pytest.approx(row["accuracy_p"])
+    assert transferred["accuracy_diff"] < within["accuracy_diff"] < 0
+    assert np.isnan(summary.loc[("original", "original")]["accuracy_diff"])
 
 
 def test_resampled_runs_widen_the_interval_over_runs():
@@ -254,9 +293,9 @@ def test_a_real_large_effect_stays_significant(tmp_path):
             [0, 1, 2],
             device="cpu",
         )
-    table = pd.DataFrame([row for rows, _ in found.values() for row in rows])
+    table = pd.DataFrame([row for rows, _, _ in found.values() for row in rows])
     summary = stats.summarise(
-        table, lambda d, b, rep, p: found[rep][1], reference="original", resampled=True
+        table, lambda d, b, rep, tr, t, p: found[rep][1], reference="original", resampled=True
     )
     scrambled = summary.set_index("representation").loc["phase_scramble"]
     assert scrambled["accuracy_diff"] < -0.2

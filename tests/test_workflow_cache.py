@@ -13,6 +13,8 @@ from conftest import Workflow, copy_workflow, tiny_config
 
 # tiny config: 1 dataset x 2 backbones x 2 representations x 2 probes x 3 runs
 TRAIN_JOBS = 2 * 2 * 2 * 3
+# original's heads on grayscale: one job per train job of grayscale
+TRANSFER_JOBS = 2 * 2 * 3
 PLOT_JOBS = 2 * 2  # (dataset, backbone, probe)
 REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "all": 1}
 # linear CKA: one job per (backbone, representation other than original), table, 2 figures
@@ -56,9 +58,12 @@ def test_full_run_makes_every_store_and_the_table(built):
 def test_full_run_makes_runs_metrics_summary_and_figures(built):
     results = built.workdir / "results"
     rows = list(csv.DictReader(open(results / "metrics.csv")))
-    # layers: effnet 2, pixels 1; x 2 representations x 2 probes x 3 runs
-    assert len(rows) == (2 + 1) * 2 * 2 * 3
-    for column in ["dataset", "backbone", "representation", "layer", "probe", "run"]:
+    # layers: effnet 2, pixels 1; x 2 representations x 2 probes x 3 runs, and the
+    # original's probes tested on grayscale
+    assert len(rows) == (2 + 1) * 2 * 2 * 3 + (2 + 1) * 2 * 3
+    for column in ["dataset", "backbone", "representation", "train_representation"]:
+        assert column in rows[0]
+    for column in ["target", "layer", "probe", "run"]:
         assert column in rows[0]
     for column in ["accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "best_epoch"]:
         assert column in rows[0]
@@ -67,9 +72,11 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     assert {r["run"] for r in rows} == {"0", "1", "2"}
     assert {(r["n_train"], r["n_val"], r["n_test"]) for r in rows} == {("130", "30", "40")}
     summary = list(csv.DictReader(open(results / "summary.csv")))
-    assert len(summary) == (2 + 1) * 2 * 2
+    assert len(summary) == (2 + 1) * 2 * 2 + (2 + 1) * 2
     assert {s["n_runs"] for s in summary} == {"3"}
+    assert {s["target"] for s in summary} == {"class"}
     gray = [s for s in summary if s["representation"] == "grayscale"]
+    assert {s["train_representation"] for s in gray} == {"grayscale", "original"}
     assert all(s["n_pairs"] == "3" and s["accuracy_p_holm"] != "" for s in gray)
     # resampled splits (the default): the 3 runs' test sets of 40 images overlap
     assert all(40 < int(s["n_test_images"]) < 120 for s in gray)
@@ -79,7 +86,7 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
             f"digits/{b}/{p}/{name}.png"
             for b in ("effnet", "pixels")
             for p in ("linear", "mlp")
-            for name in ("accuracy_by_layer", "difference_heatmap")
+            for name in ("accuracy_by_layer", "difference_heatmap", "targets_by_layer")
         ]
         + [f"digits/{b}/similarity.png" for b in ("effnet", "pixels")]
         + ["digits/representations.png"]
@@ -93,13 +100,19 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     ]
     assert all(float(r["cka"]) > 0.95 and r["n_images"] == "200" for r in similar)
     # every train job keeps its per-image test predictions next to its csv
-    predictions = np.load(results / "runs/digits/effnet/grayscale/mlp/run1.predictions.npz")
+    predictions = np.load(results / "runs/digits/effnet/grayscale/class/mlp/run1.predictions.npz")
     assert list(predictions["layers"]) == ["stem", "blocks.0"]
     assert predictions["predicted"].shape == (1, 2, 40)
     rows = [r for r in rows if r["backbone"] == "effnet" and r["representation"] == "grayscale"]
+    rows = [r for r in rows if r["train_representation"] == "grayscale"]
     row = next(r for r in rows if r["probe"] == "mlp" and r["run"] == "1" and r["layer"] == "stem")
     correct = predictions["predicted"][0, 0] == predictions["label"][0]
     assert correct.mean() == pytest.approx(float(row["accuracy"]))
+    # the original's heads on grayscale: the original's test images of each run
+    moved = np.load(results / "transfer/digits/effnet/grayscale/class/mlp/run1.predictions.npz")
+    trained = np.load(results / "runs/digits/effnet/original/class/mlp/run1.predictions.npz")
+    assert moved["predicted"].shape == (1, 2, 40)
+    assert np.array_equal(moved["image"], trained["image"])
 
 
 def test_complete_run_has_nothing_to_do(built):
@@ -123,9 +136,10 @@ def test_the_same_config_in_another_key_order_has_nothing_to_do(built):
 
 def test_more_runs_plan_only_the_new_train_jobs(built):
     jobs = built.planned("--config", "runs=5")
-    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, **REPORT_JOBS}
+    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, "transfer": 2 * 2 * 2, **REPORT_JOBS}
+    assert all(out.endswith(("/run3.csv", "/run4.csv")) for out in outputs(jobs, "transfer"))
     expected = [
-        f"results/runs/digits/{b}/{r}/{p}/run{run}.csv"
+        f"results/runs/digits/{b}/{r}/class/{p}/run{run}.csv"
         for b in ("effnet", "pixels")
         for r in ("grayscale", "original")
         for p in ("linear", "mlp")
@@ -139,8 +153,44 @@ def test_a_new_probe_config_plans_only_its_train_jobs(built):
     config["probes"]["wide"] = {"hidden": 64, "max_epochs": 20}
     built.write_config(config, "new_probe.yaml")
     jobs = built.planned(config="new_probe.yaml")
-    assert counts(jobs) == {"train": 2 * 2 * 3, "aggregate": 1, "plots": PLOT_JOBS + 2, "all": 1}
-    assert all("/wide/run" in out for out in outputs(jobs, "train"))
+    assert counts(jobs) == {
+        "train": 2 * 2 * 3,
+        "transfer": 2 * 3,
+        "aggregate": 1,
+        "plots": PLOT_JOBS + 2,
+        "all": 1,
+    }
+    assert all("/wide/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
+
+
+def test_a_new_target_plans_only_its_train_and_transfer_jobs(built, tmp_path):
+    wf = Workflow(built.root, tmp_path / "targets")
+    shapes = {"source": "synthetic-shapes", "n": 300, "image_size": 16}
+    config = tiny_config(
+        datasets={"shapes": shapes},
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+        probes={"linear": {"hidden": 0, "max_epochs": 30, "patience": 5}},
+        runs=2,
+        training={"threads": 1, "runs_per_job": 2},
+    )
+    wf.write_config(config)
+    wf.run()
+    config["datasets"]["shapes"]["targets"] = ["class", "colour"]
+    wf.write_config(config, "colour.yaml")
+    jobs = wf.planned(config="colour.yaml")
+    # the data and feature stores hold every factor already: train and transfer only
+    assert counts(jobs) == {"train": 2, "transfer": 1, **REPORT_JOBS, "plots": 1}
+    assert all("/colour/" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
+    wf.run(config="colour.yaml")
+    summary = list(csv.DictReader(open(wf.workdir / "results" / "summary.csv")))
+    colour = {(s["representation"], s["train_representation"]): s for s in summary}
+    colour = {k: s for k, s in colour.items() if s["target"] == "colour"}
+    assert len(colour) == 3 and {s["n_classes"] for s in colour.values()} == {"6"}
+    # colour is decodable from the original's pixels; grayscale removes it, and the
+    # original's colour probes lose it on grayscale images
+    assert float(colour["original", "original"]["balanced_accuracy_mean"]) > 0.5
+    assert float(colour["grayscale", "original"]["accuracy_diff"]) < -0.2
+    assert (wf.workdir / "results/figures/shapes/pixels/linear/targets_by_layer.png").exists()
 
 
 def test_changing_one_probes_lr_replans_only_its_train_jobs(built):
@@ -148,12 +198,12 @@ def test_changing_one_probes_lr_replans_only_its_train_jobs(built):
     config["probes"]["mlp"]["lr"] = 0.003
     built.write_config(config, "lr.yaml")
     jobs = built.planned(config="lr.yaml")
-    assert counts(jobs) == {"train": 2 * 2 * 3, **REPORT_JOBS}
-    assert all("/mlp/run" in out for out in outputs(jobs, "train"))
+    assert counts(jobs) == {"train": 2 * 2 * 3, "transfer": 2 * 3, **REPORT_JOBS}
+    assert all("/mlp/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
 
 
 def test_rerunning_a_train_job_gives_the_same_csv(built):
-    target = "results/runs/digits/effnet/grayscale/mlp/run1.csv"
+    target = "results/runs/digits/effnet/grayscale/class/mlp/run1.csv"
     path = built.workdir / target
 
     def without_timings():
@@ -188,11 +238,11 @@ def test_runs_per_job_trains_runs_together_with_the_same_numbers(built, tmp_path
 
     def rows(results):
         table = csv.DictReader(open(results / "metrics.csv"))
-        keys = ("backbone", "representation", "probe", "run", "layer")
+        keys = ("backbone", "representation", "train_representation", "probe", "run", "layer")
         return {tuple(r[k] for k in keys): r for r in table}
 
     single, together = rows(built.workdir / "results"), rows(grouped.workdir / "grouped")
-    assert together.keys() == single.keys() and len(single) == 3 * 2 * 2 * 3
+    assert together.keys() == single.keys() and len(single) == 3 * 2 * 2 * 3 + 3 * 2 * 3
     for key, row in single.items():
         assert row["best_epoch"] == together[key]["best_epoch"], key
         assert row["epochs"] == together[key]["epochs"], key
@@ -210,6 +260,7 @@ def test_report_html_contains_the_figures(built):
     built.run("--report", "report.html")
     html = (built.workdir / "report.html").read_text(errors="replace")
     assert "accuracy_by_layer.png" in html and "difference_heatmap.png" in html
+    assert "targets_by_layer.png" in html
     assert "similarity.png" in html
     assert "summary.csv" in html and "similarity.csv" in html  # browsable tables
 
@@ -228,6 +279,7 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
         "features": 2,
         "feature_table": 1,
         "train": 2 * 2 * 3,  # effnet's stores only
+        "transfer": 2 * 3,
         **REPORT_JOBS,
         # effnet's grayscale CKA; the table and both figures read it
         "similarity": 1,
@@ -250,6 +302,7 @@ def test_changing_one_backbones_normalization_replans_exactly_its_feature_jobs(b
         "features": 2,
         "feature_table": 1,
         "train": 2 * 2 * 3,
+        "transfer": 2 * 3,
         **REPORT_JOBS,
         **SIMILARITY_JOBS,
         "similarity": 1,
@@ -267,8 +320,9 @@ def test_adding_a_representation_plans_only_its_jobs(built):
     ]
     assert "prepare_data" not in rules(jobs)
     assert counts(jobs)["train"] == 2 * 2 * 3
+    assert counts(jobs)["transfer"] == 2 * 2 * 3  # original's heads on edges
     assert counts(jobs)["representation_examples"] == 1  # the figure shows every one
-    assert all("/edges/" in out for out in outputs(jobs, "train"))
+    assert all("/edges/" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
     assert outputs(jobs, "similarity") == [
         "results/similarity/digits/effnet/edges.csv",
         "results/similarity/digits/pixels/edges.csv",
@@ -296,7 +350,11 @@ def test_new_split_replans_only_train_jobs(built):
         "shared_split.yaml": {"val": 0.15, "test": 0.2, "seed": 0, "resample": False},
     }.items():
         built.write_config(tiny_config(split=split), name)
-        assert counts(built.planned(config=name)) == {"train": TRAIN_JOBS, **REPORT_JOBS}
+        assert counts(built.planned(config=name)) == {
+            "train": TRAIN_JOBS,
+            "transfer": TRANSFER_JOBS,
+            **REPORT_JOBS,
+        }
 
 
 def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_dataset(built):
@@ -307,6 +365,7 @@ def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_datase
         "features": 4,
         "feature_table": 1,
         "train": TRAIN_JOBS,
+        "transfer": TRANSFER_JOBS,
         "representation_examples": 1,
         **REPORT_JOBS,
         **SIMILARITY_JOBS,
@@ -328,14 +387,19 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
             "features": 4,
             "feature_table": 1,
             "train": TRAIN_JOBS,
+            "transfer": TRANSFER_JOBS,
             **REPORT_JOBS,
             **SIMILARITY_JOBS,
         }
         # a new probe format re-plans every train job and no feature job
         config_py.write_text(
-            config_text.replace("PROBE_FORMAT_VERSION = 3", "PROBE_FORMAT_VERSION = 4")
+            config_text.replace("PROBE_FORMAT_VERSION = 4", "PROBE_FORMAT_VERSION = 5")
         )
-        assert counts(built.planned()) == {"train": TRAIN_JOBS, **REPORT_JOBS}
+        assert counts(built.planned()) == {
+            "train": TRAIN_JOBS,
+            "transfer": TRANSFER_JOBS,
+            **REPORT_JOBS,
+        }
     finally:
         module.write_text(module_text)
         config_py.write_text(config_text)
@@ -383,3 +447,33 @@ def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built
     assert "n: store has 200, config has 300" in proc.output
     assert "--forcerun" in proc.output
     assert not (other.workdir / "resultsC" / "feature_stores.csv").exists()
+
+
+def test_a_cue_conflict_dataset_gets_a_shape_bias_per_layer(built, tmp_path):
+    wf = Workflow(built.root, tmp_path / "conflict")
+    conflict = {"source": "synthetic-cue-conflict", "n": 400, "image_size": 16, "cue": "colour"}
+    config = tiny_config(
+        datasets={"conflict": conflict},
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+        probes={"linear": {"hidden": 0, "max_epochs": 30, "patience": 5}},
+        runs=2,
+        training={"threads": 1, "runs_per_job": 2},
+    )
+    wf.write_config(config)
+    wf.run()
+    results = wf.workdir / "results"
+    rows = list(csv.DictReader(open(results / "shape_bias.csv")))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["backbone"], row["layer"], row["n_runs"]) == ("pixels", "pixels", "2")
+    # the test images are the conflict ones, the same in both runs
+    assert 60 < int(row["n_test_images"]) < 100
+    # 8 px pixels: the colour decides far more often than the shape
+    assert float(row["cue_fraction"]) > 2 * float(row["shape_fraction"])
+    assert float(row["shape_bias"]) < 0.35
+    low, high = float(row["shape_bias_ci_low"]), float(row["shape_bias_ci_high"])
+    assert low <= float(row["shape_bias"]) <= high
+    assert (results / "figures" / "conflict" / "linear" / "shape_bias.png").exists()
+    # no similarity or transfer without a second representation
+    assert not (results / "similarity.csv").exists() and not (results / "transfer").exists()

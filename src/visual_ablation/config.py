@@ -17,20 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from visual_ablation import backbones, devices, layout
-from visual_ablation.sources import SOURCES
+from visual_ablation.sources import SOURCES, CueConflictSource
 from visual_ablation.vocabulary import PROBE_DEFAULTS, REFERENCE, REPRESENTATION_DEFAULTS
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
-DATA_FORMAT_VERSION = 4  # 2: chunk manifest; 3: chunk checksums; 4: no split
+# 2: chunk manifest; 3: chunk checksums; 4: no split; 5: factor labels, fixed test sets
+DATA_FORMAT_VERSION = 5
 # 2: chunk manifest; 3: chunk checksums; 4: each backbone's own normalisation, Canny
 # edges, grey occlusion from its own random stream, Hermitian phase scrambling
 FEATURE_FORMAT_VERSION = 4
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
 # 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
-# per-image predictions, debiased calibration error
-PROBE_FORMAT_VERSION = 3
+# per-image predictions, debiased calibration error; 4: targets, heads kept for transfer
+PROBE_FORMAT_VERSION = 4
+
+
+CLASS = "class"  # the target that is a dataset's own label (data.CLASS)
+CUE_CONFLICT = CueConflictSource.name
 
 
 class ConfigError(ValueError):
@@ -65,6 +70,10 @@ class Experiment:
     probes: dict[str, dict[str, Any]]
     runs: int
     runs_per_job: int = 1
+    # dataset -> what its probes predict (`class` and/or factors of its source)
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    # dataset -> the representations computed for it (a subset; absent: all)
+    dataset_representations: dict[str, list[str]] = field(default_factory=dict)
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @functools.cached_property
@@ -129,8 +138,15 @@ class Experiment:
 
     def feature_targets(self) -> list[tuple[str, str, str]]:
         return [
-            (d, b, r) for d in self.datasets for b in self.backbones for r in self.representations
+            (d, b, r)
+            for d in self.datasets
+            for b in self.backbones
+            for r in self.representations_of(d)
         ]
+
+    def representations_of(self, dataset: str) -> list[str]:
+        """The representations of one dataset, in the config's order."""
+        return self.dataset_representations.get(dataset, list(self.representations))
 
     def run_groups(self) -> list[list[int]]:
         """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
@@ -139,44 +155,72 @@ class Experiment:
         k = self.runs_per_job
         return [list(range(s, min(s + k, self.runs))) for s in range(0, self.runs, k)]
 
-    def run_table(
-        self, dataset: str, backbone: str, representation: str, probe: str, runs: int | list[int]
-    ) -> str:
-        """One train job's csv: `run3.csv` for one run, `run0-4.csv` for runs 0..4."""
-        return self._run_file(self.layout.run_table, dataset, backbone, representation, probe, runs)
-
-    def run_predictions(
-        self, dataset: str, backbone: str, representation: str, probe: str, runs: int | list[int]
-    ) -> str:
-        """One train job's per-image test predictions, next to its csv."""
-        template = self.layout.run_predictions
-        return self._run_file(template, dataset, backbone, representation, probe, runs)
-
-    def _run_file(self, template, dataset, backbone, representation, probe, runs) -> str:
+    def run_file(self, template: str, job: tuple) -> str:
+        """A train or transfer job's file: `template` (a layout template) filled with
+        `job` = (dataset, backbone, representation, target, probe, runs)."""
+        dataset, backbone, representation, target, probe, runs = job
         return layout.fill(
             template,
             dataset=dataset,
             backbone=backbone,
             representation=representation,
+            target=target,
             probe=probe,
             run=run_label(runs),
         )
 
     def run_tables(self) -> list[str]:
-        """Every train job's csv, in config order (datasets, backbones, representations,
-        probes, runs): the order of metrics.csv."""
-        return [self.run_table(*job) for job in self._train_jobs()]
+        """Every train job's csv, then every transfer job's, in config order (datasets,
+        backbones, representations, targets, probes, runs): the order of metrics.csv."""
+        return [self.run_file(self.layout.run_table, job) for job in self.train_jobs()] + [
+            self.run_file(self.layout.transfer_table, job) for job in self.transfer_jobs()
+        ]
 
     def all_run_predictions(self) -> list[str]:
-        """Every train job's predictions file, in the order of `run_tables`."""
-        return [self.run_predictions(*job) for job in self._train_jobs()]
+        """Every train and transfer job's predictions file, in the order of `run_tables`."""
+        return [self.run_file(self.layout.run_predictions, job) for job in self.train_jobs()] + [
+            self.run_file(self.layout.transfer_predictions, job) for job in self.transfer_jobs()
+        ]
 
-    def _train_jobs(self) -> list[tuple]:
+    def train_jobs(self) -> list[tuple]:
         return [
-            (d, b, r, p, runs)
+            (d, b, r, t, p, runs)
             for d, b, r in self.feature_targets()
+            for t in self.targets.get(d, [CLASS])
             for p in self.probes
             for runs in self.run_groups()
+        ]
+
+    def transfer_jobs(self) -> list[tuple]:
+        """The reference's heads tested on every other representation: one job per train
+        job of a representation other than the reference, for the same runs (so more
+        runs plan only the new groups' jobs). None without a reference."""
+        if self.reference is None:
+            return []
+        return [job for job in self.train_jobs() if job[2] != self.reference]
+
+    def cue_conflict_datasets(self) -> list[str]:
+        """Datasets whose test images set shape against another cue (shape bias)."""
+        return [d for d, spec in self.datasets.items() if spec["source"] == CUE_CONFLICT]
+
+    def shape_bias_predictions(self) -> list[str]:
+        """The predictions files shape bias reads: the class probes (within and transfer)
+        of cue-conflict datasets."""
+        chosen = self.cue_conflict_datasets()
+        return [
+            path
+            for path, job in zip(
+                self.all_run_predictions(), self.train_jobs() + self.transfer_jobs(), strict=True
+            )
+            if job[0] in chosen and job[3] == CLASS
+        ]
+
+    def shape_bias_figures(self) -> list[str]:
+        """One shape-bias figure per (cue-conflict dataset, probe)."""
+        return [
+            layout.fill(self.layout.shape_bias_figure, dataset=d, probe=p)
+            for d in self.cue_conflict_datasets()
+            for p in self.probes
         ]
 
     def figures(self, figure: str) -> list[str]:
@@ -201,11 +245,13 @@ class Experiment:
 
     def similarity_figures(self) -> list[str]:
         """One CKA heatmap per (dataset, backbone), when there is something to compare."""
-        if not self.similarity_jobs():
+        compared = {d for d, _, r in self.feature_targets() if r != self.reference}
+        if self.reference is None:
             return []
         return [
             layout.fill(self.layout.similarity_figure, dataset=d, backbone=b)
             for d in self.datasets
+            if d in compared
             for b in self.backbones
         ]
 
@@ -235,12 +281,38 @@ def unknown_value(
     )
 
 
+def _resolve_targets(name: str, spec: dict[str, Any]) -> list[str]:
+    """A dataset's `targets` (default [class]), each one its source can label."""
+    source = SOURCES[spec["source"]]
+    targets = list(spec.get("targets") or [CLASS])
+    valid = [CLASS, *source.factor_names]
+    for target in targets:
+        if target not in valid:
+            raise unknown_value(
+                f"target of {source.name}", f"datasets.{name}.targets", target, valid
+            )
+    if source.name == CUE_CONFLICT and CLASS not in targets:
+        raise ConfigError(
+            f"config key 'datasets.{name}.targets': a {CUE_CONFLICT} dataset measures shape "
+            f"bias with its class probes: list {CLASS} among its targets."
+        )
+    return targets
+
+
 def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
     key = f"datasets.{name}"
     source = SOURCES.get(spec.get("source"))
     if source is None:
         raise unknown_value("dataset source", f"{key}.source", spec.get("source"), list(SOURCES))
-    out = dict(spec)
+    # what probes predict is not what the data store holds (it stores every factor)
+    out = {k: v for k, v in spec.items() if k not in ("targets", "representations")}
+    for option in ("cue", "agreement", "conflict"):
+        if option in out and option not in source.defaults:
+            raise ConfigError(
+                f"config key '{key}.{option}': only synthetic-cue-conflict takes it, not "
+                f"{source.name}."
+            )
+    out = {**source.defaults, **out}
     out.setdefault("image_size", source.default_image_size)
     out.setdefault("seed", 0)
     out.setdefault("n", None)
@@ -338,7 +410,22 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
         runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),
+        targets={n: _resolve_targets(n, s) for n, s in config["datasets"].items()},
+        dataset_representations={
+            n: _resolve_subset(n, s["representations"], config["representations"])
+            for n, s in config["datasets"].items()
+            if s.get("representations")
+        },
     )
+
+
+def _resolve_subset(name: str, chosen: list[str], representations: Any) -> list[str]:
+    """A dataset's own `representations`: names of the experiment's, in its order."""
+    known = list(representations)
+    unknown = [r for r in chosen if r not in known]
+    if unknown:
+        raise unknown_value("representation", f"datasets.{name}.representations", unknown[0], known)
+    return [r for r in known if r in chosen]
 
 
 def runs_per_job(training: dict[str, Any], runs: int) -> int:

@@ -17,6 +17,33 @@ from visual_ablation.sources import open_source
 
 log = logging.getLogger(__name__)
 
+CLASS = "class"  # the target that is the dataset's own label
+FIXED_TEST = "fixed_test"  # bool per image: every run's test split, where a source fixes it
+
+
+def factor_array(factor: str) -> str:
+    """A factor's label array in a data store."""
+    return f"factor_{factor}"
+
+
+def read_target(group, target: str, where: str) -> tuple[np.ndarray, list[str]]:
+    """A target's labels and class names from an open data store: `class` (the dataset's
+    labels) or one of the factors its source stored."""
+    if target == CLASS:
+        return group["labels"][:], list(group.attrs["class_names"])
+    factors = group.attrs.get("factors", {})
+    if target not in factors:
+        raise ValueError(
+            f"{where} has no target {target!r}: its source stores "
+            f"{', '.join([CLASS, *factors])}. Fix the dataset's targets in the config."
+        )
+    return group[factor_array(target)][:], list(factors[target])
+
+
+def read_fixed_test(group) -> np.ndarray | None:
+    """The images every run tests on, where the source fixes them (else None)."""
+    return group[FIXED_TEST][:] if FIXED_TEST in group else None
+
 
 def prepare(
     spec: dict[str, Any], path: str, progress: bool = True, split: dict[str, Any] | None = None
@@ -41,9 +68,8 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, A
     n = None if source.draws_n else spec.get("n")
     indices = splits.stratified_subset(source.labels, n, int(spec.get("seed", 0)), name)
     if split is not None:
-        splits.stratified_split(
-            source.labels[indices], split["val"], split["test"], int(split["seed"]), name
-        )
+        fixed = None if source.fixed_test is None else source.fixed_test[indices]
+        splits.run_splits(source.labels[indices], split, [0], name, fixed)
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",
@@ -89,9 +115,16 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, A
         labels = source.labels[indices]
         store.save_array(group, "labels", labels)
         store.save_array(group, "source_index", indices.astype(np.int64))
+        # every factor the source knows, whichever targets the config asks for now: a new
+        # target then re-plans train jobs only
+        for factor, (values, _) in source.factors.items():
+            store.save_array(group, factor_array(factor), values[indices].astype(np.int64))
+        if source.fixed_test is not None:
+            store.save_array(group, FIXED_TEST, source.fixed_test[indices])
         group.attrs.update(
             {
                 "class_names": source.class_names,
+                "factors": {factor: names for factor, (_, names) in source.factors.items()},
                 "source": source.description,
                 "n": int(len(indices)),
                 "n_source": int(n_source),

@@ -33,13 +33,14 @@ class Layout:
             self.cache_dir, "features", "{dataset}", "{backbone}", "{representation}.zarr"
         )
 
-    def _run(self, suffix: str) -> str:
+    def _run(self, stage: str, suffix: str) -> str:
         return os.path.join(
             self.results_dir,
-            "runs",
+            stage,
             "{dataset}",
             "{backbone}",
             "{representation}",
+            "{target}",
             "{probe}",
             "run{run}" + suffix,
         )
@@ -47,12 +48,36 @@ class Layout:
     @property
     def run_table(self) -> str:
         """One train job's csv: `run3.csv` for one run, `run0-4.csv` for runs 0..4."""
-        return self._run(".csv")
+        return self._run("runs", ".csv")
 
     @property
     def run_predictions(self) -> str:
         """One train job's per-image test predictions, next to its csv."""
-        return self._run(".predictions.npz")
+        return self._run("runs", ".predictions.npz")
+
+    @property
+    def run_heads(self) -> str:
+        """One train job's best head weights and standardisation (what transfer applies)."""
+        return self._run("runs", ".heads.npz")
+
+    @property
+    def transfer_table(self) -> str:
+        """The reference's heads tested on `{representation}`: its csv..."""
+        return self._run("transfer", ".csv")
+
+    @property
+    def transfer_predictions(self) -> str:
+        """...and its per-image test predictions."""
+        return self._run("transfer", ".predictions.npz")
+
+    @property
+    def shape_bias_table(self) -> str:
+        return os.path.join(self.results_dir, "shape_bias.csv")
+
+    @property
+    def shape_bias_figure(self) -> str:
+        """One shape-bias figure per (cue-conflict dataset, probe), a line per backbone."""
+        return os.path.join(self.results_dir, "figures", "{dataset}", "{probe}", "shape_bias.png")
 
     @property
     def figure(self) -> str:

@@ -12,8 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-# what one run row is about: the job's store, probe and run, and the layer
-RUN_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "run"]
+# what one run row is about: the store tested on, the representation whose store the head
+# was trained on (itself, or the reference for a transfer row), the target it predicts,
+# the layer, probe and run
+RUN_KEYS = [
+    "dataset",
+    "backbone",
+    "representation",
+    "train_representation",
+    "target",
+    "layer",
+    "probe",
+    "run",
+]
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "nll", "ece")
 ECE_BINS = 15
 

@@ -17,8 +17,11 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 SIGNIFICANCE = 0.05
 
 
+CLASS = "class"
+
+
 def selected(summary: pd.DataFrame, dataset: str, backbone: str, probe: str):
-    """The summary rows of one (dataset, backbone, probe) and their figures' title."""
+    """The summary rows of one (dataset, backbone, probe), every target, and the title."""
     part = summary[
         (summary["dataset"] == dataset)
         & (summary["backbone"] == backbone)
@@ -31,14 +34,52 @@ def selected(summary: pd.DataFrame, dataset: str, backbone: str, probe: str):
     return part, f"{dataset} / {backbone} / {probe} probe"
 
 
+def main_target(part: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the dataset's own labels (`class`), or of its first target."""
+    targets = list(dict.fromkeys(part["target"]))
+    return part[part["target"] == (CLASS if CLASS in targets else targets[0])]
+
+
+def within(part: pd.DataFrame) -> pd.DataFrame:
+    """Rows of probes trained and tested on the same representation."""
+    return part[part["representation"] == part["train_representation"]]
+
+
 def accuracy_by_layer(
     part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
 ) -> None:
     """Mean test accuracy per layer, one line and 95% CI band per representation (`part`:
-    the summary rows of one figure, from `selected`)."""
+    the summary rows of one figure, from `selected`): on the left probes trained and
+    tested on each representation, on the right (when there are transfer rows) the
+    reference's probes tested on each representation."""
+    part = main_target(part)
+    transferred = part[part["representation"] != part["train_representation"]]
+    panels = [("trained and tested on each representation", within(part))]
+    if not transferred.empty:
+        reference_rows = within(part)[within(part)["representation"] == reference]
+        panels.append(
+            (f"trained on {reference}, tested on each", pd.concat([reference_rows, transferred]))
+        )
     layers = list(dict.fromkeys(part["layer"]))
+    width = max(6.0, 0.8 * len(layers) + 3)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(width * len(panels) - 1.5 * (len(panels) - 1), 4.5),
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, (subtitle, rows) in zip(axes[0], panels, strict=True):
+        _accuracy_lines(ax, rows, layers, reference)
+        ax.set_title(f"{title}, target {part['target'].iloc[0]}\n{subtitle}", fontsize=9)
+    axes[0, -1].legend(
+        loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small"
+    )
+    _save(fig, path)
+
+
+def _accuracy_lines(ax, part: pd.DataFrame, layers: list[str], reference: str | None) -> None:
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers) + 3), 4.5))
     for representation, rows in part.groupby("representation", sort=False):
         rows = rows.set_index("layer").reindex(layers)
         is_ref = representation == reference
@@ -70,7 +111,87 @@ def accuracy_by_layer(
     ax.set_ylabel(f"test accuracy (mean, 95% CI over {n_runs} runs)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+
+
+def targets_by_layer(
+    part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
+) -> None:
+    """What each layer of the reference representation encodes: per target, balanced
+    accuracy rescaled so that chance (1 / classes) is 0 and perfect is 1, with its 95% CI.
+    Targets with different numbers of classes are then on one scale."""
+    rows = within(part)
+    rows = rows[rows["representation"] == (reference or rows["representation"].iloc[0])]
+    layers = list(dict.fromkeys(rows["layer"]))
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers) + 3), 4.5))
+    for target, group in rows.groupby("target", sort=False):
+        group = group.set_index("layer").reindex(layers)
+        chance = 1.0 / group["n_classes"].max()
+
+        def rescaled(column: str, chance=chance, group=group) -> np.ndarray:
+            return (group[column].to_numpy(dtype=float) - chance) / (1.0 - chance)
+
+        k = int(group["n_classes"].max())
+        line = ax.plot(
+            x,
+            rescaled("balanced_accuracy_mean"),
+            marker="o",
+            markersize=3,
+            label=f"{target} ({k} classes)",
+        )[0]
+        ax.fill_between(
+            x,
+            rescaled("balanced_accuracy_ci_low"),
+            rescaled("balanced_accuracy_ci_high"),
+            color=line.get_color(),
+            alpha=0.15,
+            linewidth=0,
+        )
+    ax.axhline(0.0, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xticks(x, layers, rotation=45, ha="right")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("balanced accuracy above chance\n(0 = chance, 1 = perfect; 95% CI)")
+    ax.set_ylim(-0.1, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{title}: what each layer of {reference} encodes")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
+    _save(fig, path)
+
+
+def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str) -> None:
+    """Shape bias per layer (shape_bias.csv's rows of one dataset and probe, probes trained
+    and tested on the reference), one line and 95% CI band per backbone."""
+    part = table[(table["dataset"] == dataset) & (table["probe"] == probe)]
+    part = part[part["representation"] == part["train_representation"]]
+    part = part[part["representation"] == part["reference"]]
+    if part.empty:
+        raise ValueError(f"shape_bias.csv has no rows for dataset={dataset} probe={probe}")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for backbone, rows in part.groupby("backbone", sort=False):
+        depth = np.linspace(0.0, 1.0, len(rows)) if len(rows) > 1 else np.array([1.0])
+        line = ax.plot(depth, rows["shape_bias"], marker="o", markersize=3, label=backbone)[0]
+        ax.fill_between(
+            depth,
+            rows["shape_bias_ci_low"],
+            rows["shape_bias_ci_high"],
+            color=line.get_color(),
+            alpha=0.15,
+            linewidth=0,
+        )
+        for d, layer in zip(depth, rows["layer"], strict=True):
+            ax.annotate(
+                layer,
+                (d, rows.set_index("layer").loc[layer, "shape_bias"]),
+                fontsize=6,
+                xytext=(2, 3),
+                textcoords="offset points",
+            )
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("relative depth (first named layer 0, last 1)")
+    ax.set_ylabel("shape bias: shape / (shape + cue) decisions\n(95% CI over test images, runs)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{dataset} / {probe} probe: shape bias on cue-conflict test images")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
     _save(fig, path)
 
@@ -78,15 +199,24 @@ def accuracy_by_layer(
 def difference_heatmap(
     part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
 ) -> None:
-    """Paired accuracy difference to `reference` in points, representation x layer;
-    * marks a Holm-adjusted p < 0.05 of the image-level test (stats.py)."""
-    part = part[part["representation"] != reference]
+    """Paired accuracy difference to `reference` in points, representation x layer: the
+    probes trained on each representation, then (labelled `... (ref heads)`) the
+    reference's probes tested on each; * marks a Holm-adjusted p < 0.05 of the
+    image-level test (stats.py)."""
+    part = main_target(part)
+    part = part[(part["representation"] != reference) | (part["train_representation"] != reference)]
+    transferred = part["representation"] != part["train_representation"]
+    part = part.assign(
+        row=np.where(
+            transferred, part["representation"] + f" ({reference} heads)", part["representation"]
+        )
+    )
     layers = list(dict.fromkeys(part["layer"]))
-    representations = list(dict.fromkeys(part["representation"]))
-    diff = part.pivot(index="representation", columns="layer", values="accuracy_diff").reindex(
+    representations = list(dict.fromkeys(part["row"]))
+    diff = part.pivot(index="row", columns="layer", values="accuracy_diff").reindex(
         index=representations, columns=layers
     )
-    p_holm = part.pivot(index="representation", columns="layer", values="accuracy_p_holm").reindex(
+    p_holm = part.pivot(index="row", columns="layer", values="accuracy_p_holm").reindex(
         index=representations, columns=layers
     )
     points = 100.0 * diff.to_numpy(dtype=float)
@@ -112,7 +242,13 @@ def difference_heatmap(
                         color="white" if dark else "black",
                     )
     else:
-        ax.text(0.5, 0.5, f"no paired runs with '{reference}'", transform=ax.transAxes, ha="center")
+        ax.text(
+            0.5,
+            0.5,
+            f"no representation besides '{reference}' to compare",
+            transform=ax.transAxes,
+            ha="center",
+        )
     ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
     ax.set_yticks(np.arange(len(representations)), representations)
     ax.set_xlabel("layer")

@@ -70,6 +70,12 @@ class HeadResult:
     epochs: int  # epochs trained before early stopping (or max_epochs)
     best_val_loss: float
     n_features: int
+    # the best weights (W1 [dim, out], b1 [out](, W2, b2)) and the train-split mean and
+    # std [dim] the head's inputs were standardised with: the head as a function of raw
+    # features, for testing it on another representation's (transfer.py)
+    weights: list[np.ndarray]
+    mean: np.ndarray
+    std: np.ndarray
 
 
 def check_finite(layer: str, values: np.ndarray, where: str) -> None:
@@ -460,7 +466,7 @@ def train(
             widths = sum(len(g) * max(features[layer].shape[1] for layer in g) for g in groups)
             free, _ = torch.cuda.mem_get_info(device)
             per_run_values = 4 * widths * len(labels) * len(runs) <= free // 4
-    stacks = []
+    stacks, statistics = [], []
     for group in groups:
         dims = [features[layer].shape[1] for layer in group]
         n, width = len(labels), max(dims)
@@ -477,6 +483,7 @@ def train(
                 values[i] -= mean[i, 0]
                 values[i] /= std[i, 0]
         stats = (None, None) if shared else (mean, std)
+        statistics.append((mean, std))
         tensors = [torch.from_numpy(values).to(device)] + [
             None if a is None else torch.from_numpy(a).to(device) for a in stats
         ]
@@ -499,13 +506,19 @@ def train(
 
     results: dict[tuple[int, str], HeadResult] = {}
     with torch.no_grad():
-        for stack in stacks:
+        for stack, (mean, std) in zip(stacks, statistics, strict=True):
             epochs = torch.where(stack.active, probe.max_epochs, stack.epochs).cpu()
             best_epoch, best_loss = stack.best_epoch.cpu(), stack.best_loss.cpu()
             proba = stack.best_proba(TEST)
+            best = [p.cpu().numpy() for p in stack.best]
             for h in range(len(epochs)):
                 layer = stack.layers[h // len(runs)]
                 r = h % len(runs)
+                dim = int(features[layer].shape[1])
+                i, s = stack.layers.index(layer), 0 if shared else r
+                # biases are kept as [heads, 1, out]
+                weights = [w[h, 0] if k % 2 else w[h] for k, w in enumerate(best)]
+                weights[0] = weights[0][:dim]  # the padded inputs' rows are 0
                 results[runs[r], layer] = HeadResult(
                     layer=layer,
                     run=runs[r],
@@ -514,7 +527,10 @@ def train(
                     best_epoch=int(best_epoch[h]),
                     epochs=int(epochs[h]),
                     best_val_loss=float(best_loss[h]),
-                    n_features=int(features[layer].shape[1]),
+                    n_features=dim,
+                    weights=[np.ascontiguousarray(w) for w in weights],
+                    mean=mean[i, s, :dim].copy(),
+                    std=std[i, s, :dim].copy(),
                 )
     return [results[run, layer] for run in runs for layer in layers], seconds
 

@@ -40,23 +40,35 @@ def write_table(table: pd.DataFrame, path: str) -> None:
         table.to_csv(partial, index=False, float_format="%.10g")
 
 
-def prediction_loader(paths: list[str]) -> stats.PredictionLoader:
-    """(dataset, backbone, representation, probe) -> that model's per-image predictions
-    over all its runs, from the train jobs' .npz files (`paths`, one per run group, under
-    runs/{dataset}/{backbone}/{representation}/{probe}/)."""
+def model_key(path: str, reference: str | None) -> tuple[str, ...]:
+    """(dataset, backbone, representation, train_representation, target, probe) of a
+    train or transfer job's file, from its path (layout.py: runs/ or transfer/, then
+    {dataset}/{backbone}/{representation}/{target}/{probe}/run...)."""
+    stage, dataset, backbone, representation, target, probe = path.replace(os.sep, "/").split("/")[
+        -7:-1
+    ]
+    trained_on = reference if stage == "transfer" else representation
+    return dataset, backbone, representation, trained_on, target, probe
+
+
+def prediction_loader(paths: list[str], reference: str | None) -> stats.PredictionLoader:
+    """(dataset, backbone, representation, train_representation, target, probe) -> that
+    model's per-image predictions over all its runs, from the train and transfer jobs'
+    .npz files (`paths`, one per run group, under runs/ or transfer/, then
+    {dataset}/{backbone}/{representation}/{target}/{probe}/; a transfer job's heads were
+    trained on `reference`)."""
     import numpy as np
 
     by_model: dict[tuple[str, ...], list[str]] = {}
     for path in paths:
-        parts = path.replace(os.sep, "/").split("/")
-        by_model.setdefault(tuple(parts[-5:-1]), []).append(path)
+        by_model.setdefault(model_key(path, reference), []).append(path)
 
-    def load(dataset: str, backbone: str, representation: str, probe: str):
-        files = by_model.get((dataset, backbone, representation, probe))
+    def load(*key: str):
+        files = by_model.get(key)
         if not files:
             raise ValueError(
-                f"no per-image predictions for {dataset}/{backbone}/{representation}/{probe}: "
-                "rerun its train jobs (snakemake --forcerun train)"
+                f"no per-image predictions for {'/'.join(key)} (dataset, backbone, tested on, "
+                "trained on, target, probe): rerun its train or transfer jobs"
             )
         parts = []
         for path in files:
@@ -88,7 +100,10 @@ def aggregate(
             f"duplicate run rows: {metrics[duplicated][RUN_KEYS].head().to_dict('records')}"
         )
     summary = stats.summarise(
-        metrics, prediction_loader(prediction_paths), reference=reference, resampled=resampled
+        metrics,
+        prediction_loader(prediction_paths, reference),
+        reference=reference,
+        resampled=resampled,
     )
     write_table(metrics, metrics_path)
     write_table(summary, summary_path)
@@ -104,6 +119,7 @@ def figures(
     probe: str,
     by_layer_path: str,
     difference_path: str,
+    targets_path: str,
     reference: str | None,
 ) -> None:
     from visual_ablation import plots
@@ -112,6 +128,7 @@ def figures(
     part, title = plots.selected(summary, dataset, backbone, probe)
     plots.accuracy_by_layer(part, title, by_layer_path, reference=reference)
     plots.difference_heatmap(part, title, difference_path, reference=reference)
+    plots.targets_by_layer(part, title, targets_path, reference=reference)
 
 
 def representation_figure(

@@ -118,15 +118,45 @@ def stratified_split(
     return split
 
 
+def fixed_test_split(
+    labels: np.ndarray, fixed_test: np.ndarray, val: float, test: float, seed: int, name: str
+) -> np.ndarray:
+    """A split whose test part is fixed by the source (`fixed_test`, e.g. the cue-conflict
+    images); the other images are split into train and validation, stratified by class,
+    with validation getting the share val / (1 - test) of them as in `stratified_split`."""
+    rest = np.flatnonzero(~fixed_test)
+    counts = np.bincount(labels[rest], minlength=labels.max() + 1)
+    n_val = math.ceil(val / (1.0 - test) * len(rest))
+    rng = np.random.default_rng(seed)
+    val_share = _allocate(counts, n_val, rng)
+    split = np.full(len(labels), TRAIN, dtype=np.int8)
+    split[fixed_test] = TEST
+    for c in np.flatnonzero(val_share):
+        members = rest[labels[rest] == c]
+        split[rng.permutation(members)[: val_share[c]]] = VAL
+    check_split(split, f"dataset '{name}': the split of {len(labels)} images (fixed test set)")
+    return split
+
+
 def run_splits(
-    labels: np.ndarray, split: dict[str, Any], runs: list[int], name: str
+    labels: np.ndarray,
+    split: dict[str, Any],
+    runs: list[int],
+    name: str,
+    fixed_test: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
-    """Each run's split of `labels` (computed once per distinct seed)."""
+    """Each run's split of `labels` (computed once per distinct seed); with `fixed_test`
+    (a source's own test images), only train and validation are drawn."""
     by_seed: dict[int, np.ndarray] = {}
     out = {}
     for run in runs:
         seed = run_seed(split, run)
         if seed not in by_seed:
-            by_seed[seed] = stratified_split(labels, split["val"], split["test"], seed, name)
+            if fixed_test is not None:
+                by_seed[seed] = fixed_test_split(
+                    labels, fixed_test, split["val"], split["test"], seed, name
+                )
+            else:
+                by_seed[seed] = stratified_split(labels, split["val"], split["test"], seed, name)
         out[run] = by_seed[seed]
     return out

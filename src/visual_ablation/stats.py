@@ -37,17 +37,22 @@ from visual_ablation.metrics import (
 )
 
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
-# compared with the reference; the Holm family is one (dataset, backbone, probe)
-FAMILY = ["dataset", "backbone", "probe"]
+# a row is compared with the reference's own row (trained and tested on the reference) of
+# the same dataset, backbone, target, layer and probe
+PAIR_KEYS = [k for k in KEYS if k not in ("representation", "train_representation")]
+# the Holm family: one (dataset, backbone, target, probe)'s comparisons, within
+# representations or transferred from the reference (two questions, two families)
+FAMILY = ["dataset", "backbone", "target", "probe", "transferred"]
 SUMMARISED = [*METRICS, "best_epoch", "epochs", "train_seconds"]
 CONFIDENCE = 0.95
 BOOTSTRAP = 1000  # replicates of the paired bootstrap
 BOOTSTRAP_SEED = 0
 EXACT_LIMIT = 2000  # sign-flip test: exact up to this sum of |per-image differences|
 
-# per-image predictions of one model: (dataset, backbone, representation, probe) ->
-# {"runs", "layers", "image", "label", "predicted", "p_true", "confidence"} (training.py)
-PredictionLoader = Callable[[str, str, str, str], dict[str, np.ndarray]]
+# per-image predictions of one model: (dataset, backbone, representation,
+# train_representation, target, probe) -> {"runs", "layers", "image", "label",
+# "predicted", "p_true", "confidence"} (training.py)
+PredictionLoader = Callable[[str, str, str, str, str, str], dict[str, np.ndarray]]
 
 
 def t_interval(
@@ -273,21 +278,26 @@ def summarise(
     reference: str | None = "original",
     resampled: bool = False,
 ) -> pd.DataFrame:
-    """One row per (dataset, backbone, representation, layer, probe), in first-seen order.
+    """One row per (dataset, backbone, representation, train_representation, target,
+    layer, probe), in first-seen order.
 
     For each metric: mean, std, 95% t interval over runs (corrected for overlapping test
-    sets when `resampled`). Against `reference` (same dataset, backbone, layer, probe and
-    run): the mean paired difference, its 95% interval from the paired bootstrap over test
-    images and runs, the p-value (the bootstrap's normal approximation; for accuracy the
-    larger of that and the exact sign-flip test over test images) and the Holm-adjusted
-    p-value over that (dataset, backbone, probe)'s comparisons. Differences need
-    `predictions`.
+    sets when `resampled`). Against `reference` trained and tested on itself (same dataset,
+    backbone, target, layer, probe and run): the mean paired difference, its 95% interval
+    from the paired bootstrap over test images and runs, the p-value (the bootstrap's
+    normal approximation; for accuracy the larger of that and the exact sign-flip test
+    over test images) and the Holm-adjusted p-value over the row's FAMILY. A transfer row
+    (the reference's heads tested on another representation) is compared the same way.
+    Differences need `predictions`.
     """
     rows = []
-    pair_keys = [k for k in KEYS if k != "representation"]
+    pair_keys = PAIR_KEYS
     ref_runs = {}
     if reference is not None:
-        ref = metrics[metrics["representation"] == reference]
+        ref = metrics[
+            (metrics["representation"] == reference)
+            & (metrics["train_representation"] == reference)
+        ]
         ref_runs = {key: group for key, group in ref.groupby(pair_keys, sort=False)}
     loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
     weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
@@ -316,7 +326,8 @@ def summarise(
                 f"{metric}_ci_high": high,
             }
         other = ref_runs.get(tuple(row[k] for k in pair_keys))
-        compare = reference is not None and row["representation"] != reference and other is not None
+        is_reference = row["representation"] == row["train_representation"] == reference
+        compare = reference is not None and not is_reference and other is not None
         paired = (
             group.merge(other[["run", *METRICS]], on="run", suffixes=("", "_ref"))
             if compare
@@ -326,8 +337,9 @@ def summarise(
         tested = None
         if paired is not None and len(paired) and predictions is not None:
             runs = sorted(int(r) for r in paired["run"])
-            d, b, p, layer = row["dataset"], row["backbone"], row["probe"], row["layer"]
-            ref_slice = _layer_slice(model(d, b, reference, p), runs, layer)
+            d, b, t, p = row["dataset"], row["backbone"], row["target"], row["probe"]
+            layer = row["layer"]
+            ref_slice = _layer_slice(model(d, b, reference, reference, t, p), runs, layer)
             images = np.unique(ref_slice["image"])
             key = (len(runs), images.tobytes())
             if key not in weights:
@@ -335,7 +347,11 @@ def summarise(
                 weights[key] = bootstrap_weights(len(images), len(runs))
             tested = image_level_differences(
                 ref_slice,
-                _layer_slice(model(d, b, row["representation"], p), runs, layer),
+                _layer_slice(
+                    model(d, b, row["representation"], row["train_representation"], t, p),
+                    runs,
+                    layer,
+                ),
                 row["n_classes"],
                 weights[key],
             )
@@ -362,9 +378,12 @@ def summarise(
             }
         rows.append(row)
     summary = pd.DataFrame(rows)
+    families = summary.assign(
+        transferred=summary["representation"] != summary["train_representation"]
+    ).groupby(FAMILY, sort=False)
     for metric in METRICS:
         summary[f"{metric}_p_holm"] = np.nan
-        for _, family in summary.groupby(FAMILY, sort=False):
+        for _, family in families:
             summary.loc[family.index, f"{metric}_p_holm"] = holm(family[f"{metric}_p"].to_numpy())
     diff_columns = [
         f"{metric}{suffix}"

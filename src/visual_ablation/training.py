@@ -1,20 +1,24 @@
-"""The train stage: one feature store x one probe config x one or more runs -> one csv
-row per (run, layer), and every head's per-image test predictions.
+"""The train stage: one feature store x one target x one probe config x one or more runs
+-> one csv row per (run, layer), every head's per-image test predictions, and the heads.
 
-Reads the checked data store (labels) and feature store (every layer), draws each run's
-split from the labels (splits.py), trains one probe head per layer together (probes.py),
-scores each on its run's test split (metrics.py).
+Reads the checked data store (the target's labels) and feature store (every layer), draws
+each run's split from the class labels (splits.py; the same images for every target),
+trains one probe head per layer together (probes.py), scores each on its run's test split
+(metrics.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visual_ablation import metrics, outputs, probes, splits, store
+from visual_ablation import data, metrics, outputs, splits, store
+
+if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none
+    from visual_ablation import probes
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +35,14 @@ def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
         return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
 
 
-def read_labels(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """labels and the number of classes of a checked data store."""
+def read_labels(
+    path: str, spec: dict[str, Any], target: str = data.CLASS
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
+    """A checked data store's labels of `target`, its number of classes, the class labels
+    (what splits are stratified by) and the source's fixed test images (or None)."""
     with store.reading(path, spec) as group:
-        return group["labels"][:], len(group.attrs["class_names"])
+        labels, names = data.read_target(group, target, f"data store {path}")
+        return labels, len(names), group["labels"][:], data.read_fixed_test(group)
 
 
 def train_store(
@@ -47,17 +55,20 @@ def train_store(
     runs: int | list[int],
     device: str = "auto",
     threads: int = 1,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Train and score `probe_spec` on every layer of one feature store, for each of
-    `runs` (trained together, vectorised), each on its split (`splits.run_splits`).
-    Returns the csv rows (one per run and layer) and the per-image test predictions."""
+    target: str = data.CLASS,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[probes.HeadResult]]:
+    """Train and score `probe_spec` on every layer of one feature store to predict
+    `target`, for each of `runs` (trained together, vectorised), each on its split
+    (`splits.run_splits`). Returns the csv rows (one per run and layer), the per-image
+    test predictions and the heads."""
+    from visual_ablation import probes
     from visual_ablation.devices import choose_device, set_cpu_threads
 
     set_cpu_threads(threads)
     runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
-    labels, n_classes = read_labels(data_path, data_spec)
-    split_of = splits.run_splits(labels, split_spec, runs, data_spec["name"])
+    labels, n_classes, classes, fixed_test = read_labels(data_path, data_spec, target)
+    split_of = splits.run_splits(classes, split_spec, runs, data_spec["name"], fixed_test)
     sizes = splits.check_split(split_of[runs[0]], f"data store {data_path}")
     t0 = time.perf_counter()
     features = read_features(feature_path, feature_spec)
@@ -87,6 +98,8 @@ def train_store(
                 "dataset": feature_spec["dataset"]["name"],
                 "backbone": feature_spec["backbone"]["name"],
                 "representation": feature_spec["representation"]["name"],
+                "train_representation": feature_spec["representation"]["name"],
+                "target": target,
                 "layer": head.layer,
                 "probe": probe_spec["name"],
                 "run": head.run,
@@ -112,7 +125,7 @@ def train_store(
             head.epochs,
         )
     log.info("trained %d heads in %.2f s on %s", len(heads), seconds, torch_device)
-    return rows, predictions(heads, labels, runs)
+    return rows, predictions(heads, labels, runs), heads
 
 
 def predictions(
@@ -125,6 +138,19 @@ def predictions(
     layers = list(dict.fromkeys(head.layer for head in heads))
     by_key = {(head.run, head.layer): head for head in heads}
     image = np.stack([by_key[run, layers[0]].test_rows for run in runs]).astype(np.int64)
+    proba = {(run, layer): by_key[run, layer].test_proba for run in runs for layer in layers}
+    return prediction_arrays(proba, image, labels, runs, layers)
+
+
+def prediction_arrays(
+    proba: dict[tuple[int, str], np.ndarray],
+    image: np.ndarray,
+    labels: np.ndarray,
+    runs: list[int],
+    layers: list[str],
+) -> dict[str, np.ndarray]:
+    """The predictions file's arrays from each (run, layer)'s test probabilities on its
+    run's test rows `image` [runs, n_test]."""
     label = labels[image]
     shape = (len(runs), len(layers), image.shape[1])
     out = {
@@ -134,10 +160,10 @@ def predictions(
     }
     for r, run in enumerate(runs):
         for j, layer in enumerate(layers):
-            proba = by_key[run, layer].test_proba
-            out["predicted"][r, j] = proba.argmax(axis=1)
-            out["p_true"][r, j] = proba[np.arange(len(proba)), label[r]]
-            out["confidence"][r, j] = proba.max(axis=1)
+            p = proba[run, layer]
+            out["predicted"][r, j] = p.argmax(axis=1)
+            out["p_true"][r, j] = p[np.arange(len(p)), label[r]]
+            out["confidence"][r, j] = p.max(axis=1)
     return {
         "runs": np.array(runs, dtype=np.int64),
         "layers": np.array(layers),
@@ -151,6 +177,27 @@ def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
     """A compressed .npz, written next to its final name and renamed."""
     with outputs.replacing(path) as partial, open(partial, "wb") as out:
         np.savez_compressed(out, **values)
+
+
+def write_heads(heads: list[probes.HeadResult], rows: list[dict[str, Any]], path: str) -> None:
+    """The heads of one train job (transfer.py reads them): per (run, layer) the best
+    weights and the standardisation, and the job's csv rows without their metrics (what a
+    transfer row repeats: epochs, sizes, the device)."""
+    import json
+
+    values = {
+        "rows": np.array(
+            json.dumps([{k: v for k, v in row.items() if k not in metrics.METRICS} for row in rows])
+        )
+    }
+    for head in heads:
+        key = f"{head.run}/{head.layer}"
+        values[f"{key}/test_rows"] = head.test_rows.astype(np.int64)
+        values[f"{key}/mean"], values[f"{key}/std"] = head.mean, head.std
+        for k, weight in enumerate(head.weights):
+            values[f"{key}/w{k}"] = weight
+    with outputs.replacing(path) as partial, open(partial, "wb") as out:
+        np.savez(out, **values)
 
 
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:

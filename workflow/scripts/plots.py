@@ -17,5 +17,6 @@ with job_log(smk.log[0]):
         probe=smk.wildcards.probe,
         by_layer_path=smk.output.by_layer,
         difference_path=smk.output.difference,
+        targets_path=smk.output.targets,
         reference=smk.params.reference,
     )

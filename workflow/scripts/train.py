@@ -1,4 +1,5 @@
-"""Snakemake adapter: train one probe config on every layer of one store for its runs."""
+"""Snakemake adapter: train one probe config for one target on every layer of one store
+for its runs."""
 
 import json
 import os
@@ -16,7 +17,7 @@ with job_log(smk.log[0]):
     from visual_ablation import training
     from visual_ablation.config import parse_run_label
 
-    rows, predictions = training.train_store(
+    rows, predictions, heads = training.train_store(
         feature_path=smk.input.features,
         data_path=smk.input.data,
         feature_spec=json.loads(smk.params.store),
@@ -26,6 +27,8 @@ with job_log(smk.log[0]):
         runs=parse_run_label(smk.wildcards.run),
         device=smk.config["training"]["device"],
         threads=smk.threads,
+        target=smk.wildcards.target,
     )
+    training.write_heads(heads, rows, smk.output.heads)
     training.write_predictions(predictions, smk.output.predictions)
     training.write_csv(rows, smk.output.table)

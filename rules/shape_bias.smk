@@ -1,0 +1,45 @@
+# Stage 4b: shape bias per layer on cue-conflict datasets (Geirhos et al. 2019): of the
+# class probes' test decisions on images whose texture or colour signals another class,
+# the share that follow the shape among those that follow the shape or the cue. A table
+# over every such dataset, and one figure per (dataset, probe) with a line per backbone.
+
+
+rule shape_bias:
+    input:
+        predictions=EXPERIMENT.shape_bias_predictions(),
+        data=[EXPERIMENT.data_store(d) for d in EXPERIMENT.cue_conflict_datasets()],
+    output:
+        report(
+            LAYOUT.shape_bias_table,
+            caption="../workflow/report/shape_bias_table.rst",
+            category="Tables",
+        ),
+    log:
+        LAYOUT.log("shape_bias"),
+    conda:
+        "../envs/report.yaml"
+    params:
+        datasets=EXPERIMENT.cue_conflict_datasets(),
+        data=[EXPERIMENT.params("data", d) for d in EXPERIMENT.cue_conflict_datasets()],
+        reference=EXPERIMENT.reference,
+    script:
+        "../workflow/scripts/shape_bias.py"
+
+
+rule shape_bias_plot:
+    input:
+        rules.shape_bias.output[0],
+    output:
+        report(
+            LAYOUT.shape_bias_figure,
+            caption="../workflow/report/shape_bias.rst",
+            category="Shape bias",
+            subcategory="{dataset}",
+            labels={"probe": "{probe}"},
+        ),
+    log:
+        LAYOUT.log("shape_bias_plot", "{dataset}/{probe}"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/shape_bias_plot.py"

@@ -1,0 +1,29 @@
+# Stage 3c: reliance. The heads trained on the reference representation (its train job's
+# heads file), tested unchanged on each other representation's features of the same test
+# images: one cheap job per train job of another representation (same runs), no feature
+# recomputed and no probe retrained. Rows and predictions as a train job's, with
+# train_representation the reference.
+
+
+rule transfer:
+    input:
+        heads=reference_heads,
+        features=rules.features.output[0],
+        data=rules.prepare_data.output[0],
+    output:
+        table=LAYOUT.transfer_table,
+        predictions=LAYOUT.transfer_predictions,
+    log:
+        LAYOUT.log(
+            "transfer",
+            "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}",
+        ),
+    conda:
+        "../envs/train.yaml"
+    resources:
+        mem_mb=train_mem_mb,
+    params:
+        store=feature_params,
+        data=data_params,
+    script:
+        "../workflow/scripts/transfer.py"

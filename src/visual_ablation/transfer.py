@@ -1,0 +1,106 @@
+"""The transfer stage: the heads trained on the reference representation, tested on
+another representation's features of the same test images (Geirhos et al. 2018's
+question: does the network, as trained, still work when a cue is gone?).
+
+A train job keeps its best heads with the standardisation they were trained with
+(`training.write_heads`); a transfer job applies them, unchanged, to the other store's
+features: nothing is recomputed or retrained. Its rows and predictions have the train
+job's format, with `train_representation` the reference, so the aggregate tests them
+against the reference's own rows on the same images like any other representation.
+numpy only: a transfer job needs no torch (tests/test_transfer.py checks that the heads
+applied to the reference's own store give its train job's test probabilities).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from visual_ablation import data, metrics, store, training
+
+log = logging.getLogger(__name__)
+
+
+def read_heads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Train jobs' heads files: their rows (without metrics) and arrays, joined."""
+    rows, values = [], {}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as archive:
+            values |= {key: archive[key] for key in archive.files if key != "rows"}
+            rows += json.loads(str(archive["rows"]))
+    return rows, values
+
+
+def head_proba(
+    weights: list[np.ndarray], mean: np.ndarray, std: np.ndarray, x: np.ndarray
+) -> np.ndarray:
+    """Class probabilities [n, classes] of one head on raw features x [n, dim]: the
+    standardisation and the head's ops in float32 as in training, softmax in float64."""
+    z = (x.astype(np.float32) - mean) / std
+    logits = z @ weights[0] + weights[1]
+    if len(weights) == 4:
+        logits = np.maximum(logits, 0.0) @ weights[2] + weights[3]
+    logits = logits.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    proba = np.exp(logits)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def transfer_store(
+    heads_paths: list[str],
+    feature_path: str,
+    data_path: str,
+    feature_spec: dict[str, Any],
+    data_spec: dict[str, Any],
+    target: str,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The heads of `heads_paths` (trained on the reference) on the test rows of their
+    runs in the store at `feature_path`: csv rows and per-image predictions."""
+    trained_rows, values = read_heads(heads_paths)
+    heads_path = ", ".join(heads_paths)
+    with store.reading(data_path, data_spec) as group:
+        labels, _ = data.read_target(group, target, f"data store {data_path}")
+    features = training.read_features(feature_path, feature_spec)
+    runs = list(dict.fromkeys(int(row["run"]) for row in trained_rows))
+    layers = list(dict.fromkeys(row["layer"] for row in trained_rows))
+    missing = [layer for layer in layers if layer not in features]
+    if missing:
+        raise ValueError(
+            f"feature store {feature_path} lacks layer(s) {', '.join(missing)} of the heads in "
+            f"{heads_path}: rerun the train job that wrote them (its backbone's layers changed)"
+        )
+    representation = feature_spec["representation"]["name"]
+    proba, rows = {}, []
+    for trained in trained_rows:
+        run, layer = int(trained["run"]), trained["layer"]
+        key = f"{run}/{layer}"
+        weights = [values[f"{key}/w{k}"] for k in range(4) if f"{key}/w{k}" in values]
+        test_rows = values[f"{key}/test_rows"]
+        if features[layer].shape[1] != weights[0].shape[0]:
+            raise ValueError(
+                f"layer {layer!r} of {feature_path} has {features[layer].shape[1]} features, "
+                f"the heads in {heads_path} take {weights[0].shape[0]}: rerun their train job"
+            )
+        proba[run, layer] = head_proba(
+            weights, values[f"{key}/mean"], values[f"{key}/std"], features[layer][test_rows]
+        )
+        rows.append(
+            {
+                **trained,
+                "representation": representation,
+                **metrics.classification_metrics(labels[test_rows], proba[run, layer]),
+            }
+        )
+    image = np.stack([values[f"{run}/{layers[0]}/test_rows"] for run in runs])
+    log.info(
+        "%d heads trained on %s tested on %s (%d test images per run)",
+        len(rows),
+        trained_rows[0]["train_representation"],
+        representation,
+        image.shape[1],
+    )
+    ordered = [{column: row[column] for column in training.COLUMNS} for row in rows]
+    return ordered, training.prediction_arrays(proba, image, labels, runs, layers)

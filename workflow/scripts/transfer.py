@@ -1,0 +1,23 @@
+"""Snakemake adapter: the reference's heads tested on one other representation's store."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation import training, transfer
+
+    rows, predictions = transfer.transfer_store(
+        heads_paths=[smk.input.heads],
+        feature_path=smk.input.features,
+        data_path=smk.input.data,
+        feature_spec=json.loads(smk.params.store),
+        data_spec=json.loads(smk.params.data),
+        target=smk.wildcards.target,
+    )
+    training.write_predictions(predictions, smk.output.predictions)
+    training.write_csv(rows, smk.output.table)

@@ -48,7 +48,8 @@ def cluster():
 
 
 def slurm_config() -> dict:
-    """The tiny config with 11 cluster jobs: 1 data, 4 feature, 4 train, 2 similarity."""
+    """The tiny config with 13 cluster jobs: 1 data, 4 feature, 4 train, 2 transfer, 2
+    similarity."""
     return tiny_config(runs=1, probes={"linear": {"hidden": 0, "max_epochs": 20, "patience": 5}})
 
 
@@ -114,6 +115,7 @@ def test_workflow_runs_through_slurm_with_gpu_requests_and_local_results(cluster
         "prepare_data": 1,
         "features": 4,
         "train": 4,
+        "transfer": 2,  # original's heads on the other representation, per backbone
         "similarity": 2,
     }
     job_ids = [job for ids in by_rule.values() for job in ids]
@@ -121,7 +123,7 @@ def test_workflow_runs_through_slurm_with_gpu_requests_and_local_results(cluster
     accounted = sacct(job_ids)
     assert sorted(accounted) == sorted(job_ids)  # SLURM's accounting knows each one
     assert {row["state"] for row in accounted.values()} == {"COMPLETED"}
-    # GPU jobs got one GPU from SLURM; the data and similarity jobs none
+    # GPU jobs got one GPU from SLURM; the data, transfer and similarity jobs none
     for rule, ids in by_rule.items():
         for job in ids:
             assert ("gres/gpu=1" in accounted[job]["tres"]) == (rule in ("features", "train"))

@@ -163,16 +163,21 @@ def test_a_new_probe_config_plans_only_its_train_jobs(built):
     assert all("/wide/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
 
 
-def test_a_new_target_plans_only_its_train_and_transfer_jobs(built, tmp_path):
-    wf = Workflow(built.root, tmp_path / "targets")
-    shapes = {"source": "synthetic-shapes", "n": 300, "image_size": 16}
-    config = tiny_config(
-        datasets={"shapes": shapes},
+def pixels_config(datasets: dict, **overrides) -> dict:
+    """A tiny config of the pixels backbone alone, one linear probe, 2 runs in one job."""
+    return tiny_config(
+        datasets=datasets,
         backbones={"pixels": {"model": "pixels", "image_size": 8}},
         probes={"linear": {"hidden": 0, "max_epochs": 30, "patience": 5}},
         runs=2,
         training={"threads": 1, "runs_per_job": 2},
+        **overrides,
     )
+
+
+def test_a_new_target_plans_only_its_train_and_transfer_jobs(built, tmp_path):
+    wf = Workflow(built.root, tmp_path / "targets")
+    config = pixels_config({"shapes": {"source": "synthetic-shapes", "n": 300, "image_size": 16}})
     wf.write_config(config)
     wf.run()
     config["datasets"]["shapes"]["targets"] = ["class", "colour"]
@@ -452,14 +457,7 @@ def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built
 def test_a_cue_conflict_dataset_gets_a_shape_bias_per_layer(built, tmp_path):
     wf = Workflow(built.root, tmp_path / "conflict")
     conflict = {"source": "synthetic-cue-conflict", "n": 400, "image_size": 16, "cue": "colour"}
-    config = tiny_config(
-        datasets={"conflict": conflict},
-        representations=["original"],
-        backbones={"pixels": {"model": "pixels", "image_size": 8}},
-        probes={"linear": {"hidden": 0, "max_epochs": 30, "patience": 5}},
-        runs=2,
-        training={"threads": 1, "runs_per_job": 2},
-    )
+    config = pixels_config({"conflict": conflict}, representations=["original"])
     wf.write_config(config)
     wf.run()
     results = wf.workdir / "results"

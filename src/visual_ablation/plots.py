@@ -124,6 +124,7 @@ def targets_by_layer(
     layers = list(dict.fromkeys(rows["layer"]))
     x = np.arange(len(layers))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers) + 3), 4.5))
+    lowest = -0.1  # below chance happens: e.g. class probes that follow a conflicting cue
     for target, group in rows.groupby("target", sort=False):
         group = group.set_index("layer").reindex(layers)
         chance = 1.0 / group["n_classes"].max()
@@ -139,6 +140,7 @@ def targets_by_layer(
             markersize=3,
             label=f"{target} ({k} classes)",
         )[0]
+        lowest = min(lowest, float(np.nanmin(rescaled("balanced_accuracy_mean"))) - 0.05)
         ax.fill_between(
             x,
             rescaled("balanced_accuracy_ci_low"),
@@ -150,12 +152,22 @@ def targets_by_layer(
     ax.axhline(0.0, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xticks(x, layers, rotation=45, ha="right")
     ax.set_xlabel("layer")
-    ax.set_ylabel("balanced accuracy above chance\n(0 = chance, 1 = perfect; 95% CI)")
-    ax.set_ylim(-0.1, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{title}: what each layer of {reference} encodes")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
+    _finish(
+        ax,
+        "balanced accuracy above chance\n(0 = chance, 1 = perfect; 95% CI)",
+        (lowest, 1.02),
+        f"{title}: what each layer of {reference} encodes",
+    )
     _save(fig, path)
+
+
+def _finish(ax, ylabel: str, ylim: tuple[float, float], title: str) -> None:
+    """A line figure's y axis, grid, title and legend (right of the axes)."""
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
 
 
 def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str) -> None:
@@ -168,31 +180,24 @@ def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str
         raise ValueError(f"shape_bias.csv has no rows for dataset={dataset} probe={probe}")
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for backbone, rows in part.groupby("backbone", sort=False):
+        # relative depth, so that backbones of other lengths share the axis
         depth = np.linspace(0.0, 1.0, len(rows)) if len(rows) > 1 else np.array([1.0])
-        line = ax.plot(depth, rows["shape_bias"], marker="o", markersize=3, label=backbone)[0]
-        ax.fill_between(
-            depth,
-            rows["shape_bias_ci_low"],
-            rows["shape_bias_ci_high"],
-            color=line.get_color(),
-            alpha=0.15,
-            linewidth=0,
+        value = rows["shape_bias"].to_numpy(dtype=float)
+        below = value - rows["shape_bias_ci_low"].to_numpy(dtype=float)
+        above = rows["shape_bias_ci_high"].to_numpy(dtype=float) - value
+        ax.errorbar(
+            depth, value, yerr=[below, above], marker="o", markersize=3, capsize=2, label=backbone
         )
-        for d, layer in zip(depth, rows["layer"], strict=True):
-            ax.annotate(
-                layer,
-                (d, rows.set_index("layer").loc[layer, "shape_bias"]),
-                fontsize=6,
-                xytext=(2, 3),
-                textcoords="offset points",
-            )
+        for d, v, layer in zip(depth, value, rows["layer"], strict=True):
+            ax.annotate(layer, (d, v), fontsize=6, xytext=(2, 3), textcoords="offset points")
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("relative depth (first named layer 0, last 1)")
-    ax.set_ylabel("shape bias: shape / (shape + cue) decisions\n(95% CI over test images, runs)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{dataset} / {probe} probe: shape bias on cue-conflict test images")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
+    _finish(
+        ax,
+        "shape bias: shape / (shape + cue) decisions\n(95% CI over test images, runs)",
+        (-0.02, 1.02),
+        f"{dataset} / {probe} probe: shape bias on cue-conflict test images",
+    )
     _save(fig, path)
 
 

@@ -44,15 +44,9 @@ SPLIT_PARAMS = canonical(
 
 def reference_heads(wildcards):
     """The heads file of the reference's train job of the same runs."""
-    job = (
-        wildcards.dataset,
-        wildcards.backbone,
-        EXPERIMENT.reference,
-        wildcards.target,
-    )
-    return EXPERIMENT.run_file(
-        LAYOUT.run_heads, (*job, wildcards.probe, parse_run_label(wildcards.run))
-    )
+    w = wildcards
+    job = (w.dataset, w.backbone, EXPERIMENT.reference, w.target, w.probe)
+    return EXPERIMENT.run_file(LAYOUT.run_heads, (*job, parse_run_label(w.run)))
 
 
 def checkpoint_inputs(wildcards):

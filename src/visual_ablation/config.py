@@ -18,7 +18,12 @@ from typing import Any
 
 from visual_ablation import backbones, devices, layout
 from visual_ablation.sources import SOURCES, CueConflictSource
-from visual_ablation.vocabulary import PROBE_DEFAULTS, REFERENCE, REPRESENTATION_DEFAULTS
+from visual_ablation.vocabulary import (
+    CLASS,
+    PROBE_DEFAULTS,
+    REFERENCE,
+    REPRESENTATION_DEFAULTS,
+)
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
@@ -34,7 +39,6 @@ FEATURE_FORMAT_VERSION = 4
 PROBE_FORMAT_VERSION = 4
 
 
-CLASS = "class"  # the target that is a dataset's own label (data.CLASS)
 CUE_CONFLICT = CueConflictSource.name
 
 
@@ -207,11 +211,11 @@ class Experiment:
         """The predictions files shape bias reads: the class probes (within and transfer)
         of cue-conflict datasets."""
         chosen = self.cue_conflict_datasets()
+        files = [(self.layout.run_predictions, job) for job in self.train_jobs()]
+        files += [(self.layout.transfer_predictions, job) for job in self.transfer_jobs()]
         return [
-            path
-            for path, job in zip(
-                self.all_run_predictions(), self.train_jobs() + self.transfer_jobs(), strict=True
-            )
+            self.run_file(template, job)
+            for template, job in files
             if job[0] in chosen and job[3] == CLASS
         ]
 
@@ -245,9 +249,9 @@ class Experiment:
 
     def similarity_figures(self) -> list[str]:
         """One CKA heatmap per (dataset, backbone), when there is something to compare."""
-        compared = {d for d, _, r in self.feature_targets() if r != self.reference}
         if self.reference is None:
             return []
+        compared = {d for d, _, r in self.feature_targets() if r != self.reference}
         return [
             layout.fill(self.layout.similarity_figure, dataset=d, backbone=b)
             for d in self.datasets
@@ -306,11 +310,10 @@ def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, A
         raise unknown_value("dataset source", f"{key}.source", spec.get("source"), list(SOURCES))
     # what probes predict is not what the data store holds (it stores every factor)
     out = {k: v for k, v in spec.items() if k not in ("targets", "representations")}
-    for option in ("cue", "agreement", "conflict"):
-        if option in out and option not in source.defaults:
+    for other in SOURCES.values():
+        for option in set(other.defaults) & set(out) - set(source.defaults):
             raise ConfigError(
-                f"config key '{key}.{option}': only synthetic-cue-conflict takes it, not "
-                f"{source.name}."
+                f"config key '{key}.{option}': only {other.name} takes it, not {source.name}."
             )
     out = {**source.defaults, **out}
     out.setdefault("image_size", source.default_image_size)

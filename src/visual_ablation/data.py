@@ -14,10 +14,10 @@ import numpy as np
 from visual_ablation import splits, store
 from visual_ablation.decode import BadImageError
 from visual_ablation.sources import open_source
+from visual_ablation.vocabulary import CLASS
 
 log = logging.getLogger(__name__)
 
-CLASS = "class"  # the target that is the dataset's own label
 FIXED_TEST = "fixed_test"  # bool per image: every run's test split, where a source fixes it
 
 

@@ -14,10 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
+from visual_ablation.vocabulary import CLASS  # noqa: E402
+
 SIGNIFICANCE = 0.05
-
-
-CLASS = "class"
 
 
 def selected(summary: pd.DataFrame, dataset: str, backbone: str, probe: str):

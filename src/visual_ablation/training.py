@@ -9,6 +9,7 @@ trains one probe head per layer together (probes.py), scores each on its run's t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visual_ablation import data, metrics, outputs, splits, store
+from visual_ablation.vocabulary import CLASS
 
 if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none
     from visual_ablation import probes
@@ -36,7 +38,7 @@ def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def read_labels(
-    path: str, spec: dict[str, Any], target: str = data.CLASS
+    path: str, spec: dict[str, Any], target: str = CLASS
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
     """A checked data store's labels of `target`, its number of classes, the class labels
     (what splits are stratified by) and the source's fixed test images (or None)."""
@@ -55,7 +57,7 @@ def train_store(
     runs: int | list[int],
     device: str = "auto",
     threads: int = 1,
-    target: str = data.CLASS,
+    target: str = CLASS,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[probes.HeadResult]]:
     """Train and score `probe_spec` on every layer of one feature store to predict
     `target`, for each of `runs` (trained together, vectorised), each on its split
@@ -183,8 +185,6 @@ def write_heads(heads: list[probes.HeadResult], rows: list[dict[str, Any]], path
     """The heads of one train job (transfer.py reads them): per (run, layer) the best
     weights and the standardisation, and the job's csv rows without their metrics (what a
     transfer row repeats: epochs, sizes, the device)."""
-    import json
-
     values = {
         "rows": np.array(
             json.dumps([{k: v for k, v in row.items() if k not in metrics.METRICS} for row in rows])

@@ -21,6 +21,7 @@ REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "occlusion": {"grid": 4, "fraction": 0.5, "fill": 0.5, "seed": 0},
 }
 REFERENCE = "original"  # the representation every other is compared with
+CLASS = "class"  # the target that is a dataset's own labels (`datasets.<name>.targets`)
 
 # Probe config defaults (the schema fills the same ones); measured against scikit-learn's
 # LogisticRegression on digits (tests/test_probes.py).

@@ -1,6 +1,9 @@
 """Extraction throughput of the `features` code path against a bare forward pass.
 
 Both run the same backbone on the same batches of the same data store in one process;
+two stages of the path are also timed alone: reading the data store, and the whole path
+with the forward replaced by a stand-in that returns one real batch's features (what
+the host side alone can feed: on a GPU, the path cannot pass it);
 repeats are interleaved (path, bare, path, bare, ...) and medians reported, since this
 shared machine's timings drift 10-20% between runs. Also prints the feature store's bytes
 per image.
@@ -16,6 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from unittest import mock
 
 import torch
 import zarr
@@ -108,12 +112,35 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    run_path(), run_bare()  # warm-up: allocator, kernels, page cache
-    path_times, bare_times = [], []
+    def run_read() -> float:
+        start = time.perf_counter()
+        for _ in features.prefetched_batches(zarr.open_group(data_path)["images"], args.batch_size):
+            pass
+        return time.perf_counter() - start
+
+    # the path with the forward replaced by a copy of one real batch's features: read,
+    # conversion, representation and writer as they are; the most this host can feed
+    with (
+        torch.no_grad(),
+        torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"),
+    ):
+        canned = bare_net(batches[0])
+
+    def stand_in(self, x):
+        return {layer: values[: len(x)] for layer, values in canned.items()}
+
+    def run_host() -> float:
+        with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+            return run_path()
+
+    runs = {"path": run_path, "bare": run_bare, "read": run_read, "host": run_host}
+    for run in runs.values():
+        run()  # warm-up: allocator, kernels, page cache
+    times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        path_times.append(run_path())
-        bare_times.append(run_bare())
-    path_s, bare_s = statistics.median(path_times), statistics.median(bare_times)
+        for name, run in runs.items():
+            times[name].append(run())
+    path_s, bare_s, read_s, host_s = (statistics.median(times[name]) for name in runs)
 
     print(
         f"\nbackbone efficientnet_lite0 (pretrained), {len(DEFAULT_LAYERS)} layers, "
@@ -126,6 +153,9 @@ def main() -> None:
     )
     print(f"{'bare forward (full net, tensors ready)':<44}{args.n / bare_s:>12.0f}{bare_s:>10.2f}")
     print(f"{'ratio path / bare (throughput)':<44}{bare_s / path_s:>12.2f}")
+    print("stages of the path alone:")
+    print(f"{'  read (data store -> uint8 batches)':<44}{args.n / read_s:>12.0f}{read_s:>10.2f}")
+    print(f"{'  host: path with a stand-in forward':<44}{args.n / host_s:>12.0f}{host_s:>10.2f}")
 
     print(f"\n{'store':<36}{'bytes/image':>14}{'dims':>8}{'fp16 raw':>10}")
     for backbone, rep in (

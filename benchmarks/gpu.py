@@ -3,13 +3,16 @@
 - Extraction: the `features` path (read, representation, forward, pooling, copy back,
   compress, write) against a bare bf16 forward of the same backbone on the same batches,
   already on the device; the ratio. Each code version runs in its own process.
-- The store writer alone on those features: zstd 3 in one thread (before) against the
-  store's zstd 1 with one thread, with a feature job's threads, and with every core.
+  Two stages alone: reading the data store, and the path with the forward replaced by
+  one real batch's features (the most the host side can feed).
+- The store writer alone on those features: zstd 3 in one thread and zarr's empty-chunk
+  scan (before) against the store's zstd 1 with one thread, with a feature job's threads,
+  and with every core; then a feature job's own writer (its feeding thread included).
 - Probes at `--n-probes` images, 8 layers: one run and ten vectorised runs on CUDA,
   before and after; after, also ten runs without CUDA graphs (what the graphs give), the
   MLP probe, one run on the CPU (every core), and CUDA's heads against the CPU's.
-- tests/test_probes.py's CUDA cases (CUDA against the CPU at the tests' tolerances, one
-  host sync per epoch).
+- The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
+  one host sync per epoch) and tests/test_features.py (features image for image).
 - The seed-scale run (benchmarks/seed_scale.py) at `--seed-scale` images, if time is left.
 
 `--baseline DIR` is a copy of an older commit (its `src/`), e.g.
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import yaml
 
@@ -102,10 +106,28 @@ def child_extraction(args) -> dict:
         sync()
         return time.perf_counter() - start
 
-    run_path(), run_bare()  # warm-up
-    timings = [(run_path(), run_bare()) for _ in range(args.repeats)]
-    path_s = statistics.median(p for p, _ in timings)
-    bare_s = statistics.median(b for _, b in timings)
+    def run_read() -> float:
+        start = time.perf_counter()
+        for _ in features.prefetched_batches(zarr.open_group(args.data)["images"], args.batch_size):
+            pass
+        return time.perf_counter() - start
+
+    # the path with the forward replaced by one real batch's features: the host side alone
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu), torch.no_grad():
+        canned = bare(features.to_tensor(images[: args.batch_size], cuda))
+
+    def stand_in(self, x):
+        return {layer: values[: len(x)] for layer, values in canned.items()}
+
+    def run_host() -> float:
+        with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+            return run_path()
+
+    runs = (run_path, run_bare, run_read, run_host)
+    for run in runs:
+        run()  # warm-up
+    timings = [[run() for run in runs] for _ in range(args.repeats)]
+    path_s, bare_s, read_s, host_s = (statistics.median(t[i] for t in timings) for i in range(4))
     return {
         "n": args.n,
         "batch_size": args.batch_size,
@@ -113,6 +135,8 @@ def child_extraction(args) -> dict:
         "path_img_s": round(args.n / path_s),
         "bare_img_s": round(args.n / bare_s),
         "ratio": round(bare_s / path_s, 3),
+        "read_alone_img_s": round(args.n / read_s),
+        "host_stand_in_img_s": round(args.n / host_s),
         "store": out,
     }
 
@@ -347,13 +371,20 @@ def main() -> None:
     import writer
 
     cores = len(os.sched_getaffinity(0))
-    before, now = "zstd 3 (before)", "zstd 1 (the store's)"
-    rows = ((before, 1), (now, 1), (now, args.threads), (now, cores))
+    before, scan, now = "zstd 3 (before)", "zstd 1, empty-chunk scan", "zstd 1 (the store's)"
+    rows = ((before, 1), (scan, args.threads), (now, 1), (now, args.threads), (now, cores))
     for codec, threads in rows if "writer" in sections else ():
-        rate, size = writer.write(feats, writer.CODECS[codec], threads, root)
+        rate, size = writer.write(feats, writer.CODECS[codec], threads, root, "scan" in codec)
         report(
             "writer alone",
             {"codec": codec, "threads": threads, "img_s": round(rate), "bytes": round(size)},
+            args.json,
+        )
+    for threads in (args.threads, cores) if "writer" in sections else ():
+        rate, size = writer.write_as_a_job(feats, threads, root)
+        report(
+            "writer alone",
+            {"codec": writer.JOB_WRITER, "threads": threads, "img_s": round(rate)},
             args.json,
         )
 
@@ -393,12 +424,12 @@ def main() -> None:
         if figures:
             report("probes after, more images", figures, args.json)
 
-    # the probe tests' CUDA cases
+    # the CUDA test cases
     proc = subprocess.run(
         ["true"]
         if "tests" not in sections
         else [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda"]
-        + [os.path.join(REPO, "tests", "test_probes.py")],
+        + [os.path.join(REPO, "tests", name) for name in ("test_probes.py", "test_features.py")],
         capture_output=True,
         text=True,
         cwd=REPO,

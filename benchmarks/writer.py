@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 import yaml
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
@@ -32,6 +33,7 @@ with open(os.path.join(REPO, "config", "config.yaml")) as f:
     EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
 CODECS = {
     "zstd 1 (the store's)": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
+    "zstd 1, empty-chunk scan": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
     "zstd 3 (before)": [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
     "lz4": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
     "no compression": [],
@@ -56,10 +58,13 @@ def pooled_features(root: str, n: int) -> dict[str, np.ndarray]:
 
 
 def write(
-    feats: dict[str, np.ndarray], codec: list, threads: int, root: str
+    feats: dict[str, np.ndarray], codec: list, threads: int, root: str, scan: bool = False
 ) -> tuple[float, float]:
     """img/s and bytes/img of writing every layer through ChunkedWriter with `threads`
-    compressing threads, the batches fed from one thread as a feature job does."""
+    compressing threads, the batches fed from one thread, as a feature job does (up to
+    threads + 1 chunks of an array in flight; every array's last chunk started before
+    any is waited for). `scan`: zarr's default, comparing each chunk with the fill value
+    to leave empty ones out (the store's before this change)."""
     out = tempfile.mkdtemp(dir=root)
     group = zarr.open_group(out, mode="w")
     n = len(next(iter(feats.values())))
@@ -74,18 +79,42 @@ def write(
             dtype=values.dtype,
             compressors=[*codec, Crc32cCodec()],
             fill_value=0,
+            config={"write_empty_chunks": not scan},
         )
-        writers[layer] = store.ChunkedWriter(array, pool)
+        writers[layer] = store.ChunkedWriter(array, pool, depth=threads + 1)
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
         for layer, values in feats.items():
             writers[layer].append(values[start : start + BATCH])
+    for writer in writers.values():
+        writer.flush()
     for writer in writers.values():
         writer.close()
     seconds = time.perf_counter() - t0
     pool.shutdown()
     size = store.store_bytes(out)
     shutil.rmtree(out)
+    return n / seconds, size / n
+
+
+JOB_WRITER = "feature job's writer (zstd 1)"
+
+
+def write_as_a_job(feats: dict[str, np.ndarray], threads: int, root: str) -> tuple[float, float]:
+    """The same through a feature job's BackgroundWriter: float16 tensors in, the
+    finiteness check and the feeding in its writer thread, `threads` compressing."""
+    out = os.path.join(tempfile.mkdtemp(dir=root), "store")
+    n = len(next(iter(feats.values())))
+    tensors = {layer: torch.from_numpy(values) for layer, values in feats.items()}
+    with store.writing(out, {}) as group:
+        t0 = time.perf_counter()
+        writer = features.BackgroundWriter(group, n, compressors=threads)
+        for start in range(0, n, BATCH):
+            writer.submit(start, {k: v[start : start + BATCH] for k, v in tensors.items()})
+        writer.close()
+        seconds = time.perf_counter() - t0
+    size = store.store_bytes(out)
+    shutil.rmtree(os.path.dirname(out))
     return n / seconds, size / n
 
 
@@ -105,16 +134,19 @@ def main() -> None:
             f"{2 * width} bytes raw per image); median of {args.repeats}, {cores} cores"
         )
         print(
-            f"{'codec (+ crc32c)':22s}{'1 thread img/s':>16s}{f'{cores} threads img/s':>18s}"
+            f"{'codec (+ crc32c)':28s}{'1 thread img/s':>16s}{f'{cores} threads img/s':>18s}"
             f"{'bytes/img':>11s}"
         )
-        for name, codec in CODECS.items():
-            one, every = [], []
-            for _ in range(args.repeats):  # interleaved: this machine drifts
-                one.append(write(feats, codec, 1, root))
-                every.append(write(feats, codec, cores, root))
+        runs = {name: ([], []) for name in [*CODECS, JOB_WRITER]}
+        for _ in range(args.repeats):  # every row interleaved: this machine drifts
+            for name, codec in CODECS.items():
+                for threads, figures in zip((1, cores), runs[name], strict=True):
+                    figures.append(write(feats, codec, threads, root, "scan" in name))
+            for threads, figures in zip((1, cores), runs[JOB_WRITER], strict=True):
+                figures.append(write_as_a_job(feats, threads, root))
+        for name, (one, every) in runs.items():
             print(
-                f"{name:22s}{statistics.median(r[0] for r in one):16.0f}"
+                f"{name:28s}{statistics.median(r[0] for r in one):16.0f}"
                 f"{statistics.median(r[0] for r in every):18.0f}{one[0][1]:11.0f}"
             )
     finally:

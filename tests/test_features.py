@@ -61,6 +61,24 @@ def test_features_equal_a_direct_forward_of_the_transformed_images(experiment):
     np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)  # float16 storage
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_features_are_the_cpus_image_for_image(experiment, tmp_path):
+    """On a GPU, spans are pinned by the reader thread, copies run asynchronously both
+    ways and the forward is bf16: each image's features must still land in its own row."""
+    spec = experiment.feature_spec("digits", "effnet", "shuffled")
+    stores = {}
+    for device in ("cpu", "cuda"):
+        path = str(tmp_path / f"{device}.zarr")
+        features.extract(
+            experiment.data_store("digits"), path, spec, device, batch_size=37, progress=False
+        )
+        stores[device] = training.read_features(path, spec)["blocks.2"].astype(np.float32)
+    cpu, cuda = stores["cpu"], stores["cuda"]
+    assert np.abs(cuda - cpu).max() < 0.05 * np.abs(cpu).max()  # bf16 against float32
+    # rows one place off would differ as much as two images do
+    assert np.abs(cuda - cpu).mean() < 0.1 * np.abs(cuda - np.roll(cpu, 1, axis=0)).mean()
+
+
 def test_store_records_what_defines_the_features(experiment):
     run(experiment, "pixels", "original")
     group = zarr.open_group(experiment.feature_store("digits", "pixels", "original"))
@@ -119,6 +137,14 @@ def test_prefetched_batches_are_exact_contiguous_and_cover_every_row(tmp_path):
     assert [start for start, _ in batches] == list(range(0, 103, 10))
     assert [len(b) for _, b in batches] == [10] * 10 + [3]
     np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), values)
+
+
+def test_the_finiteness_check_agrees_with_numpy_on_every_float16():
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    flags = [features.all_finite_float16(every[i : i + 1]) for i in range(len(every))]
+    assert flags == np.isfinite(every).tolist()
+    assert sum(flags) == 2**16 - 2 * 2**10  # 1,024 patterns each of +-inf and NaN
+    assert features.all_finite_float16(every[np.isfinite(every)])
 
 
 def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeypatch, tmp_path):

@@ -82,6 +82,24 @@ def test_finished_store_records_every_chunk_and_its_size(tmp_path):
     assert manifest == {str(f.relative_to(path)): f.stat().st_size for f in files}
 
 
+def test_an_all_zero_chunk_is_written_and_its_loss_refused(tmp_path):
+    """zarr leaves out chunks equal to the fill value unless told otherwise; the store
+    writes them (no per-chunk scan), so the manifest lists them and a lost one is caught."""
+    path = tmp_path / "s.zarr"
+    values = np.ones((12, 3), np.float32)
+    values[4:8] = 0
+    with store.writing(str(path), {"a": 1}) as group:
+        writer = store.ChunkedWriter(store.create_array(group, "x", values.shape, np.float32, 4))
+        writer.append(values)
+        writer.close()
+    files = chunk_files(path)
+    assert len(files) == 3
+    assert np.array_equal(store.open_checked(str(path), {"a": 1})["x"][:], values)
+    files[1].unlink()
+    with pytest.raises(store.StoreError, match=str(files[1].relative_to(path))):
+        store.open_checked(str(path), {"a": 1})
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate", "empty"])
 def test_a_deleted_or_truncated_chunk_is_refused_naming_it(tmp_path, damage):
     path = tmp_path / "s.zarr"

@@ -92,7 +92,9 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, A
         skipped.append({"source_index": index, "where": error.where, "error": str(error)})
 
     with store.writing(path, spec) as group:
-        images = store.create_array(group, "images", (len(indices), size, size, 3), np.uint8)
+        images = store.create_array(
+            group, "images", (len(indices), size, size, 3), np.uint8, codec="lz4"
+        )
         writer = store.ChunkedWriter(images)
         bar = tqdm(
             total=len(indices),

@@ -1,8 +1,9 @@
 """The extraction loop: data store -> representation -> backbone -> feature store.
 
 Three things overlap, so that the device never waits on the disk:
-- a reader thread decodes the next span of contiguous rows (several data-store chunks)
-  while the current one is computed (`prefetched_batches`);
+- a reader thread decodes the next span of contiguous rows (several data-store chunks;
+  on a GPU it also copies them into pinned memory) while the current one is computed
+  (`prefetched_batches`);
 - the device converts, transforms and runs the backbone on exact `batch_size` batches,
   every requested layer out of one forward pass (autocast bf16 and channels-last on GPU);
 - a writer thread casts, compresses and writes the pooled float16 features of one batch
@@ -32,27 +33,36 @@ FEATURE_DTYPE = np.float16
 SPAN_CHUNKS = 4  # data-store chunks per read: large contiguous reads
 
 
-def prefetched_batches(images, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+def prefetched_batches(
+    images, batch_size: int, pin: bool = False
+) -> Iterator[tuple[int, np.ndarray | torch.Tensor]]:
     """(start, uint8 [b, h, w, 3]) batches of exactly `batch_size` rows (the last may be
     shorter), read in spans of whole batches of at least SPAN_CHUNKS chunks; the next span
-    is read in a background thread while this one's batches are used."""
+    is read in a background thread while this one's batches are used. `pin` (for a GPU):
+    that thread also copies each span into pinned memory and batches are tensors, so the
+    thread that feeds the GPU does not spend its time copying images on the host."""
     n = images.shape[0]
     span = batch_size * max(1, math.ceil(SPAN_CHUNKS * images.chunks[0] / batch_size))
+
+    def read(rows: slice) -> np.ndarray | torch.Tensor:
+        block = images[rows]
+        return torch.from_numpy(block).pin_memory() if pin else block
+
     with ThreadPoolExecutor(1, thread_name_prefix="va-read") as reader:
-        pending = reader.submit(images.__getitem__, slice(0, span))
+        pending = reader.submit(read, slice(0, span))
         for begin in range(0, n, span):
             block = pending.result()
             if begin + span < n:
-                pending = reader.submit(images.__getitem__, slice(begin + span, begin + 2 * span))
+                pending = reader.submit(read, slice(begin + span, begin + 2 * span))
             for offset in range(0, len(block), batch_size):
                 yield begin + offset, block[offset : offset + batch_size]
 
 
-def to_tensor(block: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_tensor(block: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1] on `device` (converted there, not on the host;
     from pinned memory on a GPU, so the copy is asynchronous)."""
-    x = torch.from_numpy(block)
-    if device.type == "cuda":
+    x = block if isinstance(block, torch.Tensor) else torch.from_numpy(block)
+    if device.type == "cuda" and not x.is_pinned():
         x = x.pin_memory()
     x = x.to(device, non_blocking=True)
     return x.permute(0, 3, 1, 2).float().div_(255.0)
@@ -73,12 +83,18 @@ class Pipeline:
         return nullcontext()
 
     @torch.no_grad()
-    def __call__(self, block: np.ndarray, start: int) -> dict[str, torch.Tensor]:
+    def __call__(self, block: np.ndarray | torch.Tensor, start: int) -> dict[str, torch.Tensor]:
         x = to_tensor(block, self.device)
         index = torch.arange(start, start + len(block))
         x = self.transform(x, index)
         with self.autocast():
             return self.extractor(x)
+
+
+def all_finite_float16(values: np.ndarray) -> bool:
+    """No inf or NaN in float16 `values`: those are the values with every exponent bit
+    set. Four times as fast as np.isfinite, which converts each value to float32 first."""
+    return not ((values.view(np.uint16) & 0x7C00) == 0x7C00).any()
 
 
 class BackgroundWriter:
@@ -93,6 +109,8 @@ class BackgroundWriter:
         self.writers: dict[str, store.ChunkedWriter] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="va-write")
         self.compressors = ThreadPoolExecutor(compressors, thread_name_prefix="va-compress")
+        # per array: the largest layer's chunks keep every compressing thread busy
+        self.chunks_in_flight = compressors + 1
         self.in_flight: deque[Future] = deque()
         self.depth = depth
 
@@ -117,7 +135,7 @@ class BackgroundWriter:
             copied.synchronize()  # releases the GIL while the GPU catches up
         host = {layer: t.numpy() for layer, t in tensors.items()}
         for layer, values in host.items():
-            if not np.isfinite(values).all():
+            if not all_finite_float16(values):
                 raise FloatingPointError(
                     f"layer {layer}: non-finite features (overflow in float16 or NaN from "
                     f"the backbone) at images {start}..{start + len(values) - 1}"
@@ -126,7 +144,9 @@ class BackgroundWriter:
                 array = store.create_array(
                     self.group, f"layers/{layer}", (self.n, values.shape[1]), FEATURE_DTYPE
                 )
-                self.writers[layer] = store.ChunkedWriter(array, self.compressors)
+                self.writers[layer] = store.ChunkedWriter(
+                    array, self.compressors, depth=self.chunks_in_flight
+                )
             self.writers[layer].append(values)
 
     def abort(self) -> None:
@@ -139,6 +159,8 @@ class BackgroundWriter:
             while self.in_flight:
                 self.in_flight.popleft().result()
             self.pool.shutdown(wait=True, cancel_futures=True)
+            for writer in self.writers.values():
+                writer.flush()
             for writer in self.writers.values():
                 writer.close()
         finally:
@@ -193,7 +215,7 @@ def _extract(images, out_path, spec, torch_device, batch_size, threads, progress
         writer = BackgroundWriter(group, n, compressors=max(1, threads))
         bar = tqdm(total=n, desc="features", unit="img", disable=not progress, mininterval=2.0)
         try:
-            for start, batch in prefetched_batches(images, batch_size):
+            for start, batch in prefetched_batches(images, batch_size, torch_device.type == "cuda"):
                 writer.submit(start, pipeline(batch, start))
                 bar.update(len(batch))
         except BaseException:

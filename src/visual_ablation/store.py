@@ -52,12 +52,22 @@ def rows_per_chunk(row_bytes: int, target: int = TARGET_CHUNK_BYTES) -> int:
     return max(1, target // max(1, row_bytes))
 
 
-def compressors() -> list:
-    """zstd, then a CRC-32C of the compressed chunk: zarr checks it on every read, so a
-    chunk corrupted at its original size (which the manifest cannot see) is refused.
-    zstd level 1: on pooled features it gives the same size as level 3 (2,575 against
-    2,606 bytes per image) at 1.5x the speed (benchmarks/writer.py)."""
-    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"), Crc32cCodec()]
+# Blosc codecs by what an array holds. Features: zstd level 1 gives the size of level 3
+# (2,575 against 2,606 bytes per image) at 1.5x the speed. Images: lz4 reads 1.4 to 2.1
+# times as fast as zstd (the data store is read by every feature job, often faster than
+# one core decompresses zstd on a GPU machine) for 0 to 20% more disk: photos and noisy
+# shapes hardly compress losslessly (benchmarks/writer.py, benchmarks/extraction.py).
+CODECS = {
+    "zstd": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"},
+    "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},
+}
+
+
+def compressors(codec: str = "zstd") -> list:
+    """Blosc `codec`, then a CRC-32C of the compressed chunk: zarr checks it on every
+    read, so a chunk corrupted at its original size (which the manifest cannot see) is
+    refused."""
+    return [BloscCodec(**CODECS[codec]), Crc32cCodec()]
 
 
 def save_array(group: zarr.Group, name: str, values: np.ndarray) -> zarr.Array:
@@ -68,14 +78,30 @@ def save_array(group: zarr.Group, name: str, values: np.ndarray) -> zarr.Array:
 
 
 def create_array(
-    group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int | None = None
+    group: zarr.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunk_rows: int | None = None,
+    codec: str = "zstd",
 ) -> zarr.Array:
-    """A row-chunked, compressed, checksummed array (rows = images)."""
+    """A row-chunked, compressed, checksummed array (rows = images).
+
+    Every chunk is written, all-zero ones too (`write_empty_chunks`): zarr would otherwise
+    compare each chunk with the fill value on its one event-loop thread, which every
+    writing thread shares; that scan cost a third of the writer's time
+    (benchmarks/writer.py). The manifest then lists every chunk of the array."""
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     rows = chunk_rows or rows_per_chunk(row_bytes)
     chunks = (min(max(1, shape[0]), rows), *shape[1:])
     return group.create_array(
-        name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors(), fill_value=0
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=compressors(codec),
+        fill_value=0,
+        config={"write_empty_chunks": True},
     )
 
 
@@ -353,9 +379,14 @@ class ChunkedWriter:
         self.start += self.filled
         self.filled = 0
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Start writing the last, partial chunk (`close` waits for it): several arrays'
+        last chunks then compress in parallel."""
         if self.filled:
             self._flush()
+
+    def close(self) -> None:
+        self.flush()
         while self.in_flight:
             self.in_flight.popleft().result()
         if self.start != self.array.shape[0]:

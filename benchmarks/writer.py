@@ -1,9 +1,12 @@
-"""The feature-store writer alone: images/s of compressing and writing real pooled
-features (EfficientNet-Lite0 pretrained, the default config's 8 layers, 2,080 float16
-values per image), per codec, with one compressing thread (per core) and with one per
-core (chunks of all layers compressed in parallel, as a feature job does), and the
-bytes each image takes on disk. On a GPU the forward runs at about 75k images/s at
-64 px (benchmarks/README.md): this is what the writer has to keep up with.
+"""The store codecs. First the feature-store writer alone: images/s of compressing and
+writing real pooled features (EfficientNet-Lite0 pretrained, the default config's 8
+layers, 2,080 float16 values per image), per codec, with one compressing thread and with
+one per core (chunks of all layers compressed in parallel, as a feature job does), the
+same through a feature job's own writer, and the bytes each image takes on disk. On a
+GPU the forward runs at about 75k images/s at 64 px (benchmarks/README.md): this is what
+the writer has to keep up with. Then the data store's images: read and write MB/s and
+the compression ratio per codec, on the synthetic shapes, digits, Fashion-MNIST (if
+installed) and real ImageNet photos.
 
     .venv/bin/python benchmarks/writer.py                 # n = 20000 on this machine
     .venv/bin/python benchmarks/writer.py --n 50000 --repeats 5
@@ -38,6 +41,12 @@ CODECS = {
     "lz4": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
     "no compression": [],
 }
+IMAGE_CODECS = {
+    "zstd 1 (before)": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
+    "lz4 (the data store's)": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "no compression": [],
+}
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 BATCH = 512
 
 
@@ -118,6 +127,71 @@ def write_as_a_job(feats: dict[str, np.ndarray], threads: int, root: str) -> tup
     return n / seconds, size / n
 
 
+def image_sets(n: int, root: str) -> dict[str, np.ndarray]:
+    """uint8 [n, h, w, 3] images as data stores hold them: the synthetic shapes at 64 px,
+    sklearn's digits at 16 px, foolbox's 20 ImageNet photos at 160 px (repeated) and,
+    when Debian's dataset-fashion-mnist is installed, Fashion-MNIST at 28 px."""
+    from visual_ablation import reference_photos
+
+    sets = {}
+    for name, source, size in (
+        ("shapes 64 px", "synthetic-shapes", 64),
+        ("digits 16 px", "sklearn-digits", 16),
+        ("fashion-mnist 28 px", "idx", 28),
+    ):
+        dataset = {"source": source, "n": min(n, 1797) if source == "sklearn-digits" else n}
+        if source == "idx":
+            dataset["path"] = FASHION_MNIST
+            if not os.path.exists(FASHION_MNIST):
+                continue
+        exp = resolve(
+            {
+                "results_dir": os.path.join(root, "images"),
+                "datasets": {"d": {**dataset, "image_size": size}},
+                "representations": ["original"],
+                "backbones": {"pixels": {"model": "pixels"}},
+            }
+        )
+        data.prepare(exp.data_spec("d"), exp.data_store("d"), progress=False)
+        sets[name] = zarr.open_group(exp.data_store("d"))["images"][:]
+        shutil.rmtree(os.path.join(root, "images"))
+    photos, _ = reference_photos.photos(160)
+    sets["ImageNet photos 160 px"] = np.resize(photos, (min(n, 2000), *photos.shape[1:]))
+    return sets
+
+
+def image_codecs(images: np.ndarray, root: str) -> dict[str, tuple[float, float, float]]:
+    """Per codec: read MB/s (spans of 4 chunks, as a feature job reads), write MB/s and
+    the compression ratio of a data store's image array."""
+    out = {}
+    for name, codec in IMAGE_CODECS.items():
+        group = zarr.open_group(tempfile.mkdtemp(dir=root), mode="w")
+        rows = store.rows_per_chunk(images[0].nbytes)
+        array = group.create_array(
+            "images",
+            shape=images.shape,
+            chunks=(min(rows, len(images)), *images.shape[1:]),
+            dtype=np.uint8,
+            compressors=[*codec, Crc32cCodec()],
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+        start = time.perf_counter()
+        array[:] = images
+        write_s = time.perf_counter() - start
+        reads = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for begin in range(0, len(images), 4 * rows):
+                array[begin : begin + 4 * rows]
+            reads.append(time.perf_counter() - start)
+        size = store.store_bytes(str(group.store.root))
+        shutil.rmtree(str(group.store.root))
+        mb = images.nbytes / 1e6
+        out[name] = (mb / statistics.median(reads), mb / write_s, images.nbytes / size)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="synthetic-shapes images")
@@ -149,6 +223,14 @@ def main() -> None:
                 f"{name:28s}{statistics.median(r[0] for r in one):16.0f}"
                 f"{statistics.median(r[0] for r in every):18.0f}{one[0][1]:11.0f}"
             )
+        print(
+            "\ndata-store images (what every feature job reads): read and write MB/s per "
+            "codec (+ crc32c), compression ratio"
+        )
+        print(f"{'images':24s}{'codec':24s}{'read MB/s':>10s}{'write MB/s':>11s}{'ratio':>7s}")
+        for name, images in image_sets(args.n, root).items():
+            for codec, (read, write_, ratio) in image_codecs(images, root).items():
+                print(f"{name:24s}{codec:24s}{read:10.0f}{write_:11.0f}{ratio:7.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

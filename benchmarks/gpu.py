@@ -2,7 +2,9 @@
 
 - Extraction: the `features` path (read, representation, forward, pooling, copy back,
   compress, write) against a bare bf16 forward of the same backbone on the same batches,
-  already on the device; the ratio. Each code version runs in its own process.
+  already on the device; the ratio. Each code version runs in its own process, both on
+  the data store made by the current code (lz4 images, so "before" reads faster than it
+  did; writer.py gives the codecs' own figures).
   Two stages alone: reading the data store, and the path with the forward replaced by
   one real batch's features (the most the host side can feed).
 - The store writer alone on those features: zstd 3 in one thread and zarr's empty-chunk

@@ -19,6 +19,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from unittest import mock
 
 import torch
@@ -37,6 +39,32 @@ DEFAULT_LAYERS = [
     "blocks.15",
     "head",
 ]
+
+
+def time_reading(data_path: str, batch_size: int) -> float:
+    """Seconds to read every batch of a data store as a feature job does."""
+    start = time.perf_counter()
+    for _ in features.prefetched_batches(zarr.open_group(data_path)["images"], batch_size):
+        pass
+    return time.perf_counter() - start
+
+
+@contextmanager
+def stand_in_forward(extractor, batch: torch.Tensor) -> Iterator[None]:
+    """Within it, every LayerExtractor returns `extractor`'s features of `batch` (cut to
+    the batch asked for) instead of running its net: the features path then times its
+    read, conversion, representation and writer as they are, the most the host can feed."""
+    with (
+        torch.no_grad(),
+        torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.is_cuda),
+    ):
+        canned = extractor(batch)
+
+    def stand_in(self, x):
+        return {layer: values[: len(x)] for layer, values in canned.items()}
+
+    with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+        yield
 
 
 def main() -> None:
@@ -112,28 +140,16 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    def run_read() -> float:
-        start = time.perf_counter()
-        for _ in features.prefetched_batches(zarr.open_group(data_path)["images"], args.batch_size):
-            pass
-        return time.perf_counter() - start
-
-    # the path with the forward replaced by a copy of one real batch's features: read,
-    # conversion, representation and writer as they are; the most this host can feed
-    with (
-        torch.no_grad(),
-        torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"),
-    ):
-        canned = bare_net(batches[0])
-
-    def stand_in(self, x):
-        return {layer: values[: len(x)] for layer, values in canned.items()}
-
     def run_host() -> float:
-        with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+        with stand_in_forward(bare_net, batches[0]):
             return run_path()
 
-    runs = {"path": run_path, "bare": run_bare, "read": run_read, "host": run_host}
+    runs = {
+        "path": run_path,
+        "bare": run_bare,
+        "read": lambda: time_reading(data_path, args.batch_size),
+        "host": run_host,
+    }
     for run in runs.values():
         run()  # warm-up: allocator, kernels, page cache
     times = {name: [] for name in runs}

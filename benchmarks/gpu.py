@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from unittest import mock
 
 import yaml
 
@@ -75,6 +74,7 @@ def report(section: str, figures: dict, sink: str | None) -> None:
 
 def child_extraction(args) -> dict:
     """The features path against a bare forward, interleaved, on one code version."""
+    import extraction  # benchmarks/extraction.py: its stage timers
     import torch
     import zarr
 
@@ -109,20 +109,12 @@ def child_extraction(args) -> dict:
         return time.perf_counter() - start
 
     def run_read() -> float:
-        start = time.perf_counter()
-        for _ in features.prefetched_batches(zarr.open_group(args.data)["images"], args.batch_size):
-            pass
-        return time.perf_counter() - start
+        return extraction.time_reading(args.data, args.batch_size)
 
-    # the path with the forward replaced by one real batch's features: the host side alone
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu), torch.no_grad():
-        canned = bare(features.to_tensor(images[: args.batch_size], cuda))
+    first = features.to_tensor(images[: args.batch_size], cuda)
 
-    def stand_in(self, x):
-        return {layer: values[: len(x)] for layer, values in canned.items()}
-
-    def run_host() -> float:
-        with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+    def run_host() -> float:  # the host side alone
+        with extraction.stand_in_forward(bare, first):
             return run_path()
 
     runs = (run_path, run_bare, run_read, run_host)

@@ -34,16 +34,18 @@ from visual_ablation.config import resolve
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
     EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
+STORE_ZSTD = [BloscCodec(**store.CODECS["zstd"])]  # the stores' own settings
+STORE_LZ4 = [BloscCodec(**store.CODECS["lz4"])]
 CODECS = {
-    "zstd 1 (the store's)": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
-    "zstd 1, empty-chunk scan": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
+    "zstd 1 (the store's)": STORE_ZSTD,
+    "zstd 1, empty-chunk scan": STORE_ZSTD,
     "zstd 3 (before)": [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
-    "lz4": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "lz4": STORE_LZ4,
     "no compression": [],
 }
 IMAGE_CODECS = {
-    "zstd 1 (before)": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
-    "lz4 (the data store's)": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "zstd 1 (before)": STORE_ZSTD,
+    "lz4 (the data store's)": STORE_LZ4,
     "no compression": [],
 }
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -66,30 +68,36 @@ def pooled_features(root: str, n: int) -> dict[str, np.ndarray]:
     return training.read_features(path, spec)
 
 
+def bench_array(group, name: str, values: np.ndarray, codec: list, scan: bool = False):
+    """An array shaped and chunked as store.create_array makes it, with `codec` (+ crc32c);
+    `scan`: zarr's default, comparing each chunk with the fill value to leave empty ones
+    out (the store's before)."""
+    rows = store.rows_per_chunk(values[0].nbytes)
+    return group.create_array(
+        name,
+        shape=values.shape,
+        chunks=(min(len(values), rows), *values.shape[1:]),
+        dtype=values.dtype,
+        compressors=[*codec, Crc32cCodec()],
+        fill_value=0,
+        config={"write_empty_chunks": not scan},
+    )
+
+
 def write(
     feats: dict[str, np.ndarray], codec: list, threads: int, root: str, scan: bool = False
 ) -> tuple[float, float]:
     """img/s and bytes/img of writing every layer through ChunkedWriter with `threads`
     compressing threads, the batches fed from one thread, as a feature job does (up to
     threads + 1 chunks of an array in flight; every array's last chunk started before
-    any is waited for). `scan`: zarr's default, comparing each chunk with the fill value
-    to leave empty ones out (the store's before this change)."""
+    any is waited for); `scan` as in bench_array."""
     out = tempfile.mkdtemp(dir=root)
     group = zarr.open_group(out, mode="w")
     n = len(next(iter(feats.values())))
     pool = ThreadPoolExecutor(threads)
     writers = {}
     for layer, values in feats.items():
-        rows = store.rows_per_chunk(values.shape[1] * values.dtype.itemsize)
-        array = group.create_array(
-            layer,
-            shape=values.shape,
-            chunks=(min(n, rows), values.shape[1]),
-            dtype=values.dtype,
-            compressors=[*codec, Crc32cCodec()],
-            fill_value=0,
-            config={"write_empty_chunks": not scan},
-        )
+        array = bench_array(group, layer, values, codec, scan)
         writers[layer] = store.ChunkedWriter(array, pool, depth=threads + 1)
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
@@ -166,16 +174,8 @@ def image_codecs(images: np.ndarray, root: str) -> dict[str, tuple[float, float,
     out = {}
     for name, codec in IMAGE_CODECS.items():
         group = zarr.open_group(tempfile.mkdtemp(dir=root), mode="w")
-        rows = store.rows_per_chunk(images[0].nbytes)
-        array = group.create_array(
-            "images",
-            shape=images.shape,
-            chunks=(min(rows, len(images)), *images.shape[1:]),
-            dtype=np.uint8,
-            compressors=[*codec, Crc32cCodec()],
-            fill_value=0,
-            config={"write_empty_chunks": True},
-        )
+        array = bench_array(group, "images", images, codec)
+        rows = array.chunks[0]
         start = time.perf_counter()
         array[:] = images
         write_s = time.perf_counter() - start

@@ -56,6 +56,23 @@ def tiny_config(**overrides) -> dict:
     return config
 
 
+def build_stores(exp, dataset: str, pairs, batch_size: int = 256) -> None:
+    """The data store of `dataset` and the feature store of each (backbone,
+    representation) in `pairs`, built in-process on the CPU (no Snakemake)."""
+    from visual_ablation import data, features
+
+    data.prepare(exp.data_spec(dataset), exp.data_store(dataset), progress=False)
+    for backbone, representation in pairs:
+        features.extract(
+            exp.data_store(dataset),
+            exp.feature_store(dataset, backbone, representation),
+            exp.feature_spec(dataset, backbone, representation),
+            device="cpu",
+            batch_size=batch_size,
+            progress=False,
+        )
+
+
 class Workflow:
     """A workflow copy plus a working directory, driven through the snakemake CLI."""
 

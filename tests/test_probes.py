@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import zarr
+from conftest import build_stores
 
-from visual_ablation import data, features, probes, splits, store, training
+from visual_ablation import probes, splits, store, training
 from visual_ablation.config import resolve
 from visual_ablation.probes import FeatureError
 from visual_ablation.splits import SplitError
@@ -37,16 +38,7 @@ CONFIG = {
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("probes")
     exp = resolve({**CONFIG, "results_dir": str(root)})
-    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
-    for backbone in exp.backbones:
-        features.extract(
-            exp.data_store("digits"),
-            exp.feature_store("digits", backbone, "original"),
-            exp.feature_spec("digits", backbone, "original"),
-            device="cpu",
-            batch_size=512,
-            progress=False,
-        )
+    build_stores(exp, "digits", [(backbone, "original") for backbone in exp.backbones], 512)
     return exp
 
 

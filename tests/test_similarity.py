@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_stores
 
-from visual_ablation import data, features, similarity, training
+from visual_ablation import similarity, training
 from visual_ablation.config import resolve
 
 
@@ -54,15 +55,7 @@ def test_a_layer_table_on_real_stores(tmp_path):
             "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
         }
     )
-    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
-    for rep in exp.representations:
-        features.extract(
-            exp.data_store("digits"),
-            exp.feature_store("digits", "pixels", rep),
-            exp.feature_spec("digits", "pixels", rep),
-            device="cpu",
-            progress=False,
-        )
+    build_stores(exp, "digits", [("pixels", rep) for rep in exp.representations])
     assert np.array_equal(similarity.image_rows(300), np.arange(300))
     sample = similarity.image_rows(300, limit=50)
     assert len(sample) == 50 and np.array_equal(sample, similarity.image_rows(300, limit=50))

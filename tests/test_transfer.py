@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_stores
 
-from visual_ablation import data, features, shape_bias, stats, training, transfer
+from visual_ablation import shape_bias, stats, training, transfer
 from visual_ablation.config import resolve
 
 CONFIG = {
@@ -31,16 +32,7 @@ CONFIG = {
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer")
     exp = resolve({**CONFIG, "results_dir": str(root)})
-    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
-    for rep in exp.representations:
-        features.extract(
-            exp.data_store("digits"),
-            exp.feature_store("digits", "effnet", rep),
-            exp.feature_spec("digits", "effnet", rep),
-            device="cpu",
-            batch_size=256,
-            progress=False,
-        )
+    build_stores(exp, "digits", [("effnet", rep) for rep in exp.representations])
     return exp
 
 

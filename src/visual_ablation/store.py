@@ -53,10 +53,10 @@ def rows_per_chunk(row_bytes: int, target: int = TARGET_CHUNK_BYTES) -> int:
 
 
 # Blosc codecs by what an array holds. Features: zstd level 1 gives the size of level 3
-# (2,575 against 2,606 bytes per image) at 1.5x the speed. Images: lz4 reads 1.4 to 2.1
-# times as fast as zstd (the data store is read by every feature job, often faster than
-# one core decompresses zstd on a GPU machine) for 0 to 20% more disk: photos and noisy
-# shapes hardly compress losslessly (benchmarks/writer.py, benchmarks/extraction.py).
+# (2,575 against 2,606 bytes per image) at twice the speed. Images: lz4 reads 1.5 to 2
+# times as fast as zstd (the data store is read by every feature job, on a GPU machine
+# faster than one core decompresses zstd) for 0 to 17% more disk: photos and noisy
+# shapes hardly compress losslessly (benchmarks/writer.py).
 CODECS = {
     "zstd": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"},
     "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},

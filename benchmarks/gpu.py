@@ -10,9 +10,10 @@
 - The store writer alone on those features: zstd 3 in one thread and zarr's empty-chunk
   scan (before) against the store's zstd 1 with one thread, with a feature job's threads,
   and with every core; then a feature job's own writer (its feeding thread included).
-- Probes at `--n-probes` images, 8 layers: one run and ten vectorised runs on CUDA,
-  before and after; after, also ten runs without CUDA graphs (what the graphs give), the
-  MLP probe, one run on the CPU (every core), and CUDA's heads against the CPU's.
+- Probes at `--n-probes` images, 8 layers: one run and ten vectorised runs on CUDA, and
+  a profile of 4 epochs (kernels per step and their GPU time), before and after; after,
+  also ten runs without CUDA graphs (what the graphs give), the MLP probe, one run on
+  the CPU (every core), and CUDA's heads against the CPU's.
 - The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
   one host sync per epoch) and tests/test_features.py (features image for image).
 - The seed-scale run (benchmarks/seed_scale.py) at `--seed-scale` images, if time is left.
@@ -220,6 +221,7 @@ def child_probes(args) -> dict:
         for name in ("per_run_values",):
             heads, figures[f"mlp_{name}_s"] = timed(mlp, ten, **VARIANTS[name])
         figures["mlp_epochs"] = max(h.epochs for h in heads)
+    if not args.only_ten:  # kernels per step, before and after
         figures["profile"] = profile_steps(feats, labels, split_of, n_classes)
     if args.after:
         cores = len(os.sched_getaffinity(0))

@@ -8,18 +8,25 @@ default config's 8 layers) in a temporary directory, then prints:
    fitted layer by layer on the same standardised features, with test accuracies;
 2. the fixed cost of one train job: a fresh process that does exactly what the train
    script does (imports, store reads, training, metrics, csv), its wall time minus its
-   training time, against a bare `python -c "import torch"`.
+   training time, against a bare `python -c "import torch"`;
+3. aten operators dispatched per training step by the static engine (CUDA's), linear and
+   MLP, ten runs with their own splits, on random features of the 8 layers' widths: on a
+   GPU each is about one kernel, and a step of small matmuls is bound by how many it runs
+   (benchmarks/README.md, GPU). `--baseline DIR` (an older commit's `src/`, e.g.
+   `git archive 1d61d91 src | tar -x -C .baseline`) counts its ops too, in a child process.
 
 Repeats are interleaved and medians reported (this machine's timings drift 10-20%).
 
     .venv/bin/python benchmarks/training.py                  # n=2000, 3 repeats
     .venv/bin/python benchmarks/training.py --n 10000 --repeats 5
+    .venv/bin/python benchmarks/training.py --ops-only --baseline .baseline/src
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,11 +36,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from visual_ablation import data, devices, features, metrics, probes, splits, training
 from visual_ablation.config import resolve
 
 LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
+# EfficientNet-Lite0's pooled widths at those layers
+WIDTHS = [32, 16, 24, 40, 80, 112, 192, 1280]
+# aten operators that run no kernel: views, allocations, metadata
+NO_KERNEL = frozenset(
+    "view _unsafe_view expand unsqueeze squeeze t transpose permute slice select alias "
+    "as_strided detach _reshape_alias lift_fresh empty empty_like empty_strided new_empty "
+    "unbind".split()
+)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 JOB = """
@@ -48,6 +64,62 @@ print(json.dumps({{"train_seconds": rows[0]["train_seconds"]}}))
 """
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators that run a kernel, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in NO_KERNEL:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(hidden: int, n: int, runs: int = 10) -> dict:
+    """aten operators per step of the static engine with every head live (patience never
+    runs out) and CUDA's per-run values, from one epoch's difference (3 epochs minus 2),
+    so that each step also carries its share of the epoch's validation and bookkeeping,
+    as gpu.py's kernels per step do."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    feats = {f"l{i}": rng.normal(size=(n, w)).astype(np.float32) for i, w in enumerate(WIDTHS)}
+    own = splits.run_splits(
+        labels, {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}, list(range(runs)), "o"
+    )
+
+    def counts(epochs: int) -> dict[str, int]:
+        config = probes.ProbeConfig(hidden=hidden, max_epochs=epochs, patience=10_000)
+        with OpCounter() as counter:
+            probes.train(
+                feats, labels, own, 10, config, list(range(runs)),
+                engine="static", per_run_values=True,
+            )  # fmt: skip
+        return counter.counts
+
+    two, three = counts(2), counts(3)
+    steps = -(-int((own[0] == splits.TRAIN).sum()) // probes.ProbeConfig().batch_size)
+    per_step = {k: (three[k] - two.get(k, 0)) / steps for k in three}
+    top = sorted(per_step.items(), key=lambda kv: -kv[1])
+    return {
+        "ops_per_step": round(sum(per_step.values()), 1),
+        "steps_per_epoch": steps,
+        "top": [(k, round(v, 1)) for k, v in top[:8]],
+    }
+
+
+def count_ops(n: int) -> dict:
+    return {probe: ops_per_step(hidden, n) for probe, hidden in (("linear", 0), ("mlp", 256))}
+
+
+def print_ops(name: str, figures: dict) -> None:
+    for probe, f in figures.items():
+        top = ", ".join(f"{k} {v:g}" for k, v in f["top"])
+        print(f"  {name:9s}{probe:8s}{f['ops_per_step']:8.1f}   ({top})")
+
+
 def timed_process(code: str) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -59,7 +131,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="synthetic-shapes images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probe", default="linear", choices=["linear", "mlp"])
+    parser.add_argument("--baseline", help="an older commit's src/: count its ops too")
+    parser.add_argument("--ops-only", action="store_true", help="only the op counts")
+    parser.add_argument("--count-ops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.count_ops:  # the child that counts another src's ops
+        print(json.dumps(count_ops(args.n)))
+        return
+    print(
+        "static engine (CUDA's), aten ops per step, ten runs with their own splits, "
+        f"{len(WIDTHS)} layers ({sum(WIDTHS)} values), n={args.n}:"
+    )
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}
+        cmd = [sys.executable, __file__, "--count-ops", "--n", str(args.n)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        print_ops("baseline", json.loads(out.splitlines()[-1]))
+    print_ops("this", count_ops(args.n))
+    if args.ops_only:
+        return
 
     root = tempfile.mkdtemp(prefix="va-bench-train-")  # removed at the end
     hidden = 0 if args.probe == "linear" else 256

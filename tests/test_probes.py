@@ -334,15 +334,15 @@ def test_adamw_matches_torch_step_for_step():
     reference = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
     x = torch.randn(8, 5, generator=gen)
     for step in range(25):
-        for params, opt in ((ours, mine), (theirs, reference)):
-            opt.zero_grad()
+        for params in (ours, theirs):
+            for p in params:
+                p.grad = None
             loss = (torch.tanh(x @ params[0] + params[1]) ** 2).sum()
             if step >= 10:  # from step 10 on, only the first tensor gets a gradient
                 loss = (x @ params[0]).square().sum()
             loss.backward()
-            if step >= 10:
-                params[1].grad = None
-            opt.step()
+        mine.step([p.grad for p in ours])
+        reference.step()
         for a, b in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
@@ -370,6 +370,44 @@ def test_device_adamw_matches_torch_step_for_step(device):
         for a, b in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert int(mine.step_count) == 25
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_head_gradients_are_autograds_bit_for_bit(hidden, device):
+    """The trainer's written-out backward pass against autograd on the same loss: two
+    stacks of different widths, minibatch rows weighted 1/rows, a stopped head's 0. Bit
+    for bit on the CPU (CUDA's matmuls may pick other algorithms for other shapes)."""
+    import torch
+    import torch.nn.functional as F
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU here: benchmarks/gpu.py runs this test on one")
+    gen = torch.Generator().manual_seed(0)
+    n_classes, rows = 5, 13
+    stacks = []
+    for heads, dim in ((6, 24), (4, 40)):
+        params = probes.init_head(dim, n_classes, hidden, seed=heads)
+        params = [p.unsqueeze(0).repeat(heads, *[1] * p.dim()) for p in params]
+        params = [(p if p.dim() == 3 else p.unsqueeze(1)).to(device) for p in params]
+        x = torch.randn(heads, rows, dim, generator=gen).to(device) * 3
+        stacks.append(([p.requires_grad_() for p in params], x))
+    labels = torch.randint(0, n_classes, (10 * rows,), generator=gen).to(device)
+    live = torch.ones(10, device=device)
+    live[[1, 7]] = 0.0
+    weight = (live / rows).repeat_interleave(rows)
+    logits = torch.cat([probes.head_logits(params, x) for params, x in stacks])
+    loss = (F.cross_entropy(logits.flatten(0, 1), labels, reduction="none") * weight).sum()
+    expected = torch.autograd.grad(loss, [p for params, _ in stacks for p in params])
+    ours = probes.head_gradients(stacks, labels, weight)
+    assert len(ours) == len(expected) == 2 * (4 if hidden else 2)
+    for a, b in zip(ours, expected, strict=True):
+        assert a.shape == b.shape
+        if device == "cpu":
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert not ours[0][1].any() and ours[0][0].any()  # the stopped head's gradient is 0
 
 
 @pytest.mark.parametrize("device,engine", engines()[1:])

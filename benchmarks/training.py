@@ -43,7 +43,7 @@ from visual_ablation.config import resolve
 
 LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
 # EfficientNet-Lite0's pooled widths at those layers
-WIDTHS = [32, 16, 24, 40, 80, 112, 192, 1280]
+WIDTHS = [32, 24, 40, 80, 112, 192, 320, 1280]
 # aten operators that run no kernel: views, allocations, metadata
 NO_KERNEL = frozenset(
     "view _unsafe_view expand unsqueeze squeeze t transpose permute slice select alias "
@@ -93,10 +93,10 @@ def ops_per_step(hidden: int, n: int, runs: int = 10) -> dict:
     def counts(epochs: int) -> dict[str, int]:
         config = probes.ProbeConfig(hidden=hidden, max_epochs=epochs, patience=10_000)
         with OpCounter() as counter:
+            every = list(range(runs))
             probes.train(
-                feats, labels, own, 10, config, list(range(runs)),
-                engine="static", per_run_values=True,
-            )  # fmt: skip
+                feats, labels, own, 10, config, every, engine="static", per_run_values=True
+            )
         return counter.counts
 
     two, three = counts(2), counts(3)

@@ -381,14 +381,23 @@ class HeadStack:
                 x = (x - self.mean) / self.std
         return x.reshape(-1, rows.shape[1], x.shape[3])
 
-    def live(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The live heads' parameters, their inputs on a minibatch (`rows`: image rows
-        [n_runs, batch]) and their indices among the stack's heads."""
+    def live_gradients(self, rows: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """The stack's gradients on a minibatch (`rows`: image rows [n_runs, batch], `y`:
+        their labels), its stopped heads left out of the arithmetic (their gradient is
+        0). The eager engine's step, stack by stack: on the CPU, one buffer for every
+        stack's logits made the matmuls slower (benchmarks/README.md)."""
         live = torch.nonzero(self.active).squeeze(1)
-        x = self.inputs(rows)
+        params, x = self.params, self.inputs(rows)
+        labels = y.repeat(len(self.layers), 1)  # heads are layer-major
+        if len(live) < len(self.active):
+            params = [p.index_select(0, live) for p in params]
+            x, labels = x.index_select(0, live), labels.index_select(0, live)
+        weight = torch.full((labels.numel(),), 1.0 / rows.shape[1], device=x.device)  # a mean
+        grads = head_gradients([(params, x)], labels.flatten(), weight)
         if len(live) == len(self.active):
-            return self.params, x, live
-        return [p.index_select(0, live) for p in self.params], x.index_select(0, live), live
+            return grads
+        full = [torch.zeros_like(p) for p in self.params]
+        return [f.index_add_(0, live, g) for f, g in zip(full, grads, strict=True)]
 
     @torch.no_grad()
     def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -595,27 +604,18 @@ def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
             positions = perms[:, start : start + probe.batch_size]  # [runs, batch]
             batch_rows = parts[TRAIN].gather(1, positions)
             y = ys[TRAIN].gather(1, positions)
-            inputs = [stack.live(batch_rows) for stack in live]
-            # a stack's heads are layer-major: their labels are y once per layer
-            labels = torch.cat(
-                [
-                    y.repeat(len(stack.layers), 1).index_select(0, index)
-                    for stack, (_, _, index) in zip(live, inputs, strict=True)
-                ]
-            ).flatten()
-            weight = torch.full(labels.shape, 1.0 / y.shape[1], device=device)  # a mean
-            grads = iter(head_gradients([(p, x) for p, x, _ in inputs], labels, weight))
-            stack_grads = {}
-            for stack, (_, _, index) in zip(live, inputs, strict=True):
-                stack_grads[id(stack)] = [next(grads) for _ in stack.params]
-                if len(index) < len(stack.active):  # a stopped head's gradient is 0
-                    stack_grads[id(stack)] = [
-                        torch.zeros_like(p).index_add_(0, index, g)
-                        for p, g in zip(stack.params, stack_grads[id(stack)], strict=True)
-                    ]
             # a stack whose heads have all stopped gets no gradient: no step
-            none = [None] * len(stacks[0].params)
-            optimizer.step([g for stack in stacks for g in stack_grads.get(id(stack), none)])
+            optimizer.step(
+                [
+                    grad
+                    for stack in stacks
+                    for grad in (
+                        stack.live_gradients(batch_rows, y)
+                        if stack in live
+                        else [None] * len(stack.params)
+                    )
+                ]
+            )
         for stack in live:
             stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
         if not any(bool(stack.active.any()) for stack in stacks):

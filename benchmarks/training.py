@@ -41,9 +41,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from visual_ablation import data, devices, features, metrics, probes, splits, training
 from visual_ablation.config import resolve
 
-LAYERS = ["stem", "blocks.1", "blocks.3", "blocks.5", "blocks.8", "blocks.11", "blocks.15", "head"]
-# EfficientNet-Lite0's pooled widths at those layers
-WIDTHS = [32, 24, 40, 80, 112, 192, 320, 1280]
+# the default config's layers and EfficientNet-Lite0's pooled widths at them
+LAYER_WIDTHS = {
+    "stem": 32,
+    "blocks.1": 24,
+    "blocks.3": 40,
+    "blocks.5": 80,
+    "blocks.8": 112,
+    "blocks.11": 192,
+    "blocks.15": 320,
+    "head": 1280,
+}
+LAYERS = list(LAYER_WIDTHS)
 # aten operators that run no kernel: views, allocations, metadata
 NO_KERNEL = frozenset(
     "view _unsafe_view expand unsqueeze squeeze t transpose permute slice select alias "
@@ -85,7 +94,7 @@ def ops_per_step(hidden: int, n: int, runs: int = 10) -> dict:
     as gpu.py's kernels per step do."""
     rng = np.random.default_rng(0)
     labels = np.arange(n) % 10
-    feats = {f"l{i}": rng.normal(size=(n, w)).astype(np.float32) for i, w in enumerate(WIDTHS)}
+    feats = {k: rng.normal(size=(n, w)).astype(np.float32) for k, w in LAYER_WIDTHS.items()}
     own = splits.run_splits(
         labels, {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}, list(range(runs)), "o"
     )
@@ -140,7 +149,7 @@ def main() -> None:
         return
     print(
         "static engine (CUDA's), aten ops per step, ten runs with their own splits, "
-        f"{len(WIDTHS)} layers ({sum(WIDTHS)} values), n={args.n}:"
+        f"{len(LAYERS)} layers ({sum(LAYER_WIDTHS.values())} values), n={args.n}:"
     )
     if args.baseline:
         env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}

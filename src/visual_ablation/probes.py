@@ -10,8 +10,8 @@ each head trains exactly as it would alone; tests/test_probes.py checks that aga
 plain per-head PyTorch loop. Each head has its own early stopping on validation loss:
 once stopped it leaves the loss (no more gradient) and its best epoch's weights, kept
 aside, give its test-split probabilities. The gradients are written out
-(`head_gradients`: autograd's kernels, bit for bit, without its graph), every stack's
-logits in one buffer, so that a step runs few kernels.
+(`head_gradients`: autograd's kernels, bit for bit, without its graph; in the static
+engine every stack's logits share one buffer), so that a step runs few kernels.
 
 Two engines compute the same steps (`train(engine=...)`):
 - `eager` (the CPU's): stopped heads are dropped from each step's matmuls, so a
@@ -604,18 +604,13 @@ def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
             positions = perms[:, start : start + probe.batch_size]  # [runs, batch]
             batch_rows = parts[TRAIN].gather(1, positions)
             y = ys[TRAIN].gather(1, positions)
-            # a stack whose heads have all stopped gets no gradient: no step
-            optimizer.step(
-                [
-                    grad
-                    for stack in stacks
-                    for grad in (
-                        stack.live_gradients(batch_rows, y)
-                        if stack in live
-                        else [None] * len(stack.params)
-                    )
-                ]
-            )
+            grads = []
+            for stack in stacks:  # a stack whose heads have all stopped takes no step
+                if stack in live:
+                    grads += stack.live_gradients(batch_rows, y)
+                else:
+                    grads += [None] * len(stack.params)
+            optimizer.step(grads)
         for stack in live:
             stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
         if not any(bool(stack.active.any()) for stack in stacks):
@@ -637,7 +632,8 @@ def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
     full, tail = divmod(n_train, probe.batch_size)
     sizes = [probe.batch_size] * full + ([tail] if tail else [])
     offsets = {size: torch.arange(size, device=device) for size in set(sizes)}
-    n_heads, n_layers = (sum(len(s.active) for s in stacks), sum(len(s.layers) for s in stacks))
+    n_heads = sum(len(stack.active) for stack in stacks)
+    n_layers = sum(len(stack.layers) for stack in stacks)
     # each head's weight of each of its minibatch rows, per minibatch size: 1 / size (a
     # mean) while it is live, 0 once it stopped (the same zero gradient, static shapes);
     # refreshed in place, so that a CUDA graph reads the current one

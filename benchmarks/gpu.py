@@ -16,6 +16,8 @@
   the CPU (every core), and CUDA's heads against the CPU's.
 - The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
   one host sync per epoch) and tests/test_features.py (features image for image).
+- The aggregate job's paired bootstrap at the grid's size on this machine's cores
+  (benchmarks/aggregate.py, CPU only), if time is left.
 - The seed-scale run (benchmarks/seed_scale.py) at `--seed-scale` images, if time is left.
 
 `--baseline DIR` is a copy of an older commit (its `src/`), e.g.
@@ -293,7 +295,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--sections",
-        default="extraction,writer,probes,tests,seed",
+        default="extraction,writer,probes,tests,aggregate,seed",
         help="which sections to run, comma-separated",
     )
     parser.add_argument(
@@ -434,6 +436,19 @@ def main() -> None:
     report("tests", {"pytest": proc.stdout.strip().splitlines()[-1:]}, args.json)
     if proc.returncode:
         print(proc.stdout[-4000:], flush=True)
+
+    # the aggregate job's paired bootstrap on this machine's cores (CPU only: the grid's
+    # last stage, benchmarks/aggregate.py)
+    if "aggregate" in sections and left() > 180:
+        cmd = [sys.executable, os.path.join(BENCH, "aggregate.py"), "--threads", f"1,{cores}"]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": pythonpath(os.path.join(REPO, "src"))},
+        )
+        lines = (proc.stdout or proc.stderr[-2000:]).strip().splitlines()
+        report("aggregate", {"lines": lines}, args.json)
 
     if "seed" in sections and args.seed_scale and left() > 120:
         cmd = [sys.executable, os.path.join(BENCH, "seed_scale.py"), "--n", str(args.seed_scale)]

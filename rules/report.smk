@@ -19,6 +19,7 @@ rule aggregate:
         LAYOUT.log("aggregate"),
     conda:
         "../envs/report.yaml"
+    threads: config["aggregate"]["threads"]
     params:
         reference=EXPERIMENT.reference,
         resampled=EXPERIMENT.split["resample"],

@@ -301,3 +301,47 @@ def test_a_real_large_effect_stays_significant(tmp_path):
     assert scrambled["accuracy_diff"] < -0.2
     assert scrambled["accuracy_p"] * 56 < 0.05  # Holm's largest factor in such a family
     assert scrambled["accuracy_diff_ci_high"] < 0
+
+
+def test_a_family_tested_together_and_in_threads_equals_each_comparison_alone():
+    """`summarise` tests every comparison that shares the reference's predictions in one
+    pass (the models' sums side by side) and spreads the runs over threads: each row's
+    interval and p-values are those of its own `image_level_differences`, and the summary
+    is the same, bit for bit, whatever the thread count."""
+    rng = np.random.default_rng(7)
+    runs, n, layers = 3, 300, ("l1", "l2")
+    original = {layer: rng.random((runs, n)) < 0.8 for layer in layers}
+    models, accuracy = {}, {}
+    for rep, keep in (("original", 1.0), ("gray", 0.9), ("blur", 0.7)):
+        for trained_on, extra in ((rep, 1.0), ("original", 0.8)):
+            if rep == "original" and trained_on != rep:
+                continue
+            key = (rep, trained_on)
+            correct = {
+                layer: original[layer] & (rng.random((runs, n)) < keep * extra) for layer in layers
+            }
+            if rep == "original":
+                correct = original
+            models[key] = {layer: predictions(correct[layer], seed=len(models)) for layer in layers}
+            for layer in layers:
+                accuracy[(rep, layer, trained_on)] = list(correct[layer].mean(axis=1))
+    models["original"] = models[("original", "original")]
+    table = _table(accuracy)
+    one = stats.summarise(table, loader(models), reference="original")
+    three = stats.summarise(table, loader(models), reference="original", threads=3)
+    pd.testing.assert_frame_equal(one, three, check_exact=True)
+    z = stats.sps.norm.ppf(0.975)
+    compared = one[one["n_pairs"] > 0]
+    assert len(compared) == 8  # 2 representations x 2 layers, within and transferred
+    for _, row in compared.iterrows():
+        key = (row["representation"], row["train_representation"])
+        alone = stats.image_level_differences(
+            models["original"][row["layer"]], models[key][row["layer"]], 8
+        )
+        for metric in METRICS:
+            se = np.nanstd(alone["replicates"][metric], ddof=1)
+            mean = row[f"{metric}_diff"]
+            assert row[f"{metric}_diff_ci_low"] == pytest.approx(mean - z * se, rel=1e-6)
+            assert row[f"{metric}_diff_ci_high"] == pytest.approx(mean + z * se, rel=1e-6)
+        assert row["accuracy_p"] >= alone["accuracy_p"]
+        assert row["n_test_images"] == n

@@ -92,6 +92,7 @@ def aggregate(
     summary_path: str,
     reference: str | None,
     resampled: bool = False,
+    threads: int = 1,
 ) -> None:
     metrics = read_runs(paths)
     duplicated = metrics.duplicated(RUN_KEYS)
@@ -104,6 +105,7 @@ def aggregate(
         prediction_loader(prediction_paths, reference),
         reference=reference,
         resampled=resampled,
+        threads=threads,
     )
     write_table(metrics, metrics_path)
     write_table(summary, summary_path)

@@ -21,7 +21,9 @@ Holm's step-down adjustment runs over every comparison of a (dataset, backbone, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from visual_ablation.metrics import (
+    ECE_BINS,
     METRICS,
     RUN_KEYS,
     calibration_bin_sums,
@@ -218,20 +221,43 @@ def image_level_differences(
     runs, and accuracy's exact sign-flip p-value; `n_images`: distinct test images.
     `weights`: `bootstrap_weights` for these images and runs (made here if not given).
     """
+    return differences_to_reference(reference, [other], n_classes, weights)[0]
+
+
+def differences_to_reference(
+    reference: dict[str, np.ndarray],
+    others: list[dict[str, np.ndarray]],
+    n_classes: int,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
+    pool: Executor | None = None,
+) -> list[dict[str, Any]]:
+    """`image_level_differences` of each of `others` against one reference, in one pass
+    over the bootstrap's weights per run: every model's sums in one matrix product, the
+    weights gathered and the reference's columns made once for all of them (they are
+    most of a comparison's cost). `pool`: runs these passes in parallel (numpy and BLAS
+    release the GIL). Fastest with the image weights in Fortran order (`summarise` keeps
+    them so): a run's images are then contiguous rows to gather."""
     image = reference["image"]
-    if not np.array_equal(image, other["image"]):
-        raise ValueError("the two models were tested on different images: rerun their jobs")
+    for other in others:
+        if not np.array_equal(image, other["image"]):
+            raise ValueError("the two models were tested on different images: rerun their jobs")
     runs, _ = image.shape
     union, position = np.unique(image, return_inverse=True)
     position = position.reshape(image.shape)
     image_weights, run_weights = weights or bootstrap_weights(len(union), runs)
-    replicates = len(run_weights)
-    differences = {metric: np.zeros((replicates, runs)) for metric in METRICS}
-    for r in range(runs):
+    by_image = np.ascontiguousarray(image_weights.T)  # [images, replicates]: a view if F-ordered
+    models = [reference, *others]
+
+    def one_run(r: int) -> list[dict[str, np.ndarray]]:
         # float32: the weighted sums only feed a standard error
-        w = image_weights[:, position[r]].astype(np.float32)
-        columns = [
-            metric_columns(
+        w = by_image[position[r]].astype(np.float32)
+        # every model's columns side by side, each in a slot as wide as the widest (its
+        # calibration bins may be fewer), filled in place: one copy in memory
+        slot = 3 + 4 * n_classes + 3 * ECE_BINS
+        columns = np.zeros((len(w), slot * len(models)), np.float32)
+        widths = []
+        for i, model in enumerate(models):
+            own = metric_columns(
                 model["label"][r],
                 model["predicted"][r],
                 model["p_true"][r],
@@ -239,28 +265,35 @@ def image_level_differences(
                 n_classes,
                 np.float32,
             )
-            for model in (reference, other)
+            columns[:, i * slot : i * slot + own.shape[1]] = own
+            widths.append(own.shape[1])
+        sums = w.T @ columns
+        scored = [
+            metrics_from_sums(sums[:, i * slot : i * slot + width], n_classes)
+            for i, width in enumerate(widths)
         ]
-        # both models' sums in one product: one pass over the replicates' weights
-        sums = w @ np.concatenate(columns, axis=1)
-        width = columns[0].shape[1]
-        scored = [metrics_from_sums(sums[:, :width], n_classes)]
-        scored.append(metrics_from_sums(sums[:, width:], n_classes))
+        return [{metric: s[metric] - scored[0][metric] for metric in METRICS} for s in scored[1:]]
+
+    per_run = list(pool.map(one_run, range(runs)) if pool else map(one_run, range(runs)))
+    results = []
+    for k, other in enumerate(others):
+        replicated = {}
         for metric in METRICS:
-            differences[metric][:, r] = scored[1][metric] - scored[0][metric]
-    replicated = {
-        metric: np.nansum(run_weights * d, axis=1) / runs for metric, d in differences.items()
-    }
-    # per image, correct answers of `other` minus the reference's, summed over runs
-    votes = (other["predicted"] == other["label"]).astype(np.int64) - (
-        reference["predicted"] == reference["label"]
-    ).astype(np.int64)
-    per_image = np.bincount(position.ravel(), weights=votes.ravel(), minlength=len(union))
-    return {
-        "replicates": replicated,
-        "accuracy_p": sign_flip_p(per_image.round().astype(np.int64)),
-        "n_images": len(union),
-    }
+            differences = np.stack([per_run[r][k][metric] for r in range(runs)], axis=1)
+            replicated[metric] = np.nansum(run_weights * differences, axis=1) / runs
+        # per image, correct answers of `other` minus the reference's, summed over runs
+        votes = (other["predicted"] == other["label"]).astype(np.int64) - (
+            reference["predicted"] == reference["label"]
+        ).astype(np.int64)
+        per_image = np.bincount(position.ravel(), weights=votes.ravel(), minlength=len(union))
+        results.append(
+            {
+                "replicates": replicated,
+                "accuracy_p": sign_flip_p(per_image.round().astype(np.int64)),
+                "n_images": len(union),
+            }
+        )
+    return results
 
 
 def _layer_slice(predictions: dict[str, np.ndarray], runs: list[int], layer: str):
@@ -277,6 +310,7 @@ def summarise(
     predictions: PredictionLoader | None = None,
     reference: str | None = "original",
     resampled: bool = False,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """One row per (dataset, backbone, representation, train_representation, target,
     layer, probe), in first-seen order.
@@ -288,7 +322,8 @@ def summarise(
     normal approximation; for accuracy the larger of that and the exact sign-flip test
     over test images) and the Holm-adjusted p-value over the row's FAMILY. A transfer row
     (the reference's heads tested on another representation) is compared the same way.
-    Differences need `predictions`.
+    Differences need `predictions`. `threads`: the bootstrap's runs in parallel (the same
+    numbers whatever the count).
     """
     rows = []
     pair_keys = PAIR_KEYS
@@ -299,17 +334,9 @@ def summarise(
             & (metrics["train_representation"] == reference)
         ]
         ref_runs = {key: group for key, group in ref.groupby(pair_keys, sort=False)}
-    loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
-    weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
-
-    def model(*key: str) -> dict[str, np.ndarray]:
-        if key not in loaded:
-            if len(loaded) > 8:  # one family's reference and a few others in memory
-                loaded.clear()
-            loaded[key] = predictions(*key)
-        return loaded[key]
-
-    z = float(sps.norm.ppf(0.5 + CONFIDENCE / 2))
+    # comparisons that share the reference's predictions (dataset, backbone, target, probe,
+    # layer and runs), tested together: [(row index, the model's key)]
+    tests: dict[tuple, list[tuple[int, tuple[str, ...]]]] = {}
     for key, group in metrics.groupby(KEYS, sort=False):
         row = dict(zip(KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
@@ -334,49 +361,26 @@ def summarise(
             else None
         )
         row["n_pairs"] = len(paired) if paired is not None else 0
-        tested = None
-        if paired is not None and len(paired) and predictions is not None:
-            runs = sorted(int(r) for r in paired["run"])
-            d, b, t, p = row["dataset"], row["backbone"], row["target"], row["probe"]
-            layer = row["layer"]
-            ref_slice = _layer_slice(model(d, b, reference, reference, t, p), runs, layer)
-            images = np.unique(ref_slice["image"])
-            key = (len(runs), images.tobytes())
-            if key not in weights:
-                weights.clear()  # one set of images at a time: a family's
-                weights[key] = bootstrap_weights(len(images), len(runs))
-            tested = image_level_differences(
-                ref_slice,
-                _layer_slice(
-                    model(d, b, row["representation"], row["train_representation"], t, p),
-                    runs,
-                    layer,
-                ),
-                row["n_classes"],
-                weights[key],
-            )
-        row["n_test_images"] = tested["n_images"] if tested else 0
+        row["n_test_images"] = 0
         for metric in METRICS:
-            mean = low = high = p_value = float("nan")
+            mean = float("nan")
             if paired is not None and len(paired):
                 mean = float((paired[metric] - paired[f"{metric}_ref"]).mean())
-            if tested is not None:
-                se = float(np.nanstd(tested["replicates"][metric], ddof=1))
-                low, high = mean - z * se, mean + z * se
-                if se > 0:
-                    p_value = float(2 * sps.norm.sf(abs(mean) / se))
-                else:
-                    p_value = 1.0 if mean == 0 else 0.0
-                if metric == "accuracy":
-                    # also exact in the test images, where few of them differ
-                    p_value = max(p_value, tested["accuracy_p"])
             row |= {
                 f"{metric}_diff": mean,
-                f"{metric}_diff_ci_low": low,
-                f"{metric}_diff_ci_high": high,
-                f"{metric}_p": p_value,
+                f"{metric}_diff_ci_low": float("nan"),
+                f"{metric}_diff_ci_high": float("nan"),
+                f"{metric}_p": float("nan"),
             }
+        if paired is not None and len(paired) and predictions is not None:
+            runs = tuple(sorted(int(r) for r in paired["run"]))
+            d, b, t, p = row["dataset"], row["backbone"], row["target"], row["probe"]
+            shared = (d, b, t, p, row["layer"], runs)
+            model_key = (d, b, row["representation"], row["train_representation"], t, p)
+            tests.setdefault(shared, []).append((len(rows), model_key))
         rows.append(row)
+    if tests:
+        _test_differences(rows, tests, predictions, reference, threads)
     summary = pd.DataFrame(rows)
     families = summary.assign(
         transferred=summary["representation"] != summary["train_representation"]
@@ -393,3 +397,72 @@ def summarise(
     pair_columns = ["n_pairs", "n_test_images"]
     first = [c for c in summary.columns if c not in diff_columns and c not in pair_columns]
     return summary[[*first, *pair_columns, *diff_columns]]
+
+
+def _test_differences(
+    rows: list[dict[str, Any]],
+    tests: dict[tuple, list[tuple[int, tuple[str, ...]]]],
+    predictions: PredictionLoader,
+    reference: str,
+    threads: int,
+) -> None:
+    """Each row's bootstrap interval and p-values against the reference (`summarise`).
+    `tests`: (dataset, backbone, target, probe, layer, runs) -> [(row index, model key)].
+    Models are loaded once per (dataset, backbone, target, probe), all of its layers'
+    tests in a row; the bootstrap's weights once per set of test images (a family's)."""
+    z = float(sps.norm.ppf(0.5 + CONFIDENCE / 2))
+    by_family: dict[tuple, list[tuple]] = {}
+    for shared in tests:
+        by_family.setdefault(shared[:4], []).append(shared)
+    weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
+    loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+
+    def model(key: tuple[str, ...]) -> dict[str, np.ndarray]:
+        if key not in loaded:
+            loaded[key] = predictions(*key)
+        return loaded[key]
+
+    from threadpoolctl import threadpool_limits
+
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    # the pool's threads in place of BLAS's own: one single-threaded product per run, so
+    # that every thread count sums in the same order and gives the same numbers
+    with threadpool_limits(1, user_api="blas"), pool or contextlib.nullcontext():
+        for (d, b, t, p), members in by_family.items():
+            loaded.clear()  # this family's models only
+            for shared in members:
+                layer, runs = shared[4], list(shared[5])
+                ref_slice = _layer_slice(model((d, b, reference, reference, t, p)), runs, layer)
+                images = np.unique(ref_slice["image"])
+                key = (len(runs), images.tobytes())
+                if key not in weights:
+                    weights.clear()  # one set of images at a time: a family's
+                    image_weights, run_weights = bootstrap_weights(len(images), len(runs))
+                    # the same values, each image's replicates contiguous: fast to gather
+                    weights[key] = (np.asfortranarray(image_weights), run_weights)
+                indices = [index for index, _ in tests[shared]]
+                others = [_layer_slice(model(k), runs, layer) for _, k in tests[shared]]
+                n_classes = rows[indices[0]]["n_classes"]
+                found = differences_to_reference(ref_slice, others, n_classes, weights[key], pool)
+                for index, tested in zip(indices, found, strict=True):
+                    _fill_test(rows[index], tested, z)
+
+
+def _fill_test(row: dict[str, Any], tested: dict[str, Any], z: float) -> None:
+    """A row's interval and p-values from its bootstrap replicates (`summarise`)."""
+    row["n_test_images"] = tested["n_images"]
+    for metric in METRICS:
+        mean = row[f"{metric}_diff"]
+        se = float(np.nanstd(tested["replicates"][metric], ddof=1))
+        if se > 0:
+            p_value = float(2 * sps.norm.sf(abs(mean) / se))
+        else:
+            p_value = 1.0 if mean == 0 else 0.0
+        if metric == "accuracy":
+            # also exact in the test images, where few of them differ
+            p_value = max(p_value, tested["accuracy_p"])
+        row |= {
+            f"{metric}_diff_ci_low": mean - z * se,
+            f"{metric}_diff_ci_high": mean + z * se,
+            f"{metric}_p": p_value,
+        }

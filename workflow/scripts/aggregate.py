@@ -17,4 +17,5 @@ with job_log(smk.log[0]):
         summary_path=smk.output.summary,
         reference=smk.params.reference,
         resampled=smk.params.resampled,
+        threads=smk.threads,
     )

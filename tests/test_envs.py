@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -62,3 +64,106 @@ def test_data_and_report_stage_modules_import_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def rule_envs() -> list[tuple[str, Path, Path]]:
+    """(rule, its conda env file, its script) for every rule with both."""
+    found = []
+    for rule_file in sorted((REPO / "rules").glob("*.smk")):
+        blocks = re.split(r"^(?:rule|checkpoint) ", rule_file.read_text(), flags=re.M)[1:]
+        for block in blocks:
+            name = block.split(":", 1)[0]
+            env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+            script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", block)
+            if env and script:
+                rules = REPO / "rules"
+                found.append((name, (rules / env[1]).resolve(), (rules / script[1]).resolve()))
+    return found
+
+
+def script_imports(script: Path) -> list[str]:
+    """Every module a rule's script imports (its visual_ablation modules by full name)."""
+    modules = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "visual_ablation":
+                modules += [f"visual_ablation.{alias.name}" for alias in node.names]
+            else:
+                modules.append(node.module)
+    return modules
+
+
+def env_distributions(env: Path) -> set[str]:
+    """The env's pip pins and everything they install with them (their requirements,
+    from the installed metadata), as normalised distribution names."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    spec = yaml.safe_load(env.read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    todo = [requirement.partition("==")[0] for requirement in pip]
+    closure: set[str] = set()
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in closure:
+            continue
+        closure.add(name)
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return closure
+
+
+def env_site(env: Path, where: Path) -> Path:
+    """A folder that holds only what `env` installs: links to the installed files of its
+    pins and of their requirements (`env_distributions`), metadata included."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    wanted = env_distributions(env)
+    site = where / "site"
+    site.mkdir()
+    for dist in metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) not in wanted:
+            continue
+        for file in dist.files or []:
+            top = file.parts[0]
+            source = Path(dist.locate_file(top))
+            if top not in ("..", "__pycache__") and source.exists():
+                if not (site / top).exists():
+                    (site / top).symlink_to(source)
+    return site
+
+
+@pytest.mark.parametrize("rule,env,script", rule_envs(), ids=lambda v: getattr(v, "name", v))
+def test_each_rule_imports_only_what_its_env_installs(rule, env, script, tmp_path):
+    """A conda user's job sees only its env's packages: what the rule's script imports
+    (and what those modules import when imported) must come from its env's pins or their
+    own requirements. Checked by importing it in a Python that sees nothing else: no
+    site-packages (-S), only links to the env's installed packages."""
+    import os
+    import subprocess
+    import sys
+
+    site = env_site(env, tmp_path)
+    code = "import importlib\n" + "".join(
+        f"importlib.import_module({module!r})\n" for module in script_imports(script)
+    )
+    path = os.pathsep.join([str(site), str(REPO / "src")])
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert proc.returncode == 0, (
+        f"rule {rule}: {script.name} needs a package {env.name} does not list: "
+        f"{proc.stderr.strip().splitlines()[-1]}"
+    )

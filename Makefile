@@ -43,7 +43,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests workflow benchmarks
 	$(BIN)/snakefmt Snakefile rules
 
-## Every benchmark figure (benchmarks/README.md); about 29 minutes on 2 cores.
+## Every benchmark figure (benchmarks/README.md); about 30 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/image_size.py
 	$(BIN)/python benchmarks/edges.py
@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/similarity.py --n 10000
 	$(BIN)/python benchmarks/reliance.py --n 10000
 	$(BIN)/python benchmarks/aggregate.py
+	$(BIN)/python benchmarks/data_job.py
 	$(BIN)/python benchmarks/planning.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/seed_scale.py --n 2000 --cores 2

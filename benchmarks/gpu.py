@@ -334,9 +334,11 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="va-gpu-")
     exp = experiment(root, args.n_extract)
     data_path = exp.data_store("shapes")
+    cores = len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    data.prepare(exp.data_spec("shapes"), data_path, progress=False)
-    report("data", {"n": args.n_extract, "seconds": round(time.perf_counter() - t0, 1)}, args.json)
+    data.prepare(exp.data_spec("shapes"), data_path, progress=False, workers=cores)
+    figures = {"n": args.n_extract, "render_processes": cores}
+    report("data", {**figures, "seconds": round(time.perf_counter() - t0, 1)}, args.json)
 
     sections = set(args.sections.split(","))
     # extraction, each version in its own process (before first); then more settings
@@ -368,7 +370,6 @@ def main() -> None:
     sys.path.insert(0, BENCH)
     import writer
 
-    cores = len(os.sched_getaffinity(0))
     before, scan, now = "zstd 3 (before)", "zstd 1, empty-chunk scan", "zstd 1 (the store's)"
     rows = ((before, 1), (scan, args.threads), (now, 1), (now, args.threads), (now, cores))
     for codec, threads in rows if "writer" in sections else ():

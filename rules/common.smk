@@ -58,8 +58,10 @@ def checkpoint_inputs(wildcards):
 # Cluster requests (mem_mb, runtime in minutes) that grow with the dataset: see
 # src/visual_ablation/resources.py. Evaluated when a job is submitted, so train and
 # feature jobs see the real image count and feature width of the stores they read.
-def data_mem_mb(wildcards, attempt):
-    return resources.data_mem_mb(EXPERIMENT.data_spec(wildcards.dataset), attempt)
+def data_mem_mb(wildcards, attempt, threads):
+    return resources.data_mem_mb(
+        EXPERIMENT.data_spec(wildcards.dataset), attempt, threads
+    )
 
 
 def data_runtime(wildcards, attempt):

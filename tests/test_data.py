@@ -94,6 +94,27 @@ def test_synthetic_shapes_are_deterministic_and_prefix_stable():
     assert not np.array_equal(img_a, np.concatenate(list(c.decode(np.arange(50), 32))))
 
 
+@pytest.mark.parametrize("source", ["synthetic-shapes", "synthetic-cue-conflict"])
+def test_rendering_in_several_processes_writes_the_same_store(tmp_path, source):
+    """A data job renders a procedural source's images in `workers` processes (chunks of
+    a decode batch, in order): the store is the same, array for array, as one process's."""
+    extra = {"cue": "texture", "agreement": 1.0, "conflict": 0.2} if "cue" in source else {}
+    s = spec(source, n=1100, **extra)
+    stores = []
+    for workers in (1, 3):
+        path = str(tmp_path / f"w{workers}.zarr")
+        data.prepare(s, path, progress=False, workers=workers)
+        stores.append(open_checked(path, s))
+    one, three = stores
+    assert sorted(one.array_keys()) == sorted(three.array_keys())
+    for name in one.array_keys():
+        assert np.array_equal(one[name][:], three[name][:]), name
+    assert one["images"].shape == (1100, 16, 16, 3)
+    unique = ("store_id", "provenance")  # each store's own identity and time
+    attrs = [{k: v for k, v in g.attrs.items() if k not in unique} for g in stores]
+    assert attrs[0] == attrs[1]
+
+
 def test_synthetic_shapes_cover_every_shape_with_varied_nuisances(tmp_path):
     group = build(tmp_path, spec("synthetic-shapes", n=400))
     check_store(group, 400, len(sources.SHAPES))

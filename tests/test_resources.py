@@ -62,6 +62,14 @@ def test_train_requests_come_from_the_stores_it_reads(tmp_path):
     assert mlp > resources.train_runtime(spec, PROBE, 1, data, wide)
 
 
+def test_a_data_job_asks_for_its_render_processes():
+    shapes = {**DATA, "source": "synthetic-shapes"}
+    folder = {**DATA, "source": "imagefolder"}  # decoded in the job's own process
+    one = resources.data_mem_mb(shapes)
+    assert resources.data_mem_mb(shapes, threads=4) >= one + 4 * resources.DATA_WORKER_MB
+    assert resources.data_mem_mb(folder, threads=4) == resources.data_mem_mb(folder) == one
+
+
 def test_each_retry_asks_for_more():
     spec = feature_spec(100_000)
     assert resources.features_mem_mb(spec, 256, attempt=2) == 2 * resources.features_mem_mb(

@@ -7,13 +7,17 @@ Train jobs draw the split from the labels (splits.py).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from visual_ablation import splits, store
-from visual_ablation.decode import BadImageError
-from visual_ablation.sources import open_source
+from visual_ablation.decode import DECODE_BATCH, BadImageError, batches
+from visual_ablation.sources import Source, open_source
 from visual_ablation.vocabulary import CLASS
 
 log = logging.getLogger(__name__)
@@ -46,19 +50,57 @@ def read_fixed_test(group) -> np.ndarray | None:
 
 
 def prepare(
-    spec: dict[str, Any], path: str, progress: bool = True, split: dict[str, Any] | None = None
+    spec: dict[str, Any],
+    path: str,
+    progress: bool = True,
+    split: dict[str, Any] | None = None,
+    workers: int = 1,
 ) -> None:
     """Decode the dataset of `spec` once into the data store at `path`. `split` (the
     experiment's split config, not part of the store) is tried on the labels before
     anything is decoded, so that a dataset too small for it stops here, not in every
-    train job after the features are computed."""
+    train job after the features are computed. `workers`: processes that render a
+    procedural source's images (the same bytes whatever the count); other sources
+    decode in this one."""
     with store.locked(path):
         if store.built_meanwhile(path, spec) is not None:
             return
-        _prepare(spec, path, progress, split)
+        _prepare(spec, path, progress, split, workers)
 
 
-def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, Any] | None) -> None:
+_RENDERING: tuple[Source, int] | None = None  # a render worker's source and image size
+
+
+def _adopt(source: Source, size: int) -> None:
+    global _RENDERING
+    _RENDERING = (source, size)
+
+
+def _render(indices: np.ndarray) -> np.ndarray:
+    source, size = _RENDERING
+    return np.concatenate(list(source.decode(indices, size)))
+
+
+def rendered(source: Source, indices: np.ndarray, size: int, workers: int) -> Iterator[np.ndarray]:
+    """A rendering source's images in order, in batches, drawn by `workers` processes:
+    small chunks (a decode batch split between the workers), at most two per worker in
+    flight, so memory stays about two decode batches."""
+    chunk = max(1, -(-DECODE_BATCH // workers))
+    # fork: the workers inherit the source (its labels and factors) instead of rebuilding it
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, context, initializer=_adopt, initargs=(source, size)) as pool:
+        pending: deque = deque()
+        for part in batches(indices, chunk):
+            pending.append(pool.submit(_render, part))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _prepare(
+    spec: dict[str, Any], path: str, progress: bool, split: dict[str, Any] | None, workers: int
+) -> None:
     from tqdm import tqdm
 
     name = spec["name"]
@@ -103,7 +145,11 @@ def _prepare(spec: dict[str, Any], path: str, progress: bool, split: dict[str, A
             disable=not progress,
             mininterval=2.0,
         )
-        for batch in source.decode(indices, size, on_bad):
+        if source.renders and workers > 1:
+            decoding = rendered(source, indices, size, workers)
+        else:
+            decoding = source.decode(indices, size, on_bad)
+        for batch in decoding:
             writer.append(batch)
             bar.update(len(batch))
         bar.close()

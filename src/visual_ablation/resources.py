@@ -2,7 +2,8 @@
 drive them, so that a job at 100k images asks for enough.
 
 Figures come from benchmarks/memory.py and benchmarks/training.py (CPU, 2 threads):
-- a data job holds one decode batch of images; its peak barely moves with n;
+- a data job holds one decode batch of images; its peak barely moves with n; rendering
+  in `threads` processes (procedural sources) adds each process and its chunks;
 - a feature job holds torch, the model, one batch of activations and a few chunks: it
   scales with batch size and input side, not with n;
 - a train job holds every layer of one store, as float16 read and float32 standardised
@@ -28,6 +29,7 @@ UNKNOWN_WIDTH = 4096  # total feature width of a backbone before its first featu
 
 # bases: the process with its libraries; rates: images per second, pessimistic for CPU
 DATA_BASE_MB = 1000
+DATA_WORKER_MB = 200  # a render process (measured: 56 to 155 MB at 64 and 224 px)
 FEATURES_BASE_MB = 3000
 TRAIN_BASE_MB = 3000
 ACTIVATION_MB_PER_IMAGE_AT_64 = 2.0  # measured 1.4 (EfficientNet-Lite0, 64 px)
@@ -77,10 +79,15 @@ def _scaled(value: float, attempt: int) -> int:
     return int(math.ceil(value * max(1, attempt)))
 
 
-def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1) -> int:
+def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1, threads: int = 1) -> int:
+    from visual_ablation.sources import SOURCES
+
     side = int(data_spec["image_size"])
     batch = DECODE_BATCH * side * side * 3 * 4 / MIB  # a batch and its copies
-    return _scaled(DATA_BASE_MB + batch, attempt)
+    workers = 0  # render processes: a procedural source's images drawn in parallel
+    if threads > 1 and SOURCES[data_spec["source"]].renders:
+        workers = threads * (DATA_WORKER_MB + batch / 2)
+    return _scaled(DATA_BASE_MB + batch + workers, attempt)
 
 
 def data_runtime(data_spec: dict[str, Any], attempt: int = 1) -> int:

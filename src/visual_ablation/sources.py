@@ -61,6 +61,9 @@ class Source:
     default_image_size: ClassVar[int] = FALLBACK_IMAGE_SIZE
     factor_names: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
+    # decode is a pure function of the indices (no files, no bad images): a data job may
+    # split it over processes (data.py)
+    renders: ClassVar[bool] = False
 
     labels: np.ndarray
     class_names: list[str]
@@ -163,6 +166,7 @@ class ShapesSource(Source):
 
     name = "synthetic-shapes"
     draws_n = True
+    renders = True
     factor_names = ("colour", "background", "texture", "position", "scale", "rotation")
 
     @classmethod

@@ -16,4 +16,5 @@ with job_log(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
         json.loads(snakemake.params.spec),  # noqa: F821
         snakemake.output[0],  # noqa: F821
         split=snakemake.config["split"],  # noqa: F821
+        workers=snakemake.threads,  # noqa: F821
     )

@@ -10,7 +10,7 @@ rule prepare_data:
         LAYOUT.benchmark("prepare_data", "{dataset}")
     conda:
         "../envs/data.yaml"
-    threads: config["data"]["threads"]
+    threads: data_threads
     resources:
         mem_mb=data_mem_mb,
         runtime=data_runtime,

@@ -79,13 +79,19 @@ def _scaled(value: float, attempt: int) -> int:
     return int(math.ceil(value * max(1, attempt)))
 
 
-def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1, threads: int = 1) -> int:
+def data_threads(data_spec: dict[str, Any], threads: int) -> int:
+    """A data job's threads: `data.threads` render processes for a procedural source, one
+    for the others (they decode in the job's own process)."""
     from visual_ablation.sources import SOURCES
 
+    return threads if SOURCES[data_spec["source"]].renders else 1
+
+
+def data_mem_mb(data_spec: dict[str, Any], attempt: int = 1, threads: int = 1) -> int:
     side = int(data_spec["image_size"])
     batch = DECODE_BATCH * side * side * 3 * 4 / MIB  # a batch and its copies
-    workers = 0  # render processes: a procedural source's images drawn in parallel
-    if threads > 1 and SOURCES[data_spec["source"]].renders:
+    workers = 0  # render processes (data_threads): a procedural source's images
+    if threads > 1:
         workers = threads * (DATA_WORKER_MB + batch / 2)
     return _scaled(DATA_BASE_MB + batch + workers, attempt)
 

@@ -13,6 +13,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def env_pins(env: Path) -> list[str]:
+    """An env file's pip requirements (`name==version`)."""
+    spec = yaml.safe_load(env.read_text())
+    return next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+
+
 def project_pins() -> dict[str, str]:
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pins = {}
@@ -27,9 +33,8 @@ def project_pins() -> dict[str, str]:
 def test_env_pins_match_the_project(env):
     pins = project_pins()
     spec = yaml.safe_load(env.read_text())
-    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
     assert "python=3.11" in spec["dependencies"]
-    for requirement in pip:
+    for requirement in env_pins(env):
         name, _, version = requirement.partition("==")
         assert name.lower() in pins, f"{env.name}: {name} is not a project dependency"
         assert version == pins[name.lower()], (
@@ -103,9 +108,7 @@ def env_distributions(env: Path) -> set[str]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    spec = yaml.safe_load(env.read_text())
-    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
-    todo = [requirement.partition("==")[0] for requirement in pip]
+    todo = [requirement.partition("==")[0] for requirement in env_pins(env)]
     closure: set[str] = set()
     while todo:
         name = canonicalize_name(todo.pop())

@@ -247,13 +247,13 @@ def differences_to_reference(
     image_weights, run_weights = weights or bootstrap_weights(len(union), runs)
     by_image = np.ascontiguousarray(image_weights.T)  # [images, replicates]: a view if F-ordered
     models = [reference, *others]
+    # every model's columns side by side, each in a slot as wide as the widest (its
+    # calibration bins may be fewer), filled in place: one copy in memory
+    slot = 3 + 4 * n_classes + 3 * ECE_BINS
 
     def one_run(r: int) -> list[dict[str, np.ndarray]]:
         # float32: the weighted sums only feed a standard error
         w = by_image[position[r]].astype(np.float32)
-        # every model's columns side by side, each in a slot as wide as the widest (its
-        # calibration bins may be fewer), filled in place: one copy in memory
-        slot = 3 + 4 * n_classes + 3 * ECE_BINS
         columns = np.zeros((len(w), slot * len(models)), np.float32)
         widths = []
         for i, model in enumerate(models):
@@ -275,6 +275,7 @@ def differences_to_reference(
         return [{metric: s[metric] - scored[0][metric] for metric in METRICS} for s in scored[1:]]
 
     per_run = list(pool.map(one_run, range(runs)) if pool else map(one_run, range(runs)))
+    reference_correct = (reference["predicted"] == reference["label"]).astype(np.int64)
     results = []
     for k, other in enumerate(others):
         replicated = {}
@@ -282,9 +283,7 @@ def differences_to_reference(
             differences = np.stack([per_run[r][k][metric] for r in range(runs)], axis=1)
             replicated[metric] = np.nansum(run_weights * differences, axis=1) / runs
         # per image, correct answers of `other` minus the reference's, summed over runs
-        votes = (other["predicted"] == other["label"]).astype(np.int64) - (
-            reference["predicted"] == reference["label"]
-        ).astype(np.int64)
+        votes = (other["predicted"] == other["label"]).astype(np.int64) - reference_correct
         per_image = np.bincount(position.ravel(), weights=votes.ravel(), minlength=len(union))
         results.append(
             {

@@ -2,18 +2,18 @@
 
 - Extraction: the `features` path (read, representation, forward, pooling, copy back,
   compress, write) against a bare bf16 forward of the same backbone on the same batches,
-  already on the device; the ratio. Each code version runs in its own process, both on
-  the data store made by the current code (lz4 images, so "before" reads faster than it
-  did; writer.py gives the codecs' own figures).
+  already on the device; the ratio. Each code version runs in its own process, on a
+  data store made by its own code (an older version refuses a newer store's format).
   Two stages alone: reading the data store, and the path with the forward replaced by
   one real batch's features (the most the host side can feed).
 - The store writer alone on those features: zstd 3 in one thread and zarr's empty-chunk
   scan (before) against the store's zstd 1 with one thread, with a feature job's threads,
   and with every core; then a feature job's own writer (its feeding thread included).
-- Probes at `--n-probes` images, 8 layers: one run and ten vectorised runs on CUDA, and
-  a profile of 4 epochs (kernels per step and their GPU time), before and after; after,
-  also ten runs without CUDA graphs (what the graphs give), the MLP probe, one run on
-  the CPU (every core), and CUDA's heads against the CPU's.
+- Probes at `--n-probes` images, 8 layers: ten vectorised runs on CUDA and a profile of
+  4 epochs (kernels per step and their GPU time), before and after; after, also one run,
+  the MLP probe, one run on the CPU (every core), and CUDA's heads against the CPU's.
+  Section `variants` (not by default): memory layouts, and ten runs without CUDA graphs
+  (what the graphs give).
 - The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
   one host sync per epoch) and tests/test_features.py (features image for image).
 - The aggregate job's paired bootstrap at the grid's size on this machine's cores
@@ -89,13 +89,19 @@ def child_extraction(args) -> dict:
     on_gpu = cuda.type == "cuda"
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     out = os.path.join(args.root, "store.zarr")
-    images = zarr.open_group(args.data)["images"][:]
+    data_path = args.data
+    if not data_path:  # an older version reads only a data store its own code made
+        from visual_ablation import data
+
+        data_path = os.path.join(args.root, "data.zarr")
+        data.prepare(exp.data_spec("shapes"), data_path, progress=False)
+    images = zarr.open_group(data_path)["images"][:]
     bare = backbones.LayerExtractor(spec["backbone"], cuda)
 
     def run_path() -> float:
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        features.extract(args.data, out, spec, args.device, args.batch_size, args.threads, False)
+        features.extract(data_path, out, spec, args.device, args.batch_size, args.threads, False)
         return time.perf_counter() - start
 
     def run_bare() -> float:
@@ -112,7 +118,7 @@ def child_extraction(args) -> dict:
         return time.perf_counter() - start
 
     def run_read() -> float:
-        return extraction.time_reading(args.data, args.batch_size)
+        return extraction.time_reading(data_path, args.batch_size)
 
     first = features.to_tensor(images[: args.batch_size], cuda)
 
@@ -198,10 +204,10 @@ def child_probes(args) -> dict:
         return heads, round(seconds, 2)
 
     timed(probes.ProbeConfig(hidden=0, max_epochs=2), 0)  # CUDA context and kernels, once
-    if not args.only_ten:
+    if args.after and not args.only_ten:  # before's one run: 29.15 s on an H100 (README)
         _, figures["cuda_one_run_s"] = timed(linear, 0)
     cuda_heads, figures["cuda_ten_runs_s"] = timed(linear, list(range(10)))
-    if args.after:
+    if args.variants:  # what the graphs give (42 s on an H100: a detail, not the table's)
         real = probes._cuda_graphs
         probes._cuda_graphs = lambda steps, state: steps  # the static engine, no graphs
         try:
@@ -321,24 +327,26 @@ def main() -> None:
     versions = {"after": os.path.join(REPO, "src")}
     if args.baseline:
         versions = {"before": os.path.join(os.path.abspath(args.baseline), "src"), **versions}
+    root = tempfile.mkdtemp(prefix="va-gpu-")
+    exp = experiment(root, args.n_extract)
+    data_path = exp.data_store("shapes")
+    cores = len(os.sched_getaffinity(0))
+    # the data first: its render workers are forked, so before this process touches CUDA
+    t0 = time.perf_counter()
+    data.prepare(exp.data_spec("shapes"), data_path, progress=False, workers=cores)
+    data_s = round(time.perf_counter() - t0, 1)
     report(
         "machine",
         {
             "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none",
             "torch": torch.__version__,
-            "cores": len(os.sched_getaffinity(0)),
+            "cores": cores,
             "versions": versions,
         },
         args.json,
     )
-    root = tempfile.mkdtemp(prefix="va-gpu-")
-    exp = experiment(root, args.n_extract)
-    data_path = exp.data_store("shapes")
-    cores = len(os.sched_getaffinity(0))
-    t0 = time.perf_counter()
-    data.prepare(exp.data_spec("shapes"), data_path, progress=False, workers=cores)
     figures = {"n": args.n_extract, "render_processes": cores}
-    report("data", {**figures, "seconds": round(time.perf_counter() - t0, 1)}, args.json)
+    report("data", {**figures, "seconds": data_s}, args.json)
 
     sections = set(args.sections.split(","))
     # extraction, each version in its own process (before first); then more settings
@@ -354,7 +362,8 @@ def main() -> None:
             "extraction",
             src,
             args,
-            *("--root", os.path.join(root, name.replace(" ", "_")), "--data", data_path),
+            *("--root", os.path.join(root, name.replace(" ", "_"))),
+            *("--data", data_path if src == versions["after"] else ""),
             *("--n", str(args.n_extract), "--batch-size", str(batch)),
             *("--threads", str(threads), "--repeats", str(args.repeats)),
             timeout=max(60, left() / 2),

@@ -39,7 +39,7 @@ LAYERS = DEFAULT["backbones"]["effnet"]["layers"]
 REPRESENTATIONS = DEFAULT["representations"]
 
 
-def config(n: int, runs: int, runs_per_job: int | str = "auto") -> dict:
+def config(n: int, runs: int, runs_per_job: int | str = "auto", cores: int = 2) -> dict:
     return {
         "results_dir": "results",
         "datasets": {"shapes": {"source": "synthetic-shapes", "n": n, "seed": 0}},
@@ -55,6 +55,9 @@ def config(n: int, runs: int, runs_per_job: int | str = "auto") -> dict:
         "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 256}},
         "runs": runs,
         "training": {"runs_per_job": runs_per_job},
+        # every core for the two CPU stages (as config/scale-100k.yaml on 16 cores)
+        "data": {"threads": cores},
+        "aggregate": {"threads": cores},
     }
 
 
@@ -113,7 +116,7 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="va-seed-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(
-        yaml.safe_dump(config(args.n, 10, args.runs_per_job), sort_keys=False)
+        yaml.safe_dump(config(args.n, 10, args.runs_per_job, args.cores), sort_keys=False)
     )
     stages = [
         ("data", ["--until", "prepare_data"]),
@@ -130,7 +133,7 @@ def main() -> None:
         rerun = ("re-run with runs 10 -> 20", float("nan"), 0)
         if not args.skip_rerun:
             (workdir / "config.yaml").write_text(
-                yaml.safe_dump(config(args.n, 20, args.runs_per_job), sort_keys=False)
+                yaml.safe_dump(config(args.n, 20, args.runs_per_job, args.cores), sort_keys=False)
             )
             seconds, jobs = snakemake(workdir, args.cores, args.gpus)
             rerun = ("re-run with runs 10 -> 20", seconds, jobs)

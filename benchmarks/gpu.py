@@ -216,14 +216,17 @@ def child_probes(args) -> dict:
             probes._cuda_graphs = real
     if args.mlp:
         _, figures["cuda_ten_runs_mlp_s"] = timed(mlp, list(range(10)))
+    # the epochs the ten runs took (the longest head's): how many steps the time is for
+    per_epoch = -(-int((split_of[0] == 0).sum()) // linear.batch_size)
+    epochs = max(h.epochs for h in cuda_heads)
+    figures["linear_epochs_steps"] = [epochs, epochs * per_epoch]
+    figures["linear_ms_per_step"] = round(
+        1e3 * figures["cuda_ten_runs_s"] / (epochs * per_epoch), 4
+    )
     if args.variants:
         ten = list(range(10))
-        per_epoch = -(-int((split_of[0] == 0).sum()) // linear.batch_size)
-        epochs = max(h.epochs for h in cuda_heads)
-        figures["linear_epochs_steps"] = [epochs, epochs * per_epoch]
-        figures["linear_ms_per_step"] = round(
-            1e3 * figures["cuda_ten_runs_s"] / (epochs * per_epoch), 4
-        )
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        _, figures["cpu_ten_runs_s"] = timed(linear, ten, device="cpu")
         for name, kwargs in VARIANTS.items():
             _, figures[f"linear_{name}_s"] = timed(linear, ten, **kwargs)
         for name in ("per_run_values",):

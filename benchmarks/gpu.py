@@ -11,7 +11,8 @@
   and with every core; then a feature job's own writer (its feeding thread included).
 - Probes at `--n-probes` images, 8 layers: ten vectorised runs on CUDA and a profile of
   4 epochs (kernels per step and their GPU time), before and after; after, also one run,
-  the MLP probe, one run on the CPU (every core), and CUDA's heads against the CPU's.
+  the epochs and steps of the ten runs, the MLP probe, one run and ten runs on the CPU
+  (every core), and CUDA's heads against the CPU's.
   Section `variants` (not by default): memory layouts, and ten runs without CUDA graphs
   (what the graphs give).
 - The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
@@ -225,8 +226,6 @@ def child_probes(args) -> dict:
     )
     if args.variants:
         ten = list(range(10))
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-        _, figures["cpu_ten_runs_s"] = timed(linear, ten, device="cpu")
         for name, kwargs in VARIANTS.items():
             _, figures[f"linear_{name}_s"] = timed(linear, ten, **kwargs)
         for name in ("per_run_values",):
@@ -238,6 +237,7 @@ def child_probes(args) -> dict:
         cores = len(os.sched_getaffinity(0))
         torch.set_num_threads(cores)
         cpu_heads, figures["cpu_one_run_s"] = timed(linear, 0, device="cpu")
+        _, figures["cpu_ten_runs_s"] = timed(linear, list(range(10)), device="cpu")
         figures["cpu_threads"] = cores
         pairs = [(c, g) for c in cpu_heads for g in cuda_heads if (g.run, g.layer) == (0, c.layer)]
         acc = [

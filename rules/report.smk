@@ -22,7 +22,7 @@ rule aggregate:
     threads: config["aggregate"]["threads"]
     params:
         reference=EXPERIMENT.reference,
-        resampled=EXPERIMENT.split["resample"],
+        resampled=EXPERIMENT.resampled_test_datasets(),
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -58,6 +58,8 @@ rule plots:
         "../envs/report.yaml"
     params:
         reference=EXPERIMENT.reference,
+        # the same network untrained, drawn beside it: what training added
+        untrained=lambda wildcards: EXPERIMENT.untrained_twin(wildcards.backbone),
     script:
         "../workflow/scripts/plots.py"
 

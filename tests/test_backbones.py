@@ -13,13 +13,61 @@ EFFNET_DIMS = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192,
 
 
 def test_pooling_of_conv_maps_tokens_and_vectors():
+    mean, cls = backbones.Readout(tokens="mean"), backbones.Readout(tokens="cls")
     conv = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
-    torch.testing.assert_close(backbones.pool(conv, "mean"), conv.mean(dim=(2, 3)))
+    torch.testing.assert_close(mean(conv), conv.mean(dim=(2, 3)))
     tokens = torch.randn(2, 5, 4)
-    assert torch.equal(backbones.pool(tokens, "cls"), tokens[:, 0])
-    torch.testing.assert_close(backbones.pool(tokens, "mean"), tokens.mean(dim=1))
+    assert torch.equal(cls(tokens), tokens[:, 0])
+    torch.testing.assert_close(mean(tokens), tokens.mean(dim=1))
     vec = torch.randn(2, 7)
-    assert torch.equal(backbones.pool(vec, "mean"), vec)
+    assert torch.equal(mean(vec), vec)
+
+
+def test_grid_readout_is_adaptive_average_pooling_cell_by_cell():
+    """A 3x3 grid of a 7x5 map: each value is the mean of its cell, with torch's adaptive
+    cell bounds (floor(i h / g) to ceil((i + 1) h / g)), flattened channel-major."""
+    conv = torch.randn(2, 4, 7, 5, generator=torch.Generator().manual_seed(0))
+    out = backbones.Readout(grid=3)(conv)
+    assert out.shape == (2, 4 * 3 * 3)
+    expected = torch.empty(2, 4, 3, 3)
+    for i in range(3):
+        for j in range(3):
+            rows = slice(i * 7 // 3, -(-(i + 1) * 7 // 3))
+            cols = slice(j * 5 // 3, -(-(j + 1) * 5 // 3))
+            expected[:, :, i, j] = conv[:, :, rows, cols].mean(dim=(2, 3))
+    torch.testing.assert_close(out, expected.flatten(1))
+    torch.testing.assert_close(
+        out, torch.nn.functional.adaptive_avg_pool2d(conv, 3).flatten(1), rtol=0, atol=0
+    )
+
+
+def test_budget_readout_takes_the_largest_grid_within_the_budget_and_the_map():
+    readout = backbones.Readout(budget=1024)
+    # floor(sqrt(1024 / C)), capped by the map's side
+    assert readout.side(32, 32, 32) == 5  # 800 values
+    assert readout.side(24, 16, 16) == 6  # 864
+    assert readout.side(80, 4, 4) == 3  # 720
+    assert readout.side(112, 2, 2) == 2  # the map is 2x2
+    assert readout.side(1280, 2, 2) == 1  # over budget even at 1x1: the global mean
+    # VirTex's FeatureExtractor9k on ResNet-50 at 224 px: layer1..layer4 pooled to 6, 4, 3, 2
+    nine_k = backbones.Readout(budget=9216)
+    assert [nine_k.side(c, s, s) for c, s in [(256, 56), (512, 28), (1024, 14), (2048, 7)]] == [
+        6,
+        4,
+        3,
+        2,
+    ]
+    conv = torch.randn(3, 24, 16, 16)
+    assert readout(conv).shape == (3, 24 * 36)
+    torch.testing.assert_close(backbones.Readout()(conv), conv.mean(dim=(2, 3)))
+
+
+def test_a_grid_readout_gives_every_effnet_layer_its_own_grid():
+    spec = {"model": "efficientnet_lite0", "weights": "none", "image_size": 32}
+    layers = ["stem", "blocks.5", "head"]  # maps of 16x16, 2x2, 1x1 at 32 px
+    net = backbones.LayerExtractor({**spec, "layers": layers, "readout": {"grid": 4}})
+    out = net(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert [v.shape[1] for v in out.values()] == [32 * 16, 80 * 4, 1280]
 
 
 def test_efficientnet_lite0_all_layers_have_the_known_widths():

@@ -29,13 +29,20 @@ def test_default_config_resolves_and_its_layers_exist():
     config.setdefault("split", {"val": 0.15, "test": 0.2, "seed": 0})
     exp = resolve(config)
     check_backbones(exp)
-    # shapes: 2 backbones x 8 representations; conflict: 2 backbones x original
-    assert len(exp.feature_targets()) == 2 * 8 + 2 * 1
+    # shapes: 2 backbones x 8 representations + the untrained one's original; conflict: 3
+    # backbones x original
+    assert len(exp.feature_targets()) == 2 * 8 + 1 + 3 * 1
     assert exp.datasets["shapes"]["image_size"] == 64
-    assert exp.targets == {"shapes": ["class"], "conflict": ["class", "colour", "texture"]}
-    # train jobs: shapes 16 stores x 2 probes, conflict 2 stores x 3 targets x 2 probes,
-    # each for the 3 runs; transfer: shapes' 14 other stores x 2 probes
-    assert len(exp.train_jobs()) == 16 * 2 + 2 * 3 * 2
+    assert exp.targets == {
+        "shapes": ["class", "control"],
+        "conflict": ["class", "colour", "texture"],
+    }
+    assert exp.untrained_twin("effnet") == "untrained"
+    assert exp.untrained_twin("untrained") is None and exp.untrained_twin("pixels") is None
+    # train jobs: shapes 17 stores x 2 probes (+ control on its 3 originals), conflict 3
+    # stores x 3 targets x 2 probes, each for the 3 runs; transfer: shapes' 14 other
+    # stores x 2 probes
+    assert len(exp.train_jobs()) == (17 + 3) * 2 + 3 * 3 * 2
     assert len(exp.transfer_jobs()) == 14 * 2
     assert len(exp.run_tables()) == len(exp.train_jobs()) + len(exp.transfer_jobs())
     assert exp.reference == "original"
@@ -208,7 +215,9 @@ def test_targets_name_what_the_source_can_label():
     assert [job[3] for job in exp.train_jobs()] == ["class", "colour"]
     with pytest.raises(ConfigError, match=r"datasets\.s\.targets.*'hue'.*colour, background"):
         resolve(base(datasets={"s": {**shapes, "targets": ["hue"]}}))
-    with pytest.raises(ConfigError, match=r"datasets\.d\.targets.*'colour'.*Valid values: class\."):
+    with pytest.raises(
+        ConfigError, match=r"datasets\.d\.targets.*'colour'.*Valid values: class, control\."
+    ):
         resolve(base(datasets={"d": {"source": "sklearn-digits", "targets": ["colour"]}}))
     conflict = {"source": "synthetic-cue-conflict", "n": 100, "targets": ["texture"]}
     with pytest.raises(ConfigError, match="list class among its targets"):

@@ -35,16 +35,18 @@ def plan(wf: Workflow, configfile: str) -> dict[str, int]:
 
 
 def test_default_config_plans_the_documented_grid(shipped):
-    # shapes: 2 backbones x 8 representations; conflict: 2 backbones x original; every
-    # store's 3 runs in one train job (runs_per_job: 3)
+    # shapes: 2 backbones x 8 representations and the untrained one's original; conflict:
+    # 3 backbones x original; every store's 3 runs in one train job (runs_per_job: 3)
     assert plan(shipped, "config/config.yaml") == {
         "prepare_data": 2,
-        "features": 16 + 2,
+        "features": 16 + 1 + 3,
         "feature_table": 1,
-        "train": 16 * 2 + 2 * 3 * 2,  # conflict: 3 targets x 2 probes per store
+        # shapes: class on 17 stores and control on its 3 originals; conflict: 3 targets;
+        # x 2 probes
+        "train": (17 + 3) * 2 + 3 * 3 * 2,
         "transfer": 14 * 2,  # shapes' 7 representations besides original x 2 backbones
         "aggregate": 1,
-        "plots": 2 * 2 * 2,
+        "plots": 2 * 3 * 2,
         "representation_examples": 2,
         "similarity": 2 * 7,  # each representation but original, per backbone
         "similarity_table": 1,
@@ -59,12 +61,13 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
     jobs = shipped.planned(config="config/quick.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
         "prepare_data": 2,
-        "features": 2 * 4 + 2,
+        "features": 2 * 4 + 1 + 3,
         "feature_table": 1,
-        "train": 2 * 4 * 2 + 2 * 3 * 2,  # runs 0-1 in one job (the default's runs_per_job)
+        # runs 0-1 in one job (the default's runs_per_job); control on shapes' originals
+        "train": (2 * 4 + 1 + 3) * 2 + 3 * 3 * 2,
         "transfer": 2 * 3 * 2,  # runs 0-1 in one job
         "aggregate": 1,
-        "plots": 8,
+        "plots": 12,
         "representation_examples": 2,
         "similarity": 2 * 3,
         "similarity_table": 1,
@@ -83,12 +86,12 @@ def test_scale_config_is_the_full_grid(shipped):
     jobs = shipped.planned(config="config/scale-100k.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
         "prepare_data": 2,
-        "features": 16 + 2,
+        "features": 16 + 1 + 3,
         "feature_table": 1,
-        "train": (16 * 2 + 2 * 3 * 2) * train_jobs_per_store(10),
+        "train": ((17 + 3) * 2 + 3 * 3 * 2) * train_jobs_per_store(10),
         "transfer": 14 * 2 * train_jobs_per_store(10),
         "aggregate": 1,
-        "plots": 8,
+        "plots": 12,
         "representation_examples": 2,
         "similarity": 2 * 7,
         "similarity_table": 1,
@@ -98,6 +101,14 @@ def test_scale_config_is_the_full_grid(shipped):
         "all": 1,
     }
     assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)
+
+
+def test_power_config_is_the_default_at_ten_thousand_images(shipped):
+    jobs = shipped.planned(config="config/power-10k.yaml")
+    counted = dict(Counter(rule for rule, _ in jobs))
+    assert counted["train"] == ((17 + 3) * 2 + 3 * 3 * 2) * train_jobs_per_store(10)
+    assert counted["features"] == 20
+    assert all(out.startswith("results/power-10k/") for _, out in jobs if out)
 
 
 def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):

@@ -60,6 +60,9 @@ def test_train_requests_come_from_the_stores_it_reads(tmp_path):
     assert ten > 9 * (resources.train_runtime(spec, PROBE, 1, data, wide) - minimum)
     mlp = resources.train_runtime(spec, {**PROBE, "hidden": 256}, 1, data, wide)
     assert mlp > resources.train_runtime(spec, PROBE, 1, data, wide)
+    # a grid of weight decays trains a head per value: as many runs' work
+    grid = resources.train_runtime(spec, {**PROBE, "weight_decay": [0.0, 1.0]}, 5, data, wide)
+    assert grid == resources.train_runtime(spec, PROBE, 10, data, wide)
 
 
 def test_a_data_job_asks_for_its_render_processes():

@@ -46,6 +46,58 @@ def test_linear_cka_is_one_up_to_rotation_and_scale_and_low_for_unrelated_featur
         similarity.linear_cka(x, x[:10])
 
 
+def unbiased_hsic(k: np.ndarray, l_: np.ndarray) -> float:
+    """Song et al. (2012), eq. 5, on n x n kernel matrices, directly: the diagonals zeroed,
+    then tr(KL) + 1'K1 1'L1 / ((n-1)(n-2)) - 2 / (n-2) 1'KL1, over n(n-3)."""
+    n = len(k)
+    k, l_ = k.copy(), l_.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l_, 0)
+    one = np.ones(n)
+    return float(
+        (
+            np.trace(k @ l_)
+            + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (one @ k @ l_ @ one)
+        )
+        / (n * (n - 3))
+    )
+
+
+def test_debiased_cka_equals_the_unbiased_hsic_of_the_kernels():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 12)) + 3.0  # not centred: the estimator must not care
+    y = x[:, :5] @ rng.normal(size=(5, 40)) + rng.normal(size=(60, 40))
+    k, l_ = x @ x.T, y @ y.T
+    direct = unbiased_hsic(k, l_) / np.sqrt(unbiased_hsic(k, k) * unbiased_hsic(l_, l_))
+    assert similarity.debiased_linear_cka(x, y) == pytest.approx(direct, rel=1e-9)
+    assert similarity.debiased_linear_cka(x, x) == pytest.approx(1.0)
+
+
+def test_debiased_cka_of_unrelated_wide_features_is_near_zero_where_the_biased_is_not():
+    """n = 200 images, 400 features each side: the biased CKA of independent noise is
+    about 0.7 (dims against images), the debiased one about 0, and under its null."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(200, 400)), rng.normal(size=(200, 400))
+    assert similarity.linear_cka(x, y) > 0.5
+    assert abs(similarity.debiased_linear_cka(x, y)) < 0.02
+    null = similarity.debiased_null(x, y)
+    assert 0 < null < 0.03
+    related = x[:, :50] @ rng.normal(size=(50, 400))
+    assert similarity.debiased_linear_cka(x, related) > 10 * null
+
+
+def test_the_null_in_kernel_form_is_the_debiased_cka_of_shuffled_rows():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(120, 30)), rng.normal(size=(120, 50))
+    y[:, :10] += x[:, :10]
+    shuffles = np.random.default_rng(0)
+    direct = [similarity.debiased_linear_cka(x, y[shuffles.permutation(120)]) for _ in range(20)]
+    assert similarity.debiased_null(x, y, permutations=20) == pytest.approx(
+        float(np.quantile(direct, 0.95)), rel=1e-9
+    )
+
+
 def test_a_layer_table_on_real_stores(tmp_path):
     exp = resolve(
         {
@@ -84,3 +136,14 @@ def test_a_layer_table_on_real_stores(tmp_path):
         exp.feature_spec("digits", "pixels", "phase_scramble"),
     )["pixels"]
     assert scrambled[0]["cka"] == pytest.approx(kornblith_cka(ref, other), rel=1e-8)
+    # the debiased CKA against the kernels of the same stored values, and its null below it
+    k, l_ = ref.astype(np.float64) @ ref.T.astype(np.float64), other @ other.T.astype(np.float64)
+    k, l_ = k.astype(np.float64), l_.astype(np.float64)
+    direct = unbiased_hsic(k, l_) / np.sqrt(unbiased_hsic(k, k) * unbiased_hsic(l_, l_))
+    assert scrambled[0]["cka_debiased"] == pytest.approx(direct, rel=1e-6)
+    assert grey[0]["cka_debiased"] == pytest.approx(1.0, abs=1e-4)
+    # pixels with every phase scrambled are unrelated to the originals: the debiased CKA
+    # is at its permutation null, the biased one above it (its floor of n dims)
+    assert scrambled[0]["cka_debiased"] < 2 * scrambled[0]["cka_null"] < 0.05
+    assert scrambled[0]["cka"] > 3 * scrambled[0]["cka_debiased"]
+    assert grey[0]["cka_null"] < 0.05

@@ -108,3 +108,63 @@ def test_a_fixed_test_set_is_every_runs_test_split():
     val_counts = np.bincount(source.labels[of[0] == splits.VAL], minlength=8)
     expected = np.bincount(source.labels[rest], minlength=8) * n_val / rest.sum()
     assert np.all(np.abs(val_counts - expected) <= 1)
+
+
+def control_store(tmp_path, source, spec):
+    """A data store's label arrays (what control_labels reads) for a source's labels."""
+    import zarr
+
+    from visual_ablation import data
+
+    group = zarr.open_group(str(tmp_path / "labels.zarr"), mode="w")
+    group.attrs.update({"spec": spec, "class_names": list(source.class_names)})
+    group.create_array("labels", data=source.labels)
+    for name, (labels, _) in source.factors.items():
+        group.create_array(data.factor_array(name), data=labels)
+    return group
+
+
+def test_the_control_target_has_the_class_balance_and_is_independent_of_the_class(tmp_path):
+    from scipy.stats import chi2_contingency
+
+    from visual_ablation import data
+
+    source = ShapesSource(3000, seed=0)
+    spec = {"source": "synthetic-shapes", "n": 3000, "seed": 0}
+    control, names = data.control_labels(control_store(tmp_path, source, spec))
+    classes = source.labels
+    assert len(names) == len(source.class_names)
+    # the class balance, up to the largest type (about 3000 / 108 images)
+    gap = np.abs(np.bincount(control, minlength=8) - np.bincount(classes, minlength=8))
+    assert gap.max() <= 3000 / 108
+    # a function of colour x background x texture: every image of a type has one label
+    types = np.stack([source.factors[f][0] for f in ("colour", "background", "texture")], 1)
+    _, of_type = np.unique(types, axis=0, return_inverse=True)
+    for t in np.unique(of_type):
+        assert len(np.unique(control[of_type.ravel() == t])) == 1
+    # independent of the class: a chi-square test does not reject, Cramer's V is small
+    table = np.zeros((8, 8))
+    np.add.at(table, (classes, control), 1)
+    chi2, p, _, _ = chi2_contingency(table)
+    assert p > 0.01 and np.sqrt(chi2 / (len(classes) * 7)) < 0.1
+    # fixed: the same labels again, other labels for another dataset seed
+    again, _ = data.control_labels(control_store(tmp_path, source, spec))
+    assert np.array_equal(control, again)
+    other, _ = data.control_labels(control_store(tmp_path, source, {**spec, "seed": 1}))
+    assert not np.array_equal(control, other)
+
+
+def test_a_source_without_factors_gets_the_class_labels_permuted(tmp_path):
+    import zarr
+
+    from visual_ablation import data
+
+    group = zarr.open_group(str(tmp_path / "digits.zarr"), mode="w")
+    classes = np.repeat(np.arange(10), 30)
+    group.attrs.update(
+        {"spec": {"source": "sklearn-digits", "seed": 0}, "class_names": list("0123456789")}
+    )
+    group.create_array("labels", data=classes)
+    control, _ = data.control_labels(group)
+    assert np.array_equal(np.sort(control), classes)  # the same balance exactly
+    assert (control == classes).mean() < 0.25  # chance is 0.1

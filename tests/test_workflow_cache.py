@@ -398,7 +398,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
         }
         # a new probe format re-plans every train job and no feature job
         config_py.write_text(
-            config_text.replace("PROBE_FORMAT_VERSION = 4", "PROBE_FORMAT_VERSION = 5")
+            config_text.replace("PROBE_FORMAT_VERSION = 5", "PROBE_FORMAT_VERSION = 6")
         )
         assert counts(built.planned()) == {
             "train": TRAIN_JOBS,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import math
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visual_ablation.vocabulary import NORMALIZATIONS
@@ -36,13 +38,50 @@ class StopForward(Exception):
     """Raised by the hook of the last requested layer: the rest of the net is not needed."""
 
 
-def pool(activation: torch.Tensor, pooling: str) -> torch.Tensor:
-    """[N, C, H, W] -> mean over space; [N, T, D] tokens -> CLS (first) or mean; [N, D] kept."""
-    if activation.dim() == 4:
-        return activation.mean(dim=(2, 3))
-    if activation.dim() == 3:
-        return activation[:, 0] if pooling == "cls" else activation.mean(dim=1)
-    return activation.flatten(1)
+@dataclass(frozen=True)
+class Readout:
+    """How one layer's output becomes one vector per image (a backbone's `readout` and
+    `pooling` keys, part of its feature spec):
+    - conv maps [N, C, H, W]: the global mean over space (`readout: mean`); an adaptive
+      average over a g x g grid, flattened channel-major (`readout: {grid: g}`); or the
+      largest such grid whose C g^2 values fit a budget (`readout: {budget: B}`: g =
+      floor(sqrt(B / C)), at least 1), as Zhang et al. 2016 and Goyal et al. 2019 pool
+      each ResNet stage to about 9k values (VirTex's FeatureExtractor9k). A grid never
+      exceeds the map (no duplicated cells);
+    - tokens [N, T, D]: the first (`pooling: cls`) or the mean (`pooling: mean`);
+    - vectors [N, D] as they are."""
+
+    tokens: str = "mean"
+    grid: int | None = None
+    budget: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Readout:
+        readout = spec.get("readout", "mean")
+        spatial = {} if readout == "mean" else dict(readout)
+        return cls(tokens=spec.get("pooling", "mean"), **spatial)
+
+    def side(self, channels: int, height: int, width: int) -> int:
+        """The grid side a [C, H, W] map is pooled to (1: the global mean)."""
+        if self.grid is not None:
+            side = self.grid
+        elif self.budget is not None:
+            side = math.isqrt(self.budget // channels)
+        else:
+            return 1
+        return max(1, min(side, height, width))
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if activation.dim() == 4:
+            side = self.side(*activation.shape[1:])
+            if side == 1:
+                return activation.mean(dim=(2, 3))
+            import torch.nn.functional as F
+
+            return F.adaptive_avg_pool2d(activation, side).flatten(1)
+        if activation.dim() == 3:
+            return activation[:, 0] if self.tokens == "cls" else activation.mean(dim=1)
+        return activation.flatten(1)
 
 
 class Backbone:
@@ -106,13 +145,14 @@ class Backbone:
         """The model with its weights, in eval mode (None: no network)."""
         raise NotImplementedError
 
-    def prepare(self, net: nn.Module, layers: list[str], pooling: str) -> None:
+    def prepare(self, net: nn.Module, layers: list[str], pool: Readout) -> None:
         """Set the model up to yield `layers` (hooks, for example) once, after build."""
 
     def forward(
-        self, net: nn.Module | None, x: torch.Tensor, layers: list[str], pooling: str
+        self, net: nn.Module | None, x: torch.Tensor, layers: list[str], pool: Readout
     ) -> dict[str, torch.Tensor]:
-        """{layer: pooled [N, dim]} of the preprocessed batch, from one forward pass."""
+        """{layer: pooled [N, dim]} of the preprocessed batch, from one forward pass (each
+        layer's output read out by `pool`)."""
         raise NotImplementedError
 
 
@@ -159,7 +199,7 @@ class Pixels(Backbone):
     def build(self, spec: dict[str, Any]) -> None:
         return None
 
-    def forward(self, net, x, layers, pooling):
+    def forward(self, net, x, layers, pool):
         return {"pixels": x.flatten(1)}
 
 
@@ -197,19 +237,19 @@ class EfficientNetLite0(Backbone):
                 _load_checkpoint(net, weights)
         return net.eval()
 
-    def forward(self, net, x, layers, pooling):
+    def forward(self, net, x, layers, pool):
         wanted, out = set(layers), {}
         x = net._swish(net._bn0(net._conv_stem(x)))
         if "stem" in wanted:
-            out["stem"] = pool(x, pooling)
+            out["stem"] = pool(x)
         for i, block in enumerate(net._blocks):
             if len(out) == len(wanted):
                 return out
             x = block(x)  # eval mode: no drop-connect
             if f"blocks.{i}" in wanted:
-                out[f"blocks.{i}"] = pool(x, pooling)
+                out[f"blocks.{i}"] = pool(x)
         if "head" in wanted:
-            out["head"] = pool(net._swish(net._bn1(net._conv_head(x))), pooling)
+            out["head"] = pool(net._swish(net._bn1(net._conv_head(x))))
         return out
 
 
@@ -305,7 +345,7 @@ class Torchvision(Backbone):
             _load_checkpoint(net, weights)
         return net.eval()
 
-    def prepare(self, net, layers, pooling):
+    def prepare(self, net, layers, pool):
         """A hook on each requested layer pools its output; the last one stops the pass."""
         modules = dict(net.named_modules())
         self._captured: dict[str, torch.Tensor] = {}
@@ -313,7 +353,7 @@ class Torchvision(Backbone):
         def hook(name: str):
             def fn(_module, _inputs, output):
                 out = output[0] if isinstance(output, tuple) else output
-                self._captured[name] = pool(out, pooling)
+                self._captured[name] = pool(out)
                 if len(self._captured) == len(layers):
                     raise StopForward
 
@@ -322,7 +362,7 @@ class Torchvision(Backbone):
         for name in layers:
             modules[name].register_forward_hook(hook(name))
 
-    def forward(self, net, x, layers, pooling):
+    def forward(self, net, x, layers, pool):
         self._captured = {}
         try:
             net(x)
@@ -411,7 +451,7 @@ class LayerExtractor:
         self.family = family(spec["model"])
         self.model_name = spec["model"]
         self.image_size = int(spec["image_size"])
-        self.pooling = spec.get("pooling", "mean")
+        self.readout = Readout.from_spec(spec)
         valid = self.family.layers()
         layers = spec.get("layers", "all")
         self.layers = self.family.default_layers() if layers == "all" else list(layers)
@@ -426,7 +466,7 @@ class LayerExtractor:
         self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
         self.net = self.family.build(spec)
         if self.net is not None:
-            self.family.prepare(self.net, self.layers, self.pooling)
+            self.family.prepare(self.net, self.layers, self.readout)
             self.net.to(device)
             if torch.device(device).type == "cuda":
                 self.net.to(memory_format=torch.channels_last)  # faster convs with autocast
@@ -453,7 +493,7 @@ class LayerExtractor:
             x = self.preprocess(x)
             if self.net is not None and x.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = self.family.forward(self.net, x, self.layers, self.pooling)
+            out = self.family.forward(self.net, x, self.layers, self.readout)
             return {layer: out[layer] for layer in self.layers}
 
     def forward_bare(self, x: torch.Tensor) -> torch.Tensor:

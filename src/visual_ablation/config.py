@@ -20,6 +20,7 @@ from visual_ablation import backbones, devices, layout
 from visual_ablation.sources import SOURCES, CueConflictSource
 from visual_ablation.vocabulary import (
     CLASS,
+    CONTROL,
     PROBE_DEFAULTS,
     REFERENCE,
     REPRESENTATION_DEFAULTS,
@@ -30,13 +31,15 @@ from visual_ablation.vocabulary import (
 # 2: chunk manifest; 3: chunk checksums; 4: no split; 5: factor labels, fixed test sets
 DATA_FORMAT_VERSION = 5
 # 2: chunk manifest; 3: chunk checksums; 4: each backbone's own normalisation, Canny
-# edges, grey occlusion from its own random stream, Hermitian phase scrambling
+# edges, grey occlusion from its own random stream, Hermitian phase scrambling (the
+# backbone's `readout` entered the spec after 4: it re-plans stores by itself)
 FEATURE_FORMAT_VERSION = 4
 # Bump when what a train job computes changes (probe model, training, metrics): every
 # train job is re-planned, no feature store is.
 # 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
-# per-image predictions, debiased calibration error; 4: targets, heads kept for transfer
-PROBE_FORMAT_VERSION = 4
+# per-image predictions, debiased calibration error; 4: targets, heads kept for transfer;
+# 5: weight-decay grids chosen on validation, the control target
+PROBE_FORMAT_VERSION = 5
 
 
 CUE_CONFLICT = CueConflictSource.name
@@ -78,6 +81,8 @@ class Experiment:
     targets: dict[str, list[str]] = field(default_factory=dict)
     # dataset -> the representations computed for it (a subset; absent: all)
     dataset_representations: dict[str, list[str]] = field(default_factory=dict)
+    # backbone -> the representations computed with it (a subset; absent: all)
+    backbone_representations: dict[str, list[str]] = field(default_factory=dict)
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @functools.cached_property
@@ -145,12 +150,33 @@ class Experiment:
             (d, b, r)
             for d in self.datasets
             for b in self.backbones
-            for r in self.representations_of(d)
+            for r in self.representations_of(d, b)
         ]
 
-    def representations_of(self, dataset: str) -> list[str]:
-        """The representations of one dataset, in the config's order."""
-        return self.dataset_representations.get(dataset, list(self.representations))
+    def representations_of(self, dataset: str, backbone: str | None = None) -> list[str]:
+        """The representations of one dataset (through one backbone), in the config's
+        order."""
+        chosen = self.dataset_representations.get(dataset, list(self.representations))
+        if backbone in self.backbone_representations:
+            chosen = [r for r in chosen if r in self.backbone_representations[backbone]]
+        return chosen
+
+    def untrained_twin(self, backbone: str) -> str | None:
+        """The experiment's backbone that is `backbone` with seeded random weights (the same
+        model, layers, image size, normalisation and readout, `weights: none`): what its
+        figures show beside it as the untrained control; None when there is none."""
+        spec = self.backbones[backbone]
+        if spec["weights"] in (None, "none"):
+            return None
+        same = ("model", "layers", "image_size", "normalization", "readout", "pooling")
+        return next(
+            (
+                name
+                for name, other in self.backbones.items()
+                if other["weights"] == "none" and all(other[k] == spec[k] for k in same)
+            ),
+            None,
+        )
 
     def run_groups(self) -> list[list[int]]:
         """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
@@ -187,10 +213,13 @@ class Experiment:
         ]
 
     def train_jobs(self) -> list[tuple]:
+        """Every (dataset, backbone, representation, target, probe, runs); the control
+        target on the reference representation only (it measures the probe, not a cue)."""
         return [
             (d, b, r, t, p, runs)
             for d, b, r in self.feature_targets()
             for t in self.targets.get(d, [CLASS])
+            if t != CONTROL or r == self.reference
             for p in self.probes
             for runs in self.run_groups()
         ]
@@ -202,6 +231,14 @@ class Experiment:
         if self.reference is None:
             return []
         return [job for job in self.train_jobs() if job[2] != self.reference]
+
+    def resampled_test_datasets(self) -> list[str]:
+        """Datasets whose runs each draw their own test split (`split.resample`, and a
+        source that does not fix the test images): their intervals over runs get the
+        corrected resampled t (stats.t_interval)."""
+        if not self.split.get("resample"):
+            return []
+        return [d for d, s in self.datasets.items() if not SOURCES[s["source"]].fixes_test]
 
     def cue_conflict_datasets(self) -> list[str]:
         """Datasets whose test images set shape against another cue (shape bias)."""
@@ -251,12 +288,12 @@ class Experiment:
         """One CKA heatmap per (dataset, backbone), when there is something to compare."""
         if self.reference is None:
             return []
-        compared = {d for d, _, r in self.feature_targets() if r != self.reference}
+        compared = {(d, b) for d, b, r in self.feature_targets() if r != self.reference}
         return [
             layout.fill(self.layout.similarity_figure, dataset=d, backbone=b)
             for d in self.datasets
-            if d in compared
             for b in self.backbones
+            if (d, b) in compared
         ]
 
     def representation_figures(self) -> list[str]:
@@ -289,7 +326,7 @@ def _resolve_targets(name: str, spec: dict[str, Any]) -> list[str]:
     """A dataset's `targets` (default [class]), each one its source can label."""
     source = SOURCES[spec["source"]]
     targets = list(spec.get("targets") or [CLASS])
-    valid = [CLASS, *source.factor_names]
+    valid = [CLASS, CONTROL, *source.factor_names]
     for target in targets:
         if target not in valid:
             raise unknown_value(
@@ -366,7 +403,14 @@ def _resolve_representations(reps: Any) -> dict[str, dict[str, Any]]:
 
 
 def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
-    out = {"weights": "none", "layers": "all", "pooling": "mean", "seed": 0, **spec}
+    out = {
+        "weights": "none",
+        "layers": "all",
+        "pooling": "mean",
+        "readout": "mean",
+        "seed": 0,
+        **spec,
+    }
     family = backbones.family(out["model"])
     out.setdefault("image_size", family.default_image_size)
     weights = out["weights"]
@@ -396,7 +440,10 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
     """Check names and fill defaults; `config` has already passed the JSON schema."""
     base = Path(base)
     datasets = {n: _resolve_dataset(n, s, base) for n, s in config["datasets"].items()}
-    models = {n: _resolve_backbone(n, s, base) for n, s in config["backbones"].items()}
+    models = {
+        n: _resolve_backbone(n, {k: v for k, v in s.items() if k != "representations"}, base)
+        for n, s in config["backbones"].items()
+    }
     if not datasets:
         raise ConfigError("config key 'datasets': define at least one dataset.")
     if not models:
@@ -419,15 +466,25 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
             for n, s in config["datasets"].items()
             if s.get("representations")
         },
+        backbone_representations={
+            n: _resolve_subset(n, s["representations"], config["representations"], "backbones")
+            for n, s in config["backbones"].items()
+            if s.get("representations")
+        },
     )
 
 
-def _resolve_subset(name: str, chosen: list[str], representations: Any) -> list[str]:
-    """A dataset's own `representations`: names of the experiment's, in its order."""
+def _resolve_subset(
+    name: str, chosen: list[str], representations: Any, section: str = "datasets"
+) -> list[str]:
+    """A dataset's (or backbone's) own `representations`: names of the experiment's, in
+    its order."""
     known = list(representations)
     unknown = [r for r in chosen if r not in known]
     if unknown:
-        raise unknown_value("representation", f"datasets.{name}.representations", unknown[0], known)
+        raise unknown_value(
+            "representation", f"{section}.{name}.representations", unknown[0], known
+        )
     return [r for r in known if r in chosen]
 
 

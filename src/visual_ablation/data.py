@@ -17,8 +17,8 @@ import numpy as np
 
 from visual_ablation import splits, store
 from visual_ablation.decode import DECODE_BATCH, BadImageError, batches
-from visual_ablation.sources import Source, open_source
-from visual_ablation.vocabulary import CLASS
+from visual_ablation.sources import SOURCES, Source, open_source
+from visual_ablation.vocabulary import CLASS, CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def read_target(group, target: str, where: str) -> tuple[np.ndarray, list[str]]:
     labels) or one of the factors its source stored."""
     if target == CLASS:
         return group["labels"][:], list(group.attrs["class_names"])
+    if target == CONTROL:
+        return control_labels(group)
     factors = group.attrs.get("factors", {})
     if target not in factors:
         raise ValueError(
@@ -42,6 +44,39 @@ def read_target(group, target: str, where: str) -> tuple[np.ndarray, list[str]]:
             f"{', '.join([CLASS, *factors])}. Fix the dataset's targets in the config."
         )
     return group[factor_array(target)][:], list(factors[target])
+
+
+def control_labels(group) -> tuple[np.ndarray, list[str]]:
+    """The control target of an open data store (Hewitt & Liang 2019, "Designing and
+    Interpreting Probes with Control Tasks"): each image's nuisance type (the combination
+    of its source's `control_factors`) mapped by a fixed random function to as many labels
+    as the dataset has classes, with the classes' balance: types in a seeded random order,
+    largest first, each given the label furthest below its share. A probe can only learn it
+    by telling the types apart and memorising their labels, so accuracy on it is what a
+    probe reaches without the class; selectivity is the class accuracy minus it. A source
+    without control factors (image folders, files) gets the class labels randomly permuted
+    over images: the same balance, no structure at all (Zhang et al. 2017's random labels).
+    """
+    spec = dict(group.attrs["spec"])
+    classes = group["labels"][:]
+    names = list(group.attrs["class_names"])
+    share = np.bincount(classes, minlength=len(names)) / len(classes)
+    rng = np.random.default_rng([int(spec.get("seed", 0)), 0xC0417])
+    factors = SOURCES[spec["source"]].control_factors
+    if not factors:
+        return rng.permutation(classes), [f"control-{i}" for i in range(len(names))]
+    codes = np.stack([group[factor_array(f)][:] for f in factors], axis=1)
+    types, of_image, sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    of_image = of_image.reshape(-1)
+    order = rng.permutation(len(types))
+    order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, ties at random
+    label_of_type = np.zeros(len(types), np.int64)
+    filled = np.zeros(len(names))
+    for t in order:
+        label = int(np.argmax(share * len(classes) - filled))  # furthest below its share
+        label_of_type[t] = label
+        filled[label] += sizes[t]
+    return label_of_type[of_image], [f"control-{i}" for i in range(len(names))]
 
 
 def read_fixed_test(group) -> np.ndarray | None:

@@ -45,12 +45,18 @@ def within(part: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_by_layer(
-    part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
+    part: pd.DataFrame,
+    title: str,
+    path: str,
+    reference: str | None = "original",
+    untrained: tuple[str, pd.DataFrame] | None = None,
 ) -> None:
     """Mean test accuracy per layer, one line and 95% CI band per representation (`part`:
     the summary rows of one figure, from `selected`): on the left probes trained and
     tested on each representation, on the right (when there are transfer rows) the
-    reference's probes tested on each representation."""
+    reference's probes tested on each representation. `untrained`: (name, summary rows)
+    of the same network with random weights, whose reference line the left panel shows
+    too."""
     part = main_target(part)
     transferred = part[part["representation"] != part["train_representation"]]
     panels = [("trained and tested on each representation", within(part))]
@@ -71,10 +77,45 @@ def accuracy_by_layer(
     for ax, (subtitle, rows) in zip(axes[0], panels, strict=True):
         _accuracy_lines(ax, rows, layers, reference)
         ax.set_title(f"{title}, target {part['target'].iloc[0]}\n{subtitle}", fontsize=9)
+    _control_line(axes[0, 0], within(part), layers, reference)
+    if untrained is not None:
+        name, rows = untrained
+        rows = within(main_target(rows))
+        rows = rows[rows["representation"] == reference].set_index("layer").reindex(layers)
+        axes[0, 0].plot(
+            np.arange(len(layers)),
+            rows["accuracy_mean"],
+            color="grey",
+            linewidth=1.6,
+            linestyle="-.",
+            marker="s",
+            markersize=3,
+            label=f"{reference}, untrained ({name})",
+        )
     axes[0, -1].legend(
         loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small"
     )
     _save(fig, path)
+
+
+def _control_line(ax, part: pd.DataFrame, layers: list[str], reference: str | None) -> None:
+    """The reference's accuracy on the control target (Hewitt & Liang 2019), dashed: the
+    gap down to it from the reference's line is the layer's selectivity."""
+    if "control_accuracy_mean" not in part:
+        return
+    rows = part[part["representation"] == reference].set_index("layer").reindex(layers)
+    if rows["control_accuracy_mean"].isna().all():
+        return
+    ax.plot(
+        np.arange(len(layers)),
+        rows["control_accuracy_mean"],
+        color="black",
+        linestyle="--",
+        linewidth=1.2,
+        marker="x",
+        markersize=4,
+        label=f"{reference}, control task",
+    )
 
 
 def _accuracy_lines(ax, part: pd.DataFrame, layers: list[str], reference: str | None) -> None:
@@ -209,6 +250,12 @@ def difference_heatmap(
     image-level test (stats.py)."""
     part = main_target(part)
     part = part[(part["representation"] != reference) | (part["train_representation"] != reference)]
+    if part.empty:  # a backbone computed for the reference only
+        fig, ax = plt.subplots(figsize=(6.0, 2.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: no representation besides {reference}", ha="center")
+        _save(fig, path)
+        return
     transferred = part["representation"] != part["train_representation"]
     part = part.assign(
         row=np.where(
@@ -261,28 +308,31 @@ def difference_heatmap(
 
 
 def similarity_heatmap(table: pd.DataFrame, dataset: str, backbone: str, path: str) -> None:
-    """Linear CKA to the reference per representation x layer (similarity.csv's rows of
-    one dataset and backbone): 1 = the layer's features are unchanged up to a rotation."""
+    """Debiased linear CKA to the reference per representation x layer (similarity.csv's
+    rows of one dataset and backbone): 1 = the layer's features are unchanged up to a
+    rotation; a cell at or below its permutation null (`cka_null`) is marked `~0`."""
     part = table[(table["dataset"] == dataset) & (table["backbone"] == backbone)]
     if part.empty:
         raise ValueError(f"similarity.csv has no rows for dataset={dataset} backbone={backbone}")
     layers = list(dict.fromkeys(part["layer"]))
     representations = list(dict.fromkeys(part["representation"]))
-    cka = part.pivot(index="representation", columns="layer", values="cka").reindex(
-        index=representations, columns=layers
-    )
-    values = cka.to_numpy(dtype=float)
+
+    def grid(column: str) -> np.ndarray:
+        pivot = part.pivot(index="representation", columns="layer", values=column)
+        return pivot.reindex(index=representations, columns=layers).to_numpy(dtype=float)
+
+    values, null = grid("cka_debiased"), grid("cka_null")
     fig, ax = plt.subplots(
         figsize=(max(6.0, 0.75 * len(layers) + 3), max(3.0, 0.45 * len(representations) + 1.8))
     )
     image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    fig.colorbar(image, ax=ax, label=f"linear CKA to {part['reference'].iloc[0]}")
+    fig.colorbar(image, ax=ax, label=f"debiased linear CKA to {part['reference'].iloc[0]}")
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             ax.text(
                 j,
                 i,
-                f"{values[i, j]:.2f}",
+                f"{values[i, j]:.2f}" if values[i, j] > null[i, j] else "~0",
                 ha="center",
                 va="center",
                 fontsize=7,
@@ -292,7 +342,9 @@ def similarity_heatmap(table: pd.DataFrame, dataset: str, backbone: str, path: s
     ax.set_yticks(np.arange(len(representations)), representations)
     ax.set_xlabel("layer")
     n = int(part["n_images"].iloc[0])
-    ax.set_title(f"{dataset} / {backbone}: linear CKA to {part['reference'].iloc[0]} ({n} images)")
+    ax.set_title(
+        f"{dataset} / {backbone}: debiased linear CKA to {part['reference'].iloc[0]} ({n} images)"
+    )
     _save(fig, path)
 
 

@@ -10,7 +10,8 @@ each head trains exactly as it would alone; tests/test_probes.py checks that aga
 plain per-head PyTorch loop. Each head has its own early stopping on validation loss:
 once stopped it leaves the loss (no more gradient) and its best epoch's weights, kept
 aside, give its test-split probabilities. The gradients are written out
-(`head_gradients`: autograd's kernels, bit for bit, without its graph; in the static
+(`head_gradients`: autograd's kernels without its graph, equal to autograd's up to
+float32 rounding (bit for bit where the BLAS takes the same path); in the static
 engine every stack's logits share one buffer), so that a step runs few kernels.
 
 Two engines compute the same steps (`train(engine=...)`):
@@ -52,14 +53,24 @@ class ProbeConfig:
 
     hidden: int = PROBE_DEFAULTS["hidden"]
     lr: float = PROBE_DEFAULTS["lr"]
-    weight_decay: float = PROBE_DEFAULTS["weight_decay"]
+    # one value, or a grid: one head per value, the lowest validation loss kept
+    weight_decay: float | tuple[float, ...] = PROBE_DEFAULTS["weight_decay"]
     max_epochs: int = PROBE_DEFAULTS["max_epochs"]
     patience: int = PROBE_DEFAULTS["patience"]
     batch_size: int = PROBE_DEFAULTS["batch_size"]
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ProbeConfig:
-        return cls(**{k: spec[k] for k in cls.__dataclass_fields__ if k in spec})
+        values = {k: spec[k] for k in cls.__dataclass_fields__ if k in spec}
+        if isinstance(values.get("weight_decay"), list):
+            values["weight_decay"] = tuple(values["weight_decay"])
+        return cls(**values)
+
+    @property
+    def decays(self) -> tuple[float, ...]:
+        """The weight decays each (run, layer) trains a head with."""
+        wd = self.weight_decay
+        return tuple(float(d) for d in wd) if isinstance(wd, tuple | list) else (float(wd),)
 
 
 @dataclass
@@ -70,8 +81,10 @@ class HeadResult:
     test_proba: np.ndarray  # [n_test, n_classes], from the best epoch's weights
     best_epoch: int  # 1-based epoch with the lowest validation loss
     epochs: int  # epochs trained before early stopping (or max_epochs)
+    hit_max_epochs: bool  # not stopped by `patience` before max_epochs ran out
     best_val_loss: float
     n_features: int
+    weight_decay: float  # the grid's value with the lowest validation loss
     # the best weights (W1 [dim, out], b1 [out](, W2, b2)) and the train-split mean and
     # std [dim] the head's inputs were standardised with: the head as a function of raw
     # features, for testing it on another representation's (transfer.py)
@@ -132,6 +145,26 @@ def init_head(dim: int, n_classes: int, hidden: int, seed: int) -> list[torch.Te
     return params
 
 
+def decay_factors(
+    params: list[torch.Tensor], lr: float, weight_decay: float | list[float | torch.Tensor]
+) -> float | list[float | torch.Tensor]:
+    """AdamW's decoupled decay as the factor each parameter is multiplied by, 1 - lr * wd:
+    one number when every parameter shares it (torch's own arithmetic), else one per
+    parameter (float32 tensors of the same values where a stack's heads differ)."""
+    if not isinstance(weight_decay, list):
+        return 1.0 - lr * weight_decay
+    if len(weight_decay) != len(params):
+        raise ValueError(f"{len(weight_decay)} weight decays for {len(params)} parameters")
+    factors = []
+    for p, wd in zip(params, weight_decay, strict=True):
+        if isinstance(wd, torch.Tensor):
+            wd = (1.0 - lr * wd.double()).to(p.dtype).to(p.device)
+        else:
+            wd = 1.0 - lr * wd
+        factors.append(wd)
+    return factors
+
+
 class AdamW:
     """torch.optim.AdamW's update (decoupled weight decay, bias-corrected moments) over
     the parameters given a gradient, written out with torch's foreach ops.
@@ -143,18 +176,21 @@ class AdamW:
     parameters are updated in groups of equal step count (in a train job, all live ones
     share one). A stopped head inside a live stack gets a zero gradient and drifts with
     its momentum: harmless, its best weights were copied aside when it stopped.
+    `weight_decay`: one value, or one per parameter (a number, or a tensor that
+    broadcasts against it: a stack's per-head decays, [heads, 1, 1]).
     """
 
     def __init__(
         self,
         params: list[torch.Tensor],
         lr: float,
-        weight_decay: float,
+        weight_decay: float | list[float | torch.Tensor],
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ):
         self.params = params
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.decay = decay_factors(params, lr, weight_decay)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
         self.steps = [0] * len(params)
@@ -176,7 +212,10 @@ class AdamW:
         params = [self.params[i] for i in index]
         exp_avg = [self.exp_avg[i] for i in index]
         exp_avg_sq = [self.exp_avg_sq[i] for i in index]
-        torch._foreach_mul_(params, 1.0 - self.lr * self.weight_decay)
+        if isinstance(self.decay, list):
+            torch._foreach_mul_(params, [self.decay[i] for i in index])
+        else:
+            torch._foreach_mul_(params, self.decay)
         torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sq, beta2)
         torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1.0 - beta2)
@@ -204,7 +243,7 @@ class DeviceAdamW(AdamW):
         self,
         params: list[torch.Tensor],
         lr: float,
-        weight_decay: float,
+        weight_decay: float | list[float | torch.Tensor],
         max_steps: int,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -228,7 +267,7 @@ class DeviceAdamW(AdamW):
         # index_select, not table[step_count]: a tensor index would be read on the host
         step_size, correction2 = self.table.index_select(0, self.step_count.view(1))[0]
         self.step_count.add_(1)
-        torch._foreach_mul_(self.params, 1.0 - self.lr * self.weight_decay)
+        torch._foreach_mul_(self.params, self.decay)
         torch._foreach_lerp_(self.exp_avg, grads, 1.0 - beta1)
         torch._foreach_mul_(self.exp_avg_sq, beta2)
         torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1.0 - beta2)
@@ -261,7 +300,8 @@ def head_gradients(
 
     The backward pass written out with the kernels autograd runs for this loss
     (log-softmax, NLL and their backward, the matmuls' backward), so the gradients are
-    autograd's bit for bit, without reducing a loss or recording a graph; and every
+    autograd's (up to the BLAS path a matmul's shape takes on a given CPU), without
+    reducing a loss or recording a graph; and every
     stack's logits share one buffer, so that each elementwise kernel runs once for all
     stacks. A step of small matmuls is bound by how many kernels it runs, not by its
     arithmetic (benchmarks/README.md, GPU): a step of ten linear runs over the default
@@ -477,16 +517,18 @@ def train(
     max_padding: float = 2.0,
     per_run_values: bool | None = None,
 ) -> tuple[list[HeadResult], float]:
-    """Train one head per (run, layer of `features` ({layer: [n, dim]})); returns the
-    heads' results (run-major, then in layer order) and the seconds spent training,
-    shared by all heads. `split`: one split for every run, or each run's own
-    ({run: split}); each part must have the same size in every run (a stratified split of
-    the same labels does). `engine`: `eager`, `static` (see the module's docstring) or
-    `auto`: static on CUDA, eager elsewhere. `max_padding`: see `stack_groups`;
-    `per_run_values`: keep each run's standardised features (runs times the memory)
-    rather than standardising every minibatch (None: on CUDA when they fit in a quarter
-    of the free memory; 1.16 times as fast there, benchmarks/README.md); neither changes
-    a number."""
+    """Train one head per (run, layer of `features` ({layer: [n, dim]}), weight decay of
+    `probe.decays`), and keep for each (run, layer) the decay whose head reached the lowest
+    validation loss; returns those heads' results (run-major, then in layer order) and the
+    seconds spent training, shared by all heads. `split`: one split for every run, or each
+    run's own ({run: split}); each part must have the same size in every run (a stratified
+    split of the same labels does). The heads of one run's decays share its split, init and
+    minibatch order: they are more heads in the same stacks (`slots`), trained in the same
+    steps. `engine`: `eager`, `static` (see the module's docstring) or `auto`: static on
+    CUDA, eager elsewhere. `max_padding`: see `stack_groups`; `per_run_values`: keep each
+    run's standardised features (runs times the memory) rather than standardising every
+    minibatch (None: on CUDA when they fit in a quarter of the free memory; 1.16 times as
+    fast there, benchmarks/README.md); neither changes a number."""
     device = torch.device(device)
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
@@ -496,9 +538,13 @@ def train(
     split_of = split if isinstance(split, dict) else dict.fromkeys(runs, split)
     for run in runs:
         check_split(split_of[run], where)
-    # each run's rows of each part: [runs, part size]
+    decays = probe.decays
+    # a slot per (run, decay), run-major: what the stacks call a run
+    slots = [(run, decay) for run in runs for decay in decays]
+    slot_runs = [run for run, _ in slots]
+    # each slot's rows of each part: [slots, part size]
     rows = {
-        code: np.stack([np.flatnonzero(split_of[run] == code) for run in runs])
+        code: np.stack([np.flatnonzero(split_of[run] == code) for run in slot_runs])
         for code in (TRAIN, VAL, TEST)
     }
     parts = {code: torch.from_numpy(r).to(device) for code, r in rows.items()}
@@ -515,7 +561,7 @@ def train(
         if per_run_values:
             widths = sum(len(g) * max(features[layer].shape[1] for layer in g) for g in groups)
             free, _ = torch.cuda.mem_get_info(device)
-            per_run_values = 4 * widths * len(labels) * len(runs) <= free // 4
+            per_run_values = 4 * widths * len(labels) * len(slots) <= free // 4
     stacks, statistics = [], []
     for group in groups:
         dims = [features[layer].shape[1] for layer in group]
@@ -527,29 +573,49 @@ def train(
             values[i, :, :dim] = features[layer]
             for r in range(1 if shared else len(runs)):
                 mean[i, r, :dim], std[i, r, :dim] = train_statistics(
-                    features[layer], rows[TRAIN][r]
+                    features[layer], np.flatnonzero(split_of[runs[r]] == TRAIN)
                 )
             if shared:
                 values[i] -= mean[i, 0]
                 values[i] /= std[i, 0]
-        stats = (None, None) if shared else (mean, std)
         statistics.append((mean, std))
+        # every slot of a run standardises with that run's statistics
+        per_slot = len(decays)
+        stats = (None, None) if shared else tuple(a.repeat(per_slot, axis=1) for a in (mean, std))
         tensors = [torch.from_numpy(values).to(device)] + [
             None if a is None else torch.from_numpy(a).to(device) for a in stats
         ]
         del values
         stacks.append(
             HeadStack(
-                group, dims, *tensors, parts, runs, n_classes, probe.hidden, device, per_run_values
+                group,
+                dims,
+                *tensors,
+                parts,
+                slot_runs,
+                n_classes,
+                probe.hidden,
+                device,
+                per_run_values,
             )
         )
+    if len(decays) == 1:
+        weight_decay: float | list = decays[0]
+    else:
+        # each head's decay, [heads, 1, 1] (heads are layer-major, then slot)
+        weight_decay = []
+        for stack in stacks:
+            head_decay = torch.tensor(
+                [decay for _ in stack.layers for _, decay in slots], dtype=torch.float64
+            ).view(-1, 1, 1)
+            weight_decay += [head_decay] * len(stack.params)
     # each run's minibatch order, shared by all its heads, drawn on the host (the same
     # order on every device)
-    orders = [torch.Generator().manual_seed(run) for run in runs]
+    orders = [torch.Generator().manual_seed(run) for run in slot_runs]
 
     t0 = time.perf_counter()
     fit = _fit_static if engine == "static" else _fit_eager
-    fit(stacks, parts, ys, orders, probe)
+    fit(stacks, parts, ys, orders, probe, weight_decay)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
@@ -558,26 +624,34 @@ def train(
     with torch.no_grad():
         for stack, (mean, std) in zip(stacks, statistics, strict=True):
             epochs = torch.where(stack.active, probe.max_epochs, stack.epochs).cpu()
+            capped = stack.active.cpu()
             best_epoch, best_loss = stack.best_epoch.cpu(), stack.best_loss.cpu()
             proba = stack.best_proba(TEST)
             best = [p.cpu().numpy() for p in stack.best]
             for h in range(len(epochs)):
-                layer = stack.layers[h // len(runs)]
-                r = h % len(runs)
+                layer = stack.layers[h // len(slots)]
+                run, decay = slots[h % len(slots)]
+                r = runs.index(run)
+                kept = results.get((run, layer))
+                # the lowest validation loss over the decays (ties: the first listed)
+                if kept is not None and not float(best_loss[h]) < kept.best_val_loss:
+                    continue
                 dim = int(features[layer].shape[1])
                 i, s = stack.layers.index(layer), 0 if shared else r
                 # biases are kept as [heads, 1, out]
                 weights = [w[h, 0] if k % 2 else w[h] for k, w in enumerate(best)]
                 weights[0] = weights[0][:dim]  # the padded inputs' rows are 0
-                results[runs[r], layer] = HeadResult(
+                results[run, layer] = HeadResult(
                     layer=layer,
-                    run=runs[r],
-                    test_rows=rows[TEST][r],
+                    run=run,
+                    test_rows=rows[TEST][h % len(slots)],
                     test_proba=proba[h],
                     best_epoch=int(best_epoch[h]),
                     epochs=int(epochs[h]),
+                    hit_max_epochs=bool(capped[h]),
                     best_val_loss=float(best_loss[h]),
                     n_features=dim,
+                    weight_decay=decay,
                     weights=[np.ascontiguousarray(w) for w in weights],
                     mean=mean[i, s, :dim].copy(),
                     std=std[i, s, :dim].copy(),
@@ -590,10 +664,11 @@ def _epoch_orders(orders: list[torch.Generator], n_train: int) -> torch.Tensor:
     return torch.stack([torch.randperm(n_train, generator=g) for g in orders])
 
 
-def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
-    """Live heads only, step by step (the CPU's engine)."""
+def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig, weight_decay) -> None:
+    """Live heads only, step by step (the CPU's engine). `weight_decay`: AdamW's, one
+    value or one per parameter."""
     optimizer = AdamW(
-        [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=probe.weight_decay
+        [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=weight_decay
     )
     n_train = parts[TRAIN].shape[1]
     device = parts[TRAIN].device
@@ -617,7 +692,7 @@ def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
             break
 
 
-def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
+def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig, weight_decay) -> None:
     """Every head, every step, with the same shapes; one host sync per epoch (has every
     head stopped?). On CUDA each step is a CUDA graph replay."""
     params = [p for stack in stacks for p in stack.params]
@@ -625,7 +700,7 @@ def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig) -> None:
     device = parts[TRAIN].device
     steps_per_epoch = -(-n_train // probe.batch_size)
     optimizer = DeviceAdamW(
-        params, probe.lr, probe.weight_decay, max_steps=probe.max_epochs * steps_per_epoch + 2
+        params, probe.lr, weight_decay, max_steps=probe.max_epochs * steps_per_epoch + 2
     )
     perm = torch.empty((len(orders), n_train), dtype=torch.int64, device=device)
     start = torch.zeros((), dtype=torch.int64, device=device)  # the step's first position

@@ -91,9 +91,11 @@ def aggregate(
     metrics_path: str,
     summary_path: str,
     reference: str | None,
-    resampled: bool = False,
+    resampled: bool | list[str] = False,
     threads: int = 1,
 ) -> None:
+    """metrics.csv and summary.csv (stats.summarise; `resampled`: whether, or for which
+    datasets, each run drew its own test split)."""
     metrics = read_runs(paths)
     duplicated = metrics.duplicated(RUN_KEYS)
     if duplicated.any():
@@ -123,12 +125,18 @@ def figures(
     difference_path: str,
     targets_path: str,
     reference: str | None,
+    untrained: str | None = None,
 ) -> None:
+    """The figures of one (dataset, backbone, probe); `untrained`: the backbone that is
+    this one with random weights, whose reference line the accuracy figure shows too."""
     from visual_ablation import plots
 
     summary = pd.read_csv(summary_path)
     part, title = plots.selected(summary, dataset, backbone, probe)
-    plots.accuracy_by_layer(part, title, by_layer_path, reference=reference)
+    twin = None
+    if untrained is not None:
+        twin = (untrained, plots.selected(summary, dataset, untrained, probe)[0])
+    plots.accuracy_by_layer(part, title, by_layer_path, reference=reference, untrained=twin)
     plots.difference_heatmap(part, title, difference_path, reference=reference)
     plots.targets_by_layer(part, title, targets_path, reference=reference)
 

@@ -134,5 +134,8 @@ def train_runtime(
     mvalues = n_images(data_spec, data_store) * total_width(feature_store) / 1e6
     # an MLP head costs about 3 linear ones; early stopping ends most runs well before
     epochs = probe_spec["max_epochs"] / 300 * (3 if probe_spec["hidden"] else 1)
+    # a weight-decay grid trains one head per value: as many runs' work
+    decays = probe_spec.get("weight_decay")
+    runs *= len(decays) if isinstance(decays, list) else 1
     seconds = runs * mvalues * TRAIN_SECONDS_PER_RUN_PER_MVALUE * epochs * 3  # x3: slack
     return _scaled(MIN_RUNTIME + seconds / 60, attempt)

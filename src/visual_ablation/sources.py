@@ -60,6 +60,10 @@ class Source:
     draws_n: ClassVar[bool] = False
     default_image_size: ClassVar[int] = FALLBACK_IMAGE_SIZE
     factor_names: ClassVar[tuple[str, ...]] = ()
+    # the factors whose combination is an image's nuisance type for the control target
+    # (data.control_labels); none: the control target is the class labels permuted
+    control_factors: ClassVar[tuple[str, ...]] = ()
+    fixes_test: ClassVar[bool] = False  # True: `fixed_test` is every run's test split
     defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
     # decode is a pure function of the indices (no files, no bad images): a data job may
     # split it over processes (data.py)
@@ -168,6 +172,8 @@ class ShapesSource(Source):
     draws_n = True
     renders = True
     factor_names = ("colour", "background", "texture", "position", "scale", "rotation")
+    # 6 x 6 x 3 = 108 types, each in about n / 108 images: enough repeats to be learnable
+    control_factors = ("colour", "background", "texture")
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
@@ -322,6 +328,9 @@ class CueConflictSource(ShapesSource):
 
     name = "synthetic-cue-conflict"
     factor_names = ("cue", "colour", "texture", "background", "position", "scale", "rotation")
+    # the cue (colour or texture) signals the class: only factors drawn apart from it
+    control_factors = ("background", "position")
+    fixes_test = True
     defaults = {"cue": "texture", "agreement": 1.0, "conflict": 0.2}
 
     @classmethod

@@ -22,7 +22,7 @@ Holm's step-down adjustment runs over every comparison of a (dataset, backbone, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +38,7 @@ from visual_ablation.metrics import (
     debiased_calibration_error,
     equal_mass_bins,
 )
+from visual_ablation.vocabulary import CLASS, CONTROL
 
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
 # a row is compared with the reference's own row (trained and tested on the reference) of
@@ -308,15 +309,18 @@ def summarise(
     metrics: pd.DataFrame,
     predictions: PredictionLoader | None = None,
     reference: str | None = "original",
-    resampled: bool = False,
+    resampled: bool | Collection[str] = False,
     threads: int = 1,
 ) -> pd.DataFrame:
     """One row per (dataset, backbone, representation, train_representation, target,
     layer, probe), in first-seen order.
 
     For each metric: mean, std, 95% t interval over runs (corrected for overlapping test
-    sets when `resampled`). Against `reference` trained and tested on itself (same dataset,
-    backbone, target, layer, probe and run): the mean paired difference, its 95% interval
+    sets when `resampled`: True, or the datasets whose runs each drew their own test
+    split; a dataset whose test images are the same in every run gets the plain t interval,
+    which covers the probe's and the training split's variation on those images).
+    Against `reference` trained and tested on itself (same dataset, backbone, target,
+    layer, probe and run): the mean paired difference, its 95% interval
     from the paired bootstrap over test images and runs, the p-value (the bootstrap's
     normal approximation; for accuracy the larger of that and the exact sign-flip test
     over test images) and the Holm-adjusted p-value over the row's FAMILY. A transfer row
@@ -341,7 +345,10 @@ def summarise(
         row["n_runs"] = int(group["run"].nunique())
         row["n_classes"] = int(group["n_classes"].iloc[0])
         overlap = 0.0
-        if resampled and {"n_test", "n_train"} <= set(group):
+        redrawn = resampled is True or (
+            not isinstance(resampled, bool) and row["dataset"] in resampled
+        )
+        if redrawn and {"n_test", "n_train"} <= set(group):
             overlap = float(group["n_test"].iloc[0] / group["n_train"].iloc[0])
         for metric in SUMMARISED:
             mean, std, low, high = t_interval(group[metric].to_numpy(), overlap=overlap)
@@ -395,7 +402,58 @@ def summarise(
     ]
     pair_columns = ["n_pairs", "n_test_images"]
     first = [c for c in summary.columns if c not in diff_columns and c not in pair_columns]
-    return summary[[*first, *pair_columns, *diff_columns]]
+    summary = summary[[*first, *pair_columns, *diff_columns]]
+    return add_selectivity(summary, metrics, resampled)
+
+
+SELECTIVITY_COLUMNS = [
+    "control_accuracy_mean",
+    "selectivity_mean",
+    "selectivity_ci_low",
+    "selectivity_ci_high",
+]
+
+
+def add_selectivity(
+    summary: pd.DataFrame, metrics: pd.DataFrame, resampled: bool | Collection[str] = False
+) -> pd.DataFrame:
+    """Hewitt & Liang's (2019) selectivity beside each class row whose model was also
+    trained on the control target (same dataset, backbone, representation, layer, probe
+    and runs): the control target's mean accuracy and, per run, class accuracy minus
+    control accuracy (the same test images), with its t interval over runs (corrected like
+    the accuracy's where runs redrew their test split). NaN where there is no control."""
+    summary = summary.copy()
+    for column in SELECTIVITY_COLUMNS:
+        summary[column] = np.nan
+    control = metrics[metrics["target"] == CONTROL]
+    if control.empty:
+        return summary
+    keys = [k for k in KEYS if k != "target"]
+    by_key = {key: group for key, group in control.groupby(keys, sort=False)}
+    classes = metrics[metrics["target"] == CLASS]
+    for key, group in classes.groupby(keys, sort=False):
+        other = by_key.get(key)
+        if other is None:
+            continue
+        paired = group.merge(other[["run", "accuracy"]], on="run", suffixes=("", "_control"))
+        if paired.empty:
+            continue
+        dataset = paired["dataset"].iloc[0]
+        redrawn = resampled is True or (not isinstance(resampled, bool) and dataset in resampled)
+        overlap = float(paired["n_test"].iloc[0] / paired["n_train"].iloc[0]) if redrawn else 0.0
+        mean, _, low, high = t_interval(
+            (paired["accuracy"] - paired["accuracy_control"]).to_numpy(), overlap=overlap
+        )
+        where = (summary[keys] == pd.Series(dict(zip(keys, key, strict=True)))).all(axis=1) & (
+            summary["target"] == CLASS
+        )
+        summary.loc[where, SELECTIVITY_COLUMNS] = [
+            float(paired["accuracy_control"].mean()),
+            mean,
+            low,
+            high,
+        ]
+    return summary
 
 
 def _test_differences(

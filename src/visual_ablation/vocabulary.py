@@ -22,6 +22,9 @@ REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 REFERENCE = "original"  # the representation every other is compared with
 CLASS = "class"  # the target that is a dataset's own labels (`datasets.<name>.targets`)
+# the control target (Hewitt & Liang 2019): a fixed random function of each image's nuisance
+# type, with the class's count and balance; trained on the reference representation only
+CONTROL = "control"
 
 # Probe config defaults (the schema fills the same ones); measured against scikit-learn's
 # LogisticRegression on digits (tests/test_probes.py).

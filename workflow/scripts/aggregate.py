@@ -16,6 +16,6 @@ with job_log(smk.log[0]):
         metrics_path=smk.output.metrics,
         summary_path=smk.output.summary,
         reference=smk.params.reference,
-        resampled=smk.params.resampled,
+        resampled=list(smk.params.resampled),
         threads=smk.threads,
     )

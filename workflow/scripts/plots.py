@@ -19,4 +19,5 @@ with job_log(smk.log[0]):
         difference_path=smk.output.difference,
         targets_path=smk.output.targets,
         reference=smk.params.reference,
+        untrained=smk.params.untrained,
     )

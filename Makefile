@@ -57,6 +57,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/planning.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/seed_scale.py --n 2000 --cores 2
+	$(BIN)/python benchmarks/readout.py --n 1000
+	$(BIN)/python benchmarks/probe_tuning.py --n 1000
+	$(BIN)/python benchmarks/power.py
 
 clean:
 	rm -rf results .snakemake

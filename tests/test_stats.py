@@ -345,3 +345,30 @@ def test_a_family_tested_together_and_in_threads_equals_each_comparison_alone():
             assert row[f"{metric}_diff_ci_high"] == pytest.approx(mean + z * se, rel=1e-6)
         assert row["accuracy_p"] >= alone["accuracy_p"]
         assert row["n_test_images"] == n
+
+
+def test_a_fixed_test_set_gets_the_plain_interval_and_a_redrawn_one_the_corrected():
+    table = _table({("original", "l1"): [0.80, 0.82, 0.84]})
+    other = table.assign(dataset="e")
+    both = pd.concat([table, other], ignore_index=True)
+    summary = stats.summarise(both, reference=None, resampled=["d"]).set_index("dataset")
+    half = T_975_DF2 * 0.02 * math.sqrt(1 / 3 + 200 / 600)
+    assert summary.loc["d", "accuracy_ci_high"] == pytest.approx(0.82 + half)
+    assert summary.loc["e", "accuracy_ci_high"] == pytest.approx(
+        0.82 + T_975_DF2 * 0.02 / math.sqrt(3)
+    )
+
+
+def test_selectivity_is_class_minus_control_accuracy_run_by_run():
+    classes = _table({("original", "l1"): [0.80, 0.82, 0.84], ("grayscale", "l1"): [0.7] * 3})
+    control = _table({("original", "l1"): [0.30, 0.30, 0.36]}).assign(target="control")
+    summary = stats.summarise(pd.concat([classes, control], ignore_index=True), reference=None)
+    row = summary[(summary["target"] == "class") & (summary["representation"] == "original")]
+    row = row.iloc[0]
+    assert row["control_accuracy_mean"] == pytest.approx(0.32)
+    # per run: 0.50, 0.52, 0.48 -> mean 0.50, std 0.02
+    assert row["selectivity_mean"] == pytest.approx(0.50)
+    assert row["selectivity_ci_high"] == pytest.approx(0.50 + T_975_DF2 * 0.02 / math.sqrt(3))
+    # no control for grayscale, none on the control rows themselves
+    others = summary[(summary["target"] == "control") | (summary["representation"] != "original")]
+    assert others["selectivity_mean"].isna().all()

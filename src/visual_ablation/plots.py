@@ -92,8 +92,18 @@ def accuracy_by_layer(
             markersize=3,
             label=f"{reference}, untrained ({name})",
         )
+    # every panel's lines in one legend (the control and untrained lines are the left's)
+    labelled = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(label, handle)
     axes[0, -1].legend(
-        loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small"
+        labelled.values(),
+        labelled.keys(),
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+        fontsize="small",
     )
     _save(fig, path)
 

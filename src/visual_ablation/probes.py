@@ -189,7 +189,7 @@ class AdamW:
         eps: float = 1e-8,
     ):
         self.params = params
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.lr, self.betas, self.eps = lr, betas, eps
         self.decay = decay_factors(params, lr, weight_decay)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]

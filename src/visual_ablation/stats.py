@@ -345,10 +345,7 @@ def summarise(
         row["n_runs"] = int(group["run"].nunique())
         row["n_classes"] = int(group["n_classes"].iloc[0])
         overlap = 0.0
-        redrawn = resampled is True or (
-            not isinstance(resampled, bool) and row["dataset"] in resampled
-        )
-        if redrawn and {"n_test", "n_train"} <= set(group):
+        if _redrawn(resampled, row["dataset"]) and {"n_test", "n_train"} <= set(group):
             overlap = float(group["n_test"].iloc[0] / group["n_train"].iloc[0])
         for metric in SUMMARISED:
             mean, std, low, high = t_interval(group[metric].to_numpy(), overlap=overlap)
@@ -406,6 +403,12 @@ def summarise(
     return add_selectivity(summary, metrics, resampled)
 
 
+def _redrawn(resampled: bool | Collection[str], dataset: str) -> bool:
+    """Whether `dataset`'s runs each drew their own test split (`summarise`'s
+    `resampled`: for every dataset, or for those listed)."""
+    return resampled is True or (not isinstance(resampled, bool) and dataset in resampled)
+
+
 SELECTIVITY_COLUMNS = [
     "control_accuracy_mean",
     "selectivity_mean",
@@ -439,8 +442,9 @@ def add_selectivity(
         if paired.empty:
             continue
         dataset = paired["dataset"].iloc[0]
-        redrawn = resampled is True or (not isinstance(resampled, bool) and dataset in resampled)
-        overlap = float(paired["n_test"].iloc[0] / paired["n_train"].iloc[0]) if redrawn else 0.0
+        overlap = 0.0
+        if _redrawn(resampled, dataset):
+            overlap = float(paired["n_test"].iloc[0] / paired["n_train"].iloc[0])
         mean, _, low, high = t_interval(
             (paired["accuracy"] - paired["accuracy_control"]).to_numpy(), overlap=overlap
         )

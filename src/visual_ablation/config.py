@@ -39,7 +39,7 @@ FEATURE_FORMAT_VERSION = 4
 # 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
 # per-image predictions, debiased calibration error; 4: targets, heads kept for transfer;
 # 5: weight-decay grids chosen on validation, the control target
-PROBE_FORMAT_VERSION = 5
+PROBE_FORMAT_VERSION = 6
 
 
 CUE_CONFLICT = CueConflictSource.name
@@ -450,6 +450,13 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         raise ConfigError("config key 'backbones': define at least one backbone.")
     results_dir = str(config.get("results_dir", "results"))
     probes = config.get("probes") or {"linear": {"hidden": 0}, "mlp": {"hidden": 256}}
+    for name, spec in probes.items():
+        spec = spec or {}
+        if spec.get("solver") == "lbfgs" and spec.get("hidden", 0):
+            raise ConfigError(
+                f"config key 'probes.{name}.solver': lbfgs fits linear heads only (hidden: 0), "
+                f"and this probe has hidden: {spec['hidden']}; use solver: adamw for an MLP."
+            )
     return Experiment(
         results_dir=results_dir,
         cache_dir=str(config.get("cache_dir") or results_dir),

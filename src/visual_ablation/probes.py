@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from visual_ablation import lbfgs
 from visual_ablation.splits import TEST, TRAIN, VAL, check_split
 from visual_ablation.vocabulary import PROBE_DEFAULTS
 
@@ -58,6 +59,9 @@ class ProbeConfig:
     max_epochs: int = PROBE_DEFAULTS["max_epochs"]
     patience: int = PROBE_DEFAULTS["patience"]
     batch_size: int = PROBE_DEFAULTS["batch_size"]
+    # adamw: minibatches, early stopping on validation loss; lbfgs: linear heads fitted
+    # to their L2-penalised optimum (lbfgs.py)
+    solver: str = PROBE_DEFAULTS["solver"]
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ProbeConfig:
@@ -376,7 +380,7 @@ class HeadStack:
         device: torch.device,
         per_run_values: bool = False,
     ):
-        self.layers, self.runs = layers, runs
+        self.layers, self.dims, self.runs = layers, dims, runs
         self.values = values  # [layers, images, width], zero-padded to one width
         # [layers, runs, 1, width]: padded columns get mean 0 and std 1, so they stay 0;
         # None: `values` are standardised already (every run shares one split)
@@ -438,6 +442,19 @@ class HeadStack:
             return grads
         full = [torch.zeros_like(p) for p in self.params]
         return [f.index_add_(0, live, g) for f, g in zip(full, grads, strict=True)]
+
+    def run_inputs(self, rows: torch.Tensor, every: int, layer: int) -> torch.Tensor:
+        """Standardised inputs of one layer (its index in the stack), once per run, where
+        each run has `every` consecutive slots (its weight decays): rows [runs, k] ->
+        [runs, k, the layer's width] (without padding)."""
+        dim = self.dims[layer]
+        if self.run_index is not None:
+            runs = torch.arange(rows.shape[0], device=rows.device).unsqueeze(1)
+            return self.values[layer, ::every][runs, rows, :dim]
+        x = self.values[layer, rows, :dim]
+        if self.mean is not None:
+            x = (x - self.mean[layer, ::every, :, :dim]) / self.std[layer, ::every, :, :dim]
+        return x
 
     @torch.no_grad()
     def logits(self, code: int, params=None) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -614,8 +631,11 @@ def train(
     orders = [torch.Generator().manual_seed(run) for run in slot_runs]
 
     t0 = time.perf_counter()
-    fit = _fit_static if engine == "static" else _fit_eager
-    fit(stacks, parts, ys, orders, probe, weight_decay)
+    if probe.solver == "lbfgs":
+        lbfgs.fit(stacks, parts, ys, probe.max_epochs, decays)
+    else:
+        fit = _fit_static if engine == "static" else _fit_eager
+        fit(stacks, parts, ys, orders, probe, weight_decay)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0

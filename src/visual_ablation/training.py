@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need n
 log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ["best_epoch", "epochs", "train_seconds", "n_train", "n_val", "n_test"]
+STOPS = {"adamw": "patience", "lbfgs": "converged"}
 EXTRA_COLUMNS = ["n_features", "n_classes", "best_val_loss", "weight_decay", "stop", "device"]
 COLUMNS = metrics.RUN_KEYS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
 # columns that may differ between two runs of the same job (everything else must not)
@@ -116,9 +117,10 @@ def train_store(
                 "n_classes": n_classes,
                 "best_val_loss": head.best_val_loss,
                 "weight_decay": head.weight_decay,
-                # why the head stopped: no lower validation loss for `patience` epochs, or
-                # the epoch cap (its loss may still have been falling)
-                "stop": "max_epochs" if head.hit_max_epochs else "patience",
+                # why the head stopped: no lower validation loss for `patience` epochs
+                # (adamw), its optimum reached (lbfgs), or the cap (its loss may still
+                # have been falling)
+                "stop": "max_epochs" if head.hit_max_epochs else STOPS[config.solver],
                 "device": str(torch_device),
             }
         )

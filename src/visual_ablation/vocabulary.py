@@ -35,6 +35,7 @@ PROBE_DEFAULTS: dict[str, Any] = {
     "max_epochs": 300,
     "patience": 15,
     "batch_size": 128,
+    "solver": "adamw",
 }
 
 # Input normalisation, (x - mean) / std on [0, 1] images: each backbone gets the one of

@@ -24,6 +24,10 @@ Two engines compute the same steps (`train(engine=...)`):
   on CUDA each step is one CUDA graph replay: a step of small matmuls is bound by
   kernel launches, not arithmetic, and a graph launches all of them at once. On the
   CPU both engines give identical numbers.
+
+`solver: lbfgs` replaces the engines for linear heads: each head is fitted to its
+L2-penalised optimum by full-batch L-BFGS (lbfgs.py), with no minibatches, learning rate
+or early stopping; the stacks, slots and the choice among weight decays are the same.
 """
 
 from __future__ import annotations

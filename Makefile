@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml Makefile; echo $(EXTRAS)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint format features bench clean
+.PHONY: run test check lint format features bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ features: $(STAMP)
 ## Unit and workflow tests.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The fast tests, while working: no Snakemake runs, nothing at the default size.
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not workflow and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -130,6 +130,7 @@ def default_features(tmp_path_factory):
     return exp, x, labels, n_classes, split_of, runs
 
 
+@pytest.mark.slow
 def test_the_default_linear_probe_is_within_a_point_of_tuned_scikit_learn(default_features):
     exp, features, labels, n_classes, split_of, runs = default_features
     probe = probes.ProbeConfig.from_spec(exp.probe_spec("linear"))

@@ -377,6 +377,15 @@ def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_datase
     }
 
 
+def bumped(text: str, name: str) -> str:
+    """config.py's text with the version constant `name` one higher, whatever it is now."""
+    new, count = re.subn(
+        rf"^{name} = (\d+)$", lambda m: f"{name} = {int(m[1]) + 1}", text, flags=re.M
+    )
+    assert count == 1, name
+    return new
+
+
 def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
     module = built.root / "src" / "visual_ablation" / "features.py"
     config_py = built.root / "src" / "visual_ablation" / "config.py"
@@ -384,9 +393,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
     try:
         module.write_text(module_text + "\n# an edit that does not change what features mean\n")
         assert built.planned() == []
-        config_py.write_text(
-            config_text.replace("FEATURE_FORMAT_VERSION = 4", "FEATURE_FORMAT_VERSION = 5")
-        )
+        config_py.write_text(bumped(config_text, "FEATURE_FORMAT_VERSION"))
         jobs = built.planned()
         assert counts(jobs) == {
             "features": 4,
@@ -397,9 +404,7 @@ def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
             **SIMILARITY_JOBS,
         }
         # a new probe format re-plans every train job and no feature job
-        config_py.write_text(
-            config_text.replace("PROBE_FORMAT_VERSION = 5", "PROBE_FORMAT_VERSION = 6")
-        )
+        config_py.write_text(bumped(config_text, "PROBE_FORMAT_VERSION"))
         assert counts(built.planned()) == {
             "train": TRAIN_JOBS,
             "transfer": TRANSFER_JOBS,

@@ -40,6 +40,15 @@ def scikit_learn(x, labels, split, decays, n_classes):
     return best[1], best[2]
 
 
+def stored(exp, dataset: str, backbone: str):
+    """Build `dataset`'s data store and `backbone`'s store of `original`; read them back:
+    (features by layer, labels, class count, class labels, the source's fixed test)."""
+    build_stores(exp, dataset, [(backbone, "original")])
+    spec = exp.feature_spec(dataset, backbone, "original")
+    x = training.read_features(exp.feature_store(dataset, backbone, "original"), spec)
+    return x, *training.read_labels(exp.data_store(dataset), exp.data_spec(dataset))
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     config = {
@@ -48,13 +57,7 @@ def digits(tmp_path_factory):
         "representations": ["original"],
         "backbones": {"pixels": {"model": "pixels", "image_size": 16}},
     }
-    exp = resolve(config)
-    build_stores(exp, "digits", [("pixels", "original")])
-    spec = exp.feature_spec("digits", "pixels", "original")
-    x = training.read_features(exp.feature_store("digits", "pixels", "original"), spec)
-    labels, n_classes, _, _ = training.read_labels(
-        exp.data_store("digits"), exp.data_spec("digits")
-    )
+    x, labels, n_classes, _, _ = stored(resolve(config), "digits", "pixels")
     return x["pixels"], labels, n_classes
 
 
@@ -119,12 +122,7 @@ def default_features(tmp_path_factory):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["results_dir"] = config["cache_dir"] = str(tmp_path_factory.mktemp("default"))
     exp = resolve(config)
-    build_stores(exp, "shapes", [("effnet", "original")])
-    spec = exp.feature_spec("shapes", "effnet", "original")
-    x = training.read_features(exp.feature_store("shapes", "effnet", "original"), spec)
-    labels, n_classes, classes, fixed = training.read_labels(
-        exp.data_store("shapes"), exp.data_spec("shapes")
-    )
+    x, labels, n_classes, classes, fixed = stored(exp, "shapes", "effnet")
     runs = list(range(exp.runs))
     split_of = splits.run_splits(classes, exp.split, runs, "shapes", fixed)
     return exp, x, labels, n_classes, split_of, runs

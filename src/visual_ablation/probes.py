@@ -620,25 +620,25 @@ def train(
                 per_run_values,
             )
         )
-    if len(decays) == 1:
-        weight_decay: float | list = decays[0]
-    else:
-        # each head's decay, [heads, 1, 1] (heads are layer-major, then slot)
-        weight_decay = []
-        for stack in stacks:
-            head_decay = torch.tensor(
-                [decay for _ in stack.layers for _, decay in slots], dtype=torch.float64
-            ).view(-1, 1, 1)
-            weight_decay += [head_decay] * len(stack.params)
-    # each run's minibatch order, shared by all its heads, drawn on the host (the same
-    # order on every device)
-    orders = [torch.Generator().manual_seed(run) for run in slot_runs]
-
-    t0 = time.perf_counter()
     if probe.solver == "lbfgs":
+        t0 = time.perf_counter()
         lbfgs.fit(stacks, parts, ys, probe.max_epochs, decays)
-    else:
+    else:  # the AdamW engines: each head's decay, and each run's minibatch order
+        if len(decays) == 1:
+            weight_decay: float | list = decays[0]
+        else:
+            # each head's decay, [heads, 1, 1] (heads are layer-major, then slot)
+            weight_decay = []
+            for stack in stacks:
+                head_decay = torch.tensor(
+                    [decay for _ in stack.layers for _, decay in slots], dtype=torch.float64
+                ).view(-1, 1, 1)
+                weight_decay += [head_decay] * len(stack.params)
+        # each run's minibatch order, shared by all its heads, drawn on the host (the same
+        # order on every device)
+        orders = [torch.Generator().manual_seed(run) for run in slot_runs]
         fit = _fit_static if engine == "static" else _fit_eager
+        t0 = time.perf_counter()
         fit(stacks, parts, ys, orders, probe, weight_decay)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,9 +1,10 @@
 # visual-ablation: layer-wise visual ablation experiments.
 # Stages (one rule file each): data -> features (+ inventory) -> train -> transfer;
 # similarity -> report, shape bias.
-# Where things go: a new source or backbone family is one class in
-# src/visual_ablation/sources.py or backbones.py; a new artefact's path is one template in
-# layout.py; a new config key is the schema plus vocabulary.py or config.py.
+# Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
+# data/files.py, a backbone family one in features/backbones.py; a new artefact's path is one
+# template in spec/layout.py; a new config key is the schema plus vocabulary.py or
+# spec/config.py.
 import os
 import re
 import sys
@@ -21,12 +22,13 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 configfile: "config/config.yaml"
 
 
-from visual_ablation import layout, preflight, resources
-from visual_ablation.config import ConfigError, canonical, parse_run_label
+from visual_ablation.spec import layout, preflight, resources
+from visual_ablation.plumbing.canonical import canonical
+from visual_ablation.spec.config import ConfigError, parse_run_label
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 # every check before any job: duplicate keys, the schema (which fills defaults), names,
-# and in the main process the directories and the backbones (see preflight.py)
+# and in the main process the directories and the backbones (see spec/preflight.py)
 try:
     EXPERIMENT = preflight.experiment(
         config,

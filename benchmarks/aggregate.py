@@ -87,7 +87,7 @@ def family(args):
 
 
 def child(args) -> None:
-    from visual_ablation import stats
+    from visual_ablation.analyses import stats
 
     table, load = family(args)
     kwargs = {"threads": args.child_threads} if args.child_threads else {}
@@ -123,7 +123,7 @@ def main() -> None:
         f"{comparisons} comparisons ({args.layers} layers), {args.runs} runs, "
         f"{args.n_test} test images each, {len(os.sched_getaffinity(0))} cores"
     )
-    from visual_ablation import stats
+    from visual_ablation.analyses import stats
 
     union = len(np.unique(family(args)[1]("", "", "original", "original", "", "")["image"]))
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The data job on the procedural shapes: seconds and images/s of `data.prepare` with one
+"""The data job on the procedural shapes: seconds and images/s of `preparation.prepare` with one
 render process and with more (`data.threads`), interleaved, with each one's peak memory
 (the job's own process and its largest render process), and whether the stores hold the
 same arrays.
@@ -35,10 +35,12 @@ def spec(n: int, size: int) -> dict:
 
 
 def child(args) -> None:
-    from visual_ablation import data
+    from visual_ablation.data import preparation
 
     start = time.perf_counter()
-    data.prepare(spec(args.n, args.size), args.out, progress=False, workers=args.child_workers)
+    preparation.prepare(
+        spec(args.n, args.size), args.out, progress=False, workers=args.child_workers
+    )
     seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

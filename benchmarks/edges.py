@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visual_ablation import representations, sources
+from visual_ablation.data import procedural
+from visual_ablation.features import representations
 
 # (sigma as a fraction of the side, high); MATLAB's defaults: sqrt(2) px of 224 px, 0.7
 SETTINGS = [(0.0063, 0.7), (0.02, 0.9), (0.03, 0.9), (0.04, 0.7), (0.04, 0.85), (0.04, 0.9)]
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 160])
     args = parser.parse_args()
     torch.set_num_threads(2)
-    source = sources.ShapesSource(args.n, seed=0)
+    source = procedural.ShapesSource(args.n, seed=0)
     for size in args.sizes:
         images = np.concatenate(list(source.decode(np.arange(args.n), size)))
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0

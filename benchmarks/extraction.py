@@ -26,8 +26,10 @@ from unittest import mock
 import torch
 import zarr
 
-from visual_ablation import backbones, data, devices, features, store
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation
+from visual_ablation.features import backbones, extraction
+from visual_ablation.plumbing import devices, store
+from visual_ablation.spec.config import resolve
 
 DEFAULT_LAYERS = [
     "stem",
@@ -44,7 +46,7 @@ DEFAULT_LAYERS = [
 def time_reading(data_path: str, batch_size: int) -> float:
     """Seconds to read every batch of a data store as a feature job does."""
     start = time.perf_counter()
-    for _ in features.prefetched_batches(zarr.open_group(data_path)["images"], batch_size):
+    for _ in extraction.prefetched_batches(zarr.open_group(data_path)["images"], batch_size):
         pass
     return time.perf_counter() - start
 
@@ -101,7 +103,7 @@ def main() -> None:
     )
     data_path = exp.data_store("shapes")
     t0 = time.perf_counter()
-    data.prepare(exp.data_spec("shapes"), data_path, progress=False)
+    preparation.prepare(exp.data_spec("shapes"), data_path, progress=False)
     print(
         f"data store: {args.n} images at {args.image_size}px in "
         f"{time.perf_counter() - t0:.1f} s, "
@@ -111,7 +113,7 @@ def main() -> None:
     # the bare reference: the same images, already decoded and on the device
     images = zarr.open_group(data_path)["images"][:]
     batches = [
-        features.to_tensor(images[i : i + args.batch_size], device)
+        extraction.to_tensor(images[i : i + args.batch_size], device)
         for i in range(0, len(images), args.batch_size)
     ]
     bare_net = backbones.LayerExtractor(exp.backbones["effnet"], device)
@@ -120,7 +122,7 @@ def main() -> None:
         # a complete store of this spec would be kept as it is: time a fresh build
         shutil.rmtree(exp.feature_store("shapes", "effnet", "original"), ignore_errors=True)
         start = time.perf_counter()
-        features.extract(
+        extraction.extract(
             data_path,
             exp.feature_store("shapes", "effnet", "original"),
             exp.feature_spec("shapes", "effnet", "original"),
@@ -181,7 +183,7 @@ def main() -> None:
     ):
         path = exp.feature_store("shapes", backbone, rep)
         if backbone != "effnet" or rep != "original":
-            features.extract(
+            extraction.extract(
                 data_path,
                 path,
                 exp.feature_spec("shapes", backbone, rep),

@@ -21,8 +21,11 @@ import time
 
 import numpy as np
 
-from visual_ablation import data, devices, features, probes, sources, splits, training
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation, sources, splits
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices
+from visual_ablation.probes import fitting, stacking, training
+from visual_ablation.spec.config import resolve
 
 FOLDER = "/usr/share/datasets/fashion-mnist"
 
@@ -56,10 +59,10 @@ def main() -> None:
             }
         )
         t0 = time.perf_counter()
-        data.prepare(exp.data_spec("fashion"), exp.data_store("fashion"), progress=False)
+        preparation.prepare(exp.data_spec("fashion"), exp.data_store("fashion"), progress=False)
         spec = exp.feature_spec("fashion", "pixels", "original")
         path = exp.feature_store("fashion", "pixels", "original")
-        features.extract(exp.data_store("fashion"), path, spec, "cpu", 512, args.threads, False)
+        extraction.extract(exp.data_store("fashion"), path, spec, "cpu", 512, args.threads, False)
         x = training.read_features(path, spec)["pixels"]
         labels, n_classes, _, _ = training.read_labels(
             exp.data_store("fashion"), exp.data_spec("fashion")
@@ -74,14 +77,14 @@ def main() -> None:
     }
 
     t0 = time.perf_counter()
-    (head,), _ = probes.train({"pixels": x}, labels, split, n_classes, probes.ProbeConfig(), 0)
+    (head,), _ = fitting.train({"pixels": x}, labels, split, n_classes, stacking.ProbeConfig(), 0)
     ours = float((head.test_proba.argmax(1) == labels[head.test_rows]).mean())
     ours_s = time.perf_counter() - t0
 
     from sklearn.linear_model import LogisticRegression
 
     train = split == splits.TRAIN
-    z = probes.standardise(x, train)
+    z = stacking.standardise(x, train)
     t0 = time.perf_counter()
     model = LogisticRegression(max_iter=1000).fit(z[train], labels[train])
     theirs = float(model.score(z[split == splits.TEST], labels[split == splits.TEST]))

@@ -51,7 +51,7 @@ with open(os.path.join(REPO, "config", "config.yaml")) as f:
 
 
 def experiment(root: str, n: int):
-    from visual_ablation.config import resolve
+    from visual_ablation.spec.config import resolve
 
     return resolve(
         {
@@ -78,11 +78,11 @@ def report(section: str, figures: dict, sink: str | None) -> None:
 
 def child_extraction(args) -> dict:
     """The features path against a bare forward, interleaved, on one code version."""
-    import extraction  # benchmarks/extraction.py: its stage timers
+    import extraction as timers  # benchmarks/extraction.py: its stage timers
     import torch
     import zarr
 
-    from visual_ablation import backbones, features
+    from visual_ablation.features import backbones, extraction
 
     exp = experiment(args.root, args.n)
     spec = exp.feature_spec("shapes", "effnet", "original")
@@ -92,22 +92,23 @@ def child_extraction(args) -> dict:
     out = os.path.join(args.root, "store.zarr")
     data_path = args.data
     if not data_path:  # an older version reads only a data store its own code made
-        from visual_ablation import data
+        from visual_ablation.data import preparation
+        from visual_ablation.features import extraction
 
         data_path = os.path.join(args.root, "data.zarr")
-        data.prepare(exp.data_spec("shapes"), data_path, progress=False)
+        preparation.prepare(exp.data_spec("shapes"), data_path, progress=False)
     images = zarr.open_group(data_path)["images"][:]
     bare = backbones.LayerExtractor(spec["backbone"], cuda)
 
     def run_path() -> float:
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        features.extract(data_path, out, spec, args.device, args.batch_size, args.threads, False)
+        extraction.extract(data_path, out, spec, args.device, args.batch_size, args.threads, False)
         return time.perf_counter() - start
 
     def run_bare() -> float:
         batches = [
-            features.to_tensor(images[i : i + args.batch_size], cuda)
+            extraction.to_tensor(images[i : i + args.batch_size], cuda)
             for i in range(0, len(images), args.batch_size)
         ]
         sync()
@@ -119,12 +120,12 @@ def child_extraction(args) -> dict:
         return time.perf_counter() - start
 
     def run_read() -> float:
-        return extraction.time_reading(data_path, args.batch_size)
+        return timers.time_reading(data_path, args.batch_size)
 
-    first = features.to_tensor(images[: args.batch_size], cuda)
+    first = extraction.to_tensor(images[: args.batch_size], cuda)
 
     def run_host() -> float:  # the host side alone
-        with extraction.stand_in_forward(bare, first):
+        with timers.stand_in_forward(bare, first):
             return run_path()
 
     runs = (run_path, run_bare, run_read, run_host)
@@ -157,14 +158,14 @@ def profile_steps(feats, labels, split_of, n_classes) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from visual_ablation import probes
+    from visual_ablation.probes import fitting, stacking
 
-    config = probes.ProbeConfig(hidden=0, max_epochs=4, patience=1000)
+    config = stacking.ProbeConfig(hidden=0, max_epochs=4, patience=1000)
     split = {r: split_of[r] for r in range(10)}
     steps = 4 * -(-int((split_of[0] == 0).sum()) // config.batch_size)
     try:
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-            probes.train(feats, labels, split, n_classes, config, list(range(10)), "cuda")
+            fitting.train(feats, labels, split, n_classes, config, list(range(10)), "cuda")
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy = sum(e.device_time for e in kernels) / 1e3  # ms
         top: dict[str, float] = {}
@@ -186,35 +187,35 @@ def child_probes(args) -> dict:
     import numpy as np
     import torch
 
-    from visual_ablation import metrics, probes
+    from visual_ablation.probes import fitting, metrics, stacking
 
     saved = np.load(args.inputs)
     layers = [str(x) for x in saved["layers"]]
     feats = {layer: saved[f"layer_{layer}"] for layer in layers}
     labels, n_classes = saved["labels"], int(saved["n_classes"])
     split_of = {run: saved["splits"][run] for run in range(10)}
-    linear = probes.ProbeConfig(hidden=0)
-    mlp = probes.ProbeConfig(hidden=256)
+    linear = stacking.ProbeConfig(hidden=0)
+    mlp = stacking.ProbeConfig(hidden=256)
     figures: dict = {"n": int(len(labels)), "layers": len(layers)}
 
     def timed(config, runs, device=args.device, **kwargs):
         split = split_of[runs] if isinstance(runs, int) else {r: split_of[r] for r in runs}
-        heads, seconds = probes.train(
+        heads, seconds = fitting.train(
             feats, labels, split, n_classes, config, runs, device, **kwargs
         )
         return heads, round(seconds, 2)
 
-    timed(probes.ProbeConfig(hidden=0, max_epochs=2), 0)  # CUDA context and kernels, once
+    timed(stacking.ProbeConfig(hidden=0, max_epochs=2), 0)  # CUDA context and kernels, once
     if args.after and not args.only_ten:  # before's one run: 29.15 s on an H100 (README)
         _, figures["cuda_one_run_s"] = timed(linear, 0)
     cuda_heads, figures["cuda_ten_runs_s"] = timed(linear, list(range(10)))
     if args.variants:  # what the graphs give (42 s on an H100: a detail, not the table's)
-        real = probes._cuda_graphs
-        probes._cuda_graphs = lambda steps, state: steps  # the static engine, no graphs
+        real = fitting._cuda_graphs
+        fitting._cuda_graphs = lambda steps, state: steps  # the static engine, no graphs
         try:
             _, figures["cuda_ten_runs_no_graphs_s"] = timed(linear, list(range(10)))
         finally:
-            probes._cuda_graphs = real
+            fitting._cuda_graphs = real
     if args.mlp:
         _, figures["cuda_ten_runs_mlp_s"] = timed(mlp, list(range(10)))
     # the epochs the ten runs took (the longest head's): how many steps the time is for
@@ -325,7 +326,8 @@ def main() -> None:
     import torch
     import zarr
 
-    from visual_ablation import data, splits, training
+    from visual_ablation.data import preparation, splits
+    from visual_ablation.probes import training
 
     versions = {"after": os.path.join(REPO, "src")}
     if args.baseline:
@@ -336,7 +338,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     # the data first: its render workers are forked, so before this process touches CUDA
     t0 = time.perf_counter()
-    data.prepare(exp.data_spec("shapes"), data_path, progress=False, workers=cores)
+    preparation.prepare(exp.data_spec("shapes"), data_path, progress=False, workers=cores)
     data_s = round(time.perf_counter() - t0, 1)
     report(
         "machine",

@@ -15,7 +15,8 @@ import argparse
 import numpy as np
 import torch
 
-from visual_ablation import backbones, reference_photos
+from visual_ablation.data import reference_photos
+from visual_ablation.features import backbones
 
 
 def scores(images: np.ndarray, labels: np.ndarray, size: int, normalization: str):

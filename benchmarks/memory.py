@@ -25,15 +25,16 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 STAGE = """
 import json, resource, sys, time
 sys.path.insert(0, {src!r})
-from visual_ablation import data, devices, features
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation
+from visual_ablation.features import extraction
+from visual_ablation.spec.config import resolve
 exp = resolve(json.loads({config!r}))
 stage = {stage!r}
 t0 = time.perf_counter()
 if stage == "data":
-    data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+    preparation.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
 elif stage == "features":
-    features.extract(
+    extraction.extract(
         exp.data_store("shapes"),
         exp.feature_store("shapes", "effnet", "original"),
         exp.feature_spec("shapes", "effnet", "original"),
@@ -43,7 +44,7 @@ elif stage == "features":
         progress=False,
     )
 else:  # the floor of a feature job: torch and the backbone, no data
-    from visual_ablation import backbones
+    from visual_ablation.features import backbones
     import torch
     backbones.LayerExtractor(exp.feature_spec("shapes", "effnet", "original")["backbone"],
                              torch.device("cpu"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from visual_ablation.stats import sign_flip_p
+from visual_ablation.analyses.stats import sign_flip_p
 
 EXPERIMENTS = {
     # name: (images in the test split per run, runs, comparisons in a Holm family)

@@ -22,8 +22,11 @@ import time
 import numpy as np
 import yaml
 
-from visual_ablation import data, devices, features, probes, splits, training
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation, splits
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices
+from visual_ablation.probes import fitting, stacking, training
+from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -36,8 +39,8 @@ def tuned_logistic_regression(x, labels, split, n_classes) -> tuple[float, float
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    z = probes.standardise(x, split == probes.TRAIN)
-    train, val, test = (split == code for code in (probes.TRAIN, probes.VAL, probes.TEST))
+    z = stacking.standardise(x, split == splits.TRAIN)
+    train, val, test = (split == code for code in (splits.TRAIN, splits.VAL, splits.TEST))
     best = None
     for c in CS:
         model = LogisticRegression(C=c, max_iter=3000).fit(z[train], labels[train])
@@ -71,12 +74,12 @@ def main() -> None:
                 "split": DEFAULT["split"],
             }
         )
-        data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+        preparation.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
         path, spec = (
             exp.feature_store("shapes", "effnet", "original"),
             exp.feature_spec("shapes", "effnet", "original"),
         )
-        features.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
+        extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
         feats = training.read_features(path, spec)
         labels, n_classes, classes, fixed = training.read_labels(
             exp.data_store("shapes"), exp.data_spec("shapes")
@@ -96,9 +99,9 @@ def main() -> None:
         cs = ", ".join(f"{c:g}" for _, c in rows)
         print(f"| {layer} | {feats[layer].shape[1]} | {np.mean([a for a, _ in rows]):.3f} ({cs}) |")
     for name, variant in json.loads(args.variants).items():
-        config = probes.ProbeConfig.from_spec(variant)
+        config = stacking.ProbeConfig.from_spec(variant)
         t0 = time.perf_counter()
-        heads, _ = probes.train(feats, labels, split_of, n_classes, config, runs)
+        heads, _ = fitting.train(feats, labels, split_of, n_classes, config, runs)
         seconds = time.perf_counter() - t0
         print(f"\n{name} {json.dumps(variant)}: {seconds:.1f} s")
         print("| layer | accuracy | minus tuned LR | weight decays kept | best epochs |")

@@ -20,8 +20,11 @@ import time
 import numpy as np
 import yaml
 
-from visual_ablation import data, devices, features, probes, splits, training
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation, splits
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices
+from visual_ablation.probes import fitting, stacking, training
+from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -49,12 +52,12 @@ def measure(root: str, n: int, readout, threads: int) -> dict:
         }
     )
     if not os.path.exists(exp.data_store("shapes")):
-        data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+        preparation.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
     path = exp.feature_store("shapes", "effnet", "original")
     shutil.rmtree(path, ignore_errors=True)
     spec = exp.feature_spec("shapes", "effnet", "original")
     t0 = time.perf_counter()
-    features.extract(exp.data_store("shapes"), path, spec, device="cpu", threads=threads)
+    extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", threads=threads)
     extract_s = time.perf_counter() - t0
     feats = training.read_features(path, spec)
     labels, n_classes, classes, fixed = training.read_labels(
@@ -62,8 +65,8 @@ def measure(root: str, n: int, readout, threads: int) -> dict:
     )
     runs = [0, 1, 2]
     split_of = splits.run_splits(classes, exp.split, runs, "shapes", fixed)
-    config = probes.ProbeConfig.from_spec(DEFAULT["probes"]["linear"])
-    heads, train_s = probes.train(feats, labels, split_of, n_classes, config, runs)
+    config = stacking.ProbeConfig.from_spec(DEFAULT["probes"]["linear"])
+    heads, train_s = fitting.train(feats, labels, split_of, n_classes, config, runs)
     accuracy = {
         layer: float(
             np.mean(

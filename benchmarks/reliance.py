@@ -20,8 +20,12 @@ import time
 
 import yaml
 
-from visual_ablation import data, devices, features, shape_bias, training, transfer
-from visual_ablation.config import resolve
+from visual_ablation.analyses import shape_bias
+from visual_ablation.data import preparation
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices
+from visual_ablation.probes import training, transfer
+from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -51,11 +55,11 @@ def main() -> None:
             }
         )
         t0 = time.perf_counter()
-        data.prepare(exp.data_spec("conflict"), exp.data_store("conflict"), progress=False)
+        preparation.prepare(exp.data_spec("conflict"), exp.data_store("conflict"), progress=False)
         seconds = {"data job": time.perf_counter() - t0}
         for rep in exp.representations:
             t0 = time.perf_counter()
-            features.extract(
+            extraction.extract(
                 exp.data_store("conflict"),
                 exp.feature_store("conflict", "effnet", rep),
                 exp.feature_spec("conflict", "effnet", rep),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from visual_ablation import store
+from visual_ablation.plumbing import store
 
 REPO = Path(__file__).resolve().parents[1]
 # the default config's 8 EfficientNet layers and all eight representations

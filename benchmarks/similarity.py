@@ -18,8 +18,10 @@ import time
 
 import yaml
 
-from visual_ablation import data, devices, features, similarity
-from visual_ablation.config import resolve
+from visual_ablation.analyses import similarity
+from visual_ablation.data import preparation
+from visual_ablation.plumbing import devices
+from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -43,11 +45,11 @@ def main() -> None:
                 "backbones": {"effnet": EFFNET},
             }
         )
-        data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+        preparation.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
         extraction = {}
         for rep in exp.representations:
             t0 = time.perf_counter()
-            features.extract(
+            extraction.extract(
                 exp.data_store("shapes"),
                 exp.feature_store("shapes", "effnet", rep),
                 exp.feature_spec("shapes", "effnet", rep),

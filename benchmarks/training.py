@@ -4,7 +4,7 @@ Builds one real feature store (synthetic shapes, pretrained EfficientNet-Lite0, 
 default config's 8 layers) in a temporary directory, then prints:
 
 1. seconds to train every layer's probe of that store for one run (the batched heads of
-   `probes.train`, the default linear probe) against scikit-learn's LogisticRegression
+   `fitting.train`, the default linear probe) against scikit-learn's LogisticRegression
    fitted layer by layer on the same standardised features, with test accuracies;
 2. the fixed cost of one train job: a fresh process that does exactly what the train
    script does (imports, store reads, training, metrics, csv), its wall time minus its
@@ -38,8 +38,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from visual_ablation import data, devices, features, metrics, probes, splits, training
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation, splits
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices
+from visual_ablation.probes import fitting, metrics, stacking, training
+from visual_ablation.spec.config import resolve
 
 # the default config's layers and EfficientNet-Lite0's pooled widths at them
 LAYER_WIDTHS = {
@@ -64,7 +67,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 JOB = """
 import json, sys, time
 sys.path.insert(0, {src!r})
-from visual_ablation import training
+from visual_ablation.probes import training
 args = json.loads({args!r})
 rows, predictions, _ = training.train_store(**args["job"])
 training.write_predictions(predictions, args["out"] + ".predictions.npz")
@@ -100,16 +103,16 @@ def ops_per_step(hidden: int, n: int, runs: int = 10) -> dict:
     )
 
     def counts(epochs: int) -> dict[str, int]:
-        config = probes.ProbeConfig(hidden=hidden, max_epochs=epochs, patience=10_000)
+        config = stacking.ProbeConfig(hidden=hidden, max_epochs=epochs, patience=10_000)
         with OpCounter() as counter:
             every = list(range(runs))
-            probes.train(
+            fitting.train(
                 feats, labels, own, 10, config, every, engine="static", per_run_values=True
             )
         return counter.counts
 
     two, three = counts(2), counts(3)
-    steps = -(-int((own[0] == splits.TRAIN).sum()) // probes.ProbeConfig().batch_size)
+    steps = -(-int((own[0] == splits.TRAIN).sum()) // stacking.ProbeConfig().batch_size)
     per_step = {k: (three[k] - two.get(k, 0)) / steps for k in three}
     top = sorted(per_step.items(), key=lambda kv: -kv[1])
     return {
@@ -178,22 +181,22 @@ def main() -> None:
         feature_path = exp.feature_store("shapes", "effnet", "original")
         feature_spec = exp.feature_spec("shapes", "effnet", "original")
         data_spec = exp.data_spec("shapes")
-        data.prepare(data_spec, exp.data_store("shapes"), progress=False)
+        preparation.prepare(data_spec, exp.data_store("shapes"), progress=False)
         devices.set_cpu_threads(2)
-        features.extract(
+        extraction.extract(
             exp.data_store("shapes"), feature_path, feature_spec, device="cpu", progress=False
         )
         devices.set_cpu_threads(1)  # a train job's default threads
         feats = training.read_features(feature_path, feature_spec)
         labels, n_classes, _, _ = training.read_labels(exp.data_store("shapes"), data_spec)
         split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
-        config = probes.ProbeConfig.from_spec(exp.probe_spec(args.probe))
+        config = stacking.ProbeConfig.from_spec(exp.probe_spec(args.probe))
         train, test = split == splits.TRAIN, split == splits.TEST
 
         from sklearn.linear_model import LogisticRegression
 
         def ours() -> tuple[float, list[float]]:
-            heads, seconds = probes.train(feats, labels, split, n_classes, config, runs=0)
+            heads, seconds = fitting.train(feats, labels, split, n_classes, config, runs=0)
             return seconds, [
                 metrics.classification_metrics(labels[test], h.test_proba)["accuracy"]
                 for h in heads
@@ -201,7 +204,9 @@ def main() -> None:
 
         def ours_ten_runs() -> float:
             """runs_per_job=10: ten runs' heads vectorised in one call, seconds per run."""
-            _, seconds = probes.train(feats, labels, split, n_classes, config, runs=list(range(10)))
+            _, seconds = fitting.train(
+                feats, labels, split, n_classes, config, runs=list(range(10))
+            )
             return seconds / 10
 
         own_splits = splits.run_splits(
@@ -211,7 +216,7 @@ def main() -> None:
         def ours_ten_resampled() -> float:
             """The same, each run with its own split (split.resample): standardised per run
             as minibatches are gathered; seconds per run."""
-            _, seconds = probes.train(
+            _, seconds = fitting.train(
                 feats, labels, own_splits, n_classes, config, runs=list(range(10))
             )
             return seconds / 10
@@ -219,7 +224,7 @@ def main() -> None:
         def sklearn() -> tuple[float, list[float]]:
             seconds, accuracy = 0.0, []
             for values in feats.values():
-                z = probes.standardise(values, train)
+                z = stacking.standardise(values, train)
                 t0 = time.perf_counter()
                 model = LogisticRegression(max_iter=2000).fit(z[train], labels[train])
                 seconds += time.perf_counter() - t0

@@ -28,8 +28,11 @@ import yaml
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from visual_ablation import data, devices, features, store, training
-from visual_ablation.config import resolve
+from visual_ablation.data import preparation
+from visual_ablation.features import extraction
+from visual_ablation.plumbing import devices, store
+from visual_ablation.probes import training
+from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -61,10 +64,10 @@ def pooled_features(root: str, n: int) -> dict[str, np.ndarray]:
             "backbones": {"effnet": EFFNET},
         }
     )
-    data.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
+    preparation.prepare(exp.data_spec("shapes"), exp.data_store("shapes"), progress=False)
     spec = exp.feature_spec("shapes", "effnet", "original")
     path = exp.feature_store("shapes", "effnet", "original")
-    features.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
+    extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
     return training.read_features(path, spec)
 
 
@@ -125,7 +128,7 @@ def write_as_a_job(feats: dict[str, np.ndarray], threads: int, root: str) -> tup
     tensors = {layer: torch.from_numpy(values) for layer, values in feats.items()}
     with store.writing(out, {}) as group:
         t0 = time.perf_counter()
-        writer = features.BackgroundWriter(group, n, compressors=threads)
+        writer = extraction.BackgroundWriter(group, n, compressors=threads)
         for start in range(0, n, BATCH):
             writer.submit(start, {k: v[start : start + BATCH] for k, v in tensors.items()})
         writer.close()
@@ -139,7 +142,7 @@ def image_sets(n: int, root: str) -> dict[str, np.ndarray]:
     """uint8 [n, h, w, 3] images as data stores hold them: the synthetic shapes at 64 px,
     sklearn's digits at 16 px, foolbox's 20 ImageNet photos at 160 px (repeated) and,
     when Debian's dataset-fashion-mnist is installed, Fashion-MNIST at 28 px."""
-    from visual_ablation import reference_photos
+    from visual_ablation.data import preparation, reference_photos
 
     sets = {}
     for name, source, size in (
@@ -147,20 +150,20 @@ def image_sets(n: int, root: str) -> dict[str, np.ndarray]:
         ("digits 16 px", "sklearn-digits", 16),
         ("fashion-mnist 28 px", "idx", 28),
     ):
-        dataset = {"source": source, "n": min(n, 1797) if source == "sklearn-digits" else n}
+        data_spec = {"source": source, "n": min(n, 1797) if source == "sklearn-digits" else n}
         if source == "idx":
-            dataset["path"] = FASHION_MNIST
+            data_spec["path"] = FASHION_MNIST
             if not os.path.exists(FASHION_MNIST):
                 continue
         exp = resolve(
             {
                 "results_dir": os.path.join(root, "images"),
-                "datasets": {"d": {**dataset, "image_size": size}},
+                "datasets": {"d": {**data_spec, "image_size": size}},
                 "representations": ["original"],
                 "backbones": {"pixels": {"model": "pixels"}},
             }
         )
-        data.prepare(exp.data_spec("d"), exp.data_store("d"), progress=False)
+        preparation.prepare(exp.data_spec("d"), exp.data_store("d"), progress=False)
         sets[name] = zarr.open_group(exp.data_store("d"))["images"][:]
         shutil.rmtree(os.path.join(root, "images"))
     photos, _ = reference_photos.photos(160)

@@ -56,7 +56,7 @@ def checkpoint_inputs(wildcards):
 
 
 # Cluster requests (mem_mb, runtime in minutes) that grow with the dataset: see
-# src/visual_ablation/resources.py. Evaluated when a job is submitted, so train and
+# src/visual_ablation/spec/resources.py. Evaluated when a job is submitted, so train and
 # feature jobs see the real image count and feature width of the stores they read.
 def data_threads(wildcards):
     return resources.data_threads(

@@ -59,11 +59,12 @@ def tiny_config(**overrides) -> dict:
 def build_stores(exp, dataset: str, pairs, batch_size: int = 256) -> None:
     """The data store of `dataset` and the feature store of each (backbone,
     representation) in `pairs`, built in-process on the CPU (no Snakemake)."""
-    from visual_ablation import data, features
+    from visual_ablation.data import preparation
+    from visual_ablation.features import extraction
 
-    data.prepare(exp.data_spec(dataset), exp.data_store(dataset), progress=False)
+    preparation.prepare(exp.data_spec(dataset), exp.data_store(dataset), progress=False)
     for backbone, representation in pairs:
-        features.extract(
+        extraction.extract(
             exp.data_store(dataset),
             exp.feature_store(dataset, backbone, representation),
             exp.feature_spec(dataset, backbone, representation),

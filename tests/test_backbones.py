@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from visual_ablation import backbones, reference_photos
-from visual_ablation.config import ConfigError, resolve
+from visual_ablation.data import reference_photos
+from visual_ablation.features import backbones
+from visual_ablation.spec.config import ConfigError, resolve
 
 EFFNET_DIMS = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320, 1280]
 
@@ -204,7 +205,7 @@ def test_mobilenet_v2_features_are_imagenet_features_on_real_photos():
     normalises), the last block's features agree with the verified EfficientNet-Lite0's
     (linear CKA, measured 0.93) far more than a random-init MobileNetV2's (0.25) do, and
     they keep each photo's views apart from the others' better than random init does."""
-    from visual_ablation import similarity
+    from visual_ablation.analyses import similarity
 
     problem = backbones.family("mobilenet_v2_features").missing_weights()
     if problem:

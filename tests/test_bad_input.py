@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from visual_ablation import store
+from visual_ablation.plumbing import store
 
 pytestmark = pytest.mark.workflow
 

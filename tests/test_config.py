@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visual_ablation.config import PROBE_DEFAULTS, ConfigError, resolve
-from visual_ablation.preflight import check_backbones
+from visual_ablation.spec.config import PROBE_DEFAULTS, ConfigError, resolve
+from visual_ablation.spec.preflight import check_backbones
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_missing_checkpoint_is_refused(tmp_path):
 
 
 def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch):
-    from visual_ablation import preflight as config_module
+    from visual_ablation.spec import preflight as config_module
 
     calls = []
     monkeypatch.setattr(config_module, "check_backbones", lambda exp: calls.append(exp))
@@ -144,7 +144,7 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
 def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, training, gpus, groups):
     monkeypatch.setenv("VISUAL_ABLATION_GPUS", gpus)
     assert resolve(base(runs=3, training=training)).run_groups() == groups
-    from visual_ablation.config import parse_run_label, run_label
+    from visual_ablation.spec.config import parse_run_label, run_label
 
     for runs in ([4], [0, 1, 2], [10, 11]):
         assert parse_run_label(run_label(runs)) == runs
@@ -153,7 +153,7 @@ def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, train
 def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(
     tmp_path, monkeypatch
 ):
-    from visual_ablation.preflight import check_writable
+    from visual_ablation.spec.preflight import check_writable
 
     check_writable(str(tmp_path / "new" / "deeper"), "cache_dir")  # creatable: fine
     assert not (tmp_path / "new").exists()  # and nothing was created
@@ -168,13 +168,14 @@ def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_create
 
 def test_the_schema_agrees_with_the_registries_and_vocabularies():
     """One place per fact: the schema's enums and defaults are the package's."""
-    from visual_ablation import sources, vocabulary
+    from visual_ablation import vocabulary
+    from visual_ablation.data import sources
 
     schema = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
     )
     defs = schema["$defs"]
-    assert defs["dataset"]["properties"]["source"]["enum"] == list(sources.SOURCES)
+    assert sorted(defs["dataset"]["properties"]["source"]["enum"]) == sorted(sources.SOURCES)
     probe = defs["probe"]["properties"]
     assert {key: probe[key]["default"] for key in probe} == vocabulary.PROBE_DEFAULTS
     backbone = defs["backbone"]["properties"]
@@ -195,7 +196,9 @@ def test_config_stage_modules_import_without_torch():
 
     code = (
         "import sys\n"
-        "from visual_ablation import config, preflight, layout, backbones, sources, resources\n"
+        "from visual_ablation.spec import config, preflight, layout, resources\n"
+        "from visual_ablation.features import backbones\n"
+        "from visual_ablation.data import sources\n"
         "from visual_ablation import vocabulary\n"
         "config.resolve({'datasets': {'d': {'source': 'sklearn-digits'}},"
         " 'representations': ['original'],"

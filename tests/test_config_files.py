@@ -25,7 +25,7 @@ def train_jobs_per_store(runs: int) -> int:
     """runs_per_job auto: one job per run, or every run in one where a GPU is seen."""
     import os
 
-    from visual_ablation import devices
+    from visual_ablation.plumbing import devices
 
     return 1 if devices.visible_gpus(dict(os.environ)) else runs
 

@@ -11,8 +11,8 @@ import pytest
 import zarr
 from PIL import Image
 
-from visual_ablation import data, decode, sources, splits
-from visual_ablation.store import StoreError, open_checked
+from visual_ablation.data import decode, files, preparation, procedural, sources, splits
+from visual_ablation.plumbing.store import StoreError, open_checked
 
 
 def spec(source, **kw):
@@ -29,7 +29,7 @@ def spec(source, **kw):
 
 def build(tmp_path, s):
     path = str(tmp_path / "ds.zarr")
-    data.prepare(s, path, progress=False)
+    preparation.prepare(s, path, progress=False)
     return open_checked(path, s)
 
 
@@ -85,12 +85,12 @@ def test_resampled_splits_differ_per_run_and_are_deterministic():
 
 
 def test_synthetic_shapes_are_deterministic_and_prefix_stable():
-    a = sources.ShapesSource(50, seed=3)
-    b = sources.ShapesSource(80, seed=3)
+    a = procedural.ShapesSource(50, seed=3)
+    b = procedural.ShapesSource(80, seed=3)
     img_a = np.concatenate(list(a.decode(np.arange(50), 32)))
     img_b = np.concatenate(list(b.decode(np.arange(50), 32)))
     assert np.array_equal(img_a, img_b) and np.array_equal(a.labels, b.labels[:50])
-    c = sources.ShapesSource(50, seed=4)
+    c = procedural.ShapesSource(50, seed=4)
     assert not np.array_equal(img_a, np.concatenate(list(c.decode(np.arange(50), 32))))
 
 
@@ -103,7 +103,7 @@ def test_rendering_in_several_processes_writes_the_same_store(tmp_path, source):
     stores = []
     for workers in (1, 3):
         path = str(tmp_path / f"w{workers}.zarr")
-        data.prepare(s, path, progress=False, workers=workers)
+        preparation.prepare(s, path, progress=False, workers=workers)
         stores.append(open_checked(path, s))
     one, three = stores
     assert sorted(one.array_keys()) == sorted(three.array_keys())
@@ -117,15 +117,15 @@ def test_rendering_in_several_processes_writes_the_same_store(tmp_path, source):
 
 def test_synthetic_shapes_cover_every_shape_with_varied_nuisances(tmp_path):
     group = build(tmp_path, spec("synthetic-shapes", n=400))
-    check_store(group, 400, len(sources.SHAPES))
-    assert len(sources.SHAPES) >= 6
+    check_store(group, 400, len(procedural.SHAPES))
+    assert len(procedural.SHAPES) >= 6
     images = group["images"][:].astype(float)
     assert images.reshape(400, -1).std(axis=0).mean() > 40  # colours/positions vary
 
 
 def test_shape_masks_are_distinct():
     yy, xx = np.mgrid[-1.2:1.2:64j, -1.2:1.2:64j]
-    masks = {s: sources.ShapesSource._mask(s, xx, yy) for s in sources.SHAPES}
+    masks = {s: procedural.ShapesSource._mask(s, xx, yy) for s in procedural.SHAPES}
     for s, m in masks.items():
         assert 0.1 < m.mean() < 0.9, s
     names = list(masks)
@@ -209,7 +209,7 @@ def test_failed_prepare_leaves_nothing_at_the_path(tmp_path):
     make_folder(root)
     (root / "dog" / "bad.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(decode.DatasetError, match="bad.png"):
-        data.prepare(spec("imagefolder", path=str(root)), str(tmp_path / "x.zarr"), False)
+        preparation.prepare(spec("imagefolder", path=str(root)), str(tmp_path / "x.zarr"), False)
     assert list(tmp_path.glob("*.zarr")) == [] and list(tmp_path.glob(".x.zarr.partial*")) == []
 
 
@@ -222,7 +222,7 @@ def test_tiny_classes_cannot_be_split(tmp_path):
 def test_a_dataset_too_small_for_the_split_stops_before_decoding(tmp_path):
     s = spec("sklearn-digits", n=12)  # 12 images of 10 classes
     with pytest.raises(splits.SplitError, match="cannot split 12 images of 10 classes"):
-        data.prepare(
+        preparation.prepare(
             s, str(tmp_path / "x.zarr"), False, split={"val": 0.15, "test": 0.2, "seed": 0}
         )
     assert list(tmp_path.glob("*.zarr")) == []
@@ -252,7 +252,7 @@ def test_imagefolder_ignores_hidden_folders_and_files(tmp_path):
     Image.new("RGB", (8, 8)).save(root / "dog" / ".hidden.png")
     (root / "eel" / ".thumbs").mkdir()
     Image.new("RGB", (8, 8)).save(root / "eel" / ".thumbs" / "0.png")
-    source = sources.ImageFolderSource(str(root))
+    source = files.ImageFolderSource(str(root))
     assert source.class_names == ["cat", "dog", "eel"]
     assert len(source.files) == 30
     assert not any("/." in f for f in source.files)
@@ -266,7 +266,7 @@ def test_imagefolder_class_folder_without_images_is_named(tmp_path):
     (root / "fox").mkdir()
     (root / "fox" / "readme.txt").write_text("images to come")
     with pytest.raises(decode.DatasetError, match="class folder 'fox' has no image"):
-        sources.ImageFolderSource(str(root))
+        files.ImageFolderSource(str(root))
 
 
 def write_idx(path, values: np.ndarray, compress: bool) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from visual_ablation import devices
+from visual_ablation.plumbing import devices
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -47,7 +47,7 @@ def test_a_released_slot_is_taken_again_first(tmp_path):
 HOLDER = """
 import sys, time
 sys.path.insert(0, {src!r})
-from visual_ablation import devices
+from visual_ablation.plumbing import devices
 slot = devices.claim_gpu_slot(environ={{"VISUAL_ABLATION_GPUS": "a,b"}}, lock_dir={lock!r})
 print(slot.device, slot.slot, flush=True)
 time.sleep(600)

@@ -62,10 +62,11 @@ def test_data_and_report_stage_modules_import_without_torch():
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] == 'torch': raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, NoTorch())\n"
-        "import visual_ablation.data, visual_ablation.store, visual_ablation.logs\n"
-        "import visual_ablation.config\n"
+        "import visual_ablation.data.preparation, visual_ablation.plumbing.store\n"
+        "import visual_ablation.plumbing.logs, visual_ablation.spec.config\n"
         # aggregate and plots run in envs/report.yaml, which has no torch either
-        "import visual_ablation.report, visual_ablation.stats, visual_ablation.plots"
+        "import visual_ablation.report.tables, visual_ablation.analyses.stats\n"
+        "import visual_ablation.report.plots"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -93,10 +94,15 @@ def script_imports(script: Path) -> list[str]:
         if isinstance(node, ast.Import):
             modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "visual_ablation":
-                modules += [f"visual_ablation.{alias.name}" for alias in node.names]
-            else:
-                modules.append(node.module)
+            modules.append(node.module)
+            if node.module.split(".")[0] == "visual_ablation":
+                # `from visual_ablation.<package> import <module>`: the module too
+                package = REPO / "src" / node.module.replace(".", "/")
+                modules += [
+                    f"{node.module}.{alias.name}"
+                    for alias in node.names
+                    if (package / f"{alias.name}.py").exists()
+                ]
     return modules
 
 

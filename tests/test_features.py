@@ -7,9 +7,12 @@ import pytest
 import torch
 import zarr
 
-from visual_ablation import backbones, data, features, representations, store, training
-from visual_ablation.config import resolve
-from visual_ablation.store import StoreError
+from visual_ablation.data import preparation
+from visual_ablation.features import backbones, extraction, representations
+from visual_ablation.plumbing import store
+from visual_ablation.plumbing.store import StoreError
+from visual_ablation.probes import training
+from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},
@@ -31,12 +34,12 @@ CONFIG = {
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("feat")
     exp = resolve({**CONFIG, "results_dir": str(root)})
-    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    preparation.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
     return exp
 
 
 def run(exp, backbone, rep, batch_size=64):
-    return features.extract(
+    return extraction.extract(
         exp.data_store("digits"),
         exp.feature_store("digits", backbone, rep),
         exp.feature_spec("digits", backbone, rep),
@@ -69,7 +72,7 @@ def test_cuda_features_are_the_cpus_image_for_image(experiment, tmp_path):
     stores = {}
     for device in ("cpu", "cuda"):
         path = str(tmp_path / f"{device}.zarr")
-        features.extract(
+        extraction.extract(
             experiment.data_store("digits"), path, spec, device, batch_size=37, progress=False
         )
         stores[device] = training.read_features(path, spec)["blocks.2"].astype(np.float32)
@@ -105,7 +108,7 @@ def test_a_data_store_for_another_config_is_refused(experiment, tmp_path):
     spec["dataset"] = dict(spec["dataset"], n=151)
     out = tmp_path / "refused.zarr"
     with pytest.raises(StoreError, match="n: store has 150, config has 151"):
-        features.extract(experiment.data_store("digits"), str(out), spec, device="cpu")
+        extraction.extract(experiment.data_store("digits"), str(out), spec, device="cpu")
     assert not out.exists()
 
 
@@ -133,7 +136,7 @@ def test_prefetched_batches_are_exact_contiguous_and_cover_every_row(tmp_path):
     )
     values = np.random.default_rng(0).integers(0, 255, images.shape, dtype=np.uint8)
     images[:] = values
-    batches = list(features.prefetched_batches(images, batch_size=10))
+    batches = list(extraction.prefetched_batches(images, batch_size=10))
     assert [start for start, _ in batches] == list(range(0, 103, 10))
     assert [len(b) for _, b in batches] == [10] * 10 + [3]
     np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), values)
@@ -141,10 +144,10 @@ def test_prefetched_batches_are_exact_contiguous_and_cover_every_row(tmp_path):
 
 def test_the_finiteness_check_agrees_with_numpy_on_every_float16():
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    flags = [features.all_finite_float16(every[i : i + 1]) for i in range(len(every))]
+    flags = [extraction.all_finite_float16(every[i : i + 1]) for i in range(len(every))]
     assert flags == np.isfinite(every).tolist()
     assert sum(flags) == 2**16 - 2 * 2**10  # 1,024 patterns each of +-inf and NaN
-    assert features.all_finite_float16(every[np.isfinite(every)])
+    assert extraction.all_finite_float16(every[np.isfinite(every)])
 
 
 def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeypatch, tmp_path):
@@ -157,9 +160,9 @@ def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeyp
             out["pixels"][0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(features.Pipeline, "__call__", poisoned)
+    monkeypatch.setattr(extraction.Pipeline, "__call__", poisoned)
     with pytest.raises(FloatingPointError, match=r"layer pixels: non-finite .* images 64\.\.127"):
-        features.extract(
+        extraction.extract(
             experiment.data_store("digits"), path, spec, device="cpu", batch_size=64, progress=False
         )
     # neither the store nor a partial one is left; only the store's (released) lock file

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from visual_ablation import data, sources
-from visual_ablation import decode as decoding
-from visual_ablation.store import open_checked
+from visual_ablation.data import decode as decoding
+from visual_ablation.data import files, preparation, sources
+from visual_ablation.plumbing.store import open_checked
 
 SIZE = 16
 
@@ -119,7 +119,7 @@ def test_a_broken_file_stops_the_job_naming_it(tmp_path, which):
     for other in broken[:which] + broken[which + 1 :]:
         other.unlink()
     with pytest.raises(decoding.DatasetError) as err:
-        data.prepare(folder_spec(root), str(tmp_path / "mine.zarr"), progress=False)
+        preparation.prepare(folder_spec(root), str(tmp_path / "mine.zarr"), progress=False)
     assert f"cannot read image {broken[which]}" in str(err.value)
     assert "datasets.mine.on_bad_image: skip" in str(err.value)
     assert not (tmp_path / "mine.zarr").exists()
@@ -131,7 +131,7 @@ def test_on_bad_image_skip_leaves_broken_files_out_and_records_them(tmp_path, ca
     broken = add_broken_files(root)
     spec = folder_spec(root, on_bad_image="skip")
     with caplog.at_level(logging.WARNING):
-        data.prepare(spec, str(tmp_path / "mine.zarr"), progress=False)
+        preparation.prepare(spec, str(tmp_path / "mine.zarr"), progress=False)
     group = open_checked(str(tmp_path / "mine.zarr"), spec)
     skipped = group.attrs["skipped"]
     assert [s["where"] for s in skipped] == [f"image {path}" for path in broken]
@@ -143,7 +143,7 @@ def test_on_bad_image_skip_leaves_broken_files_out_and_records_them(tmp_path, ca
     assert len(group["labels"][:]) == len(group["source_index"][:]) == 24
     assert sorted(np.bincount(group["labels"][:])) == [12, 12]
     # the kept images are the good files, in order, each decoded as on its own
-    source = sources.ImageFolderSource(str(root))
+    source = files.ImageFolderSource(str(root))
     kept = group["source_index"][:]
     assert not {source.files[i] for i in kept} & {str(p) for p in broken}
     assert np.array_equal(group["images"][5], decode(source.files[kept[5]]))

@@ -1,4 +1,4 @@
-"""The linear probe's solver (lbfgs.py) against scikit-learn's LogisticRegression: the
+"""The linear probe's solver (probes/lbfgs.py) against scikit-learn's LogisticRegression: the
 same optimum at each L2 penalty on real features, and, on the default experiment's own
 stored features, the same test accuracy with the penalty chosen on the same validation
 split, at every layer of the default backbone."""
@@ -12,16 +12,17 @@ from conftest import REPO, build_stores
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from visual_ablation import probes, splits, training
-from visual_ablation.config import ConfigError, resolve
-from visual_ablation.splits import TEST, TRAIN, VAL
+from visual_ablation.data import splits
+from visual_ablation.data.splits import TEST, TRAIN, VAL
+from visual_ablation.probes import fitting, stacking, training
+from visual_ablation.spec.config import ConfigError, resolve
 
 
 def scikit_learn(x, labels, split, decays, n_classes):
     """LogisticRegression at C = 1 / (decay * n_train) for each decay (the same objective
     as the lbfgs solver), the lowest validation log-loss kept: (decay, test probabilities)."""
     train = split == TRAIN
-    z = probes.standardise(x, train)
+    z = stacking.standardise(x, train)
     best = None
     # scikit-learn's default tol (the solver's too); warm starts along the path, as
     # LogisticRegressionCV does, from the strongest penalty down
@@ -73,10 +74,10 @@ def objective(z, labels, weights, bias, decay):
 def test_each_penalty_reaches_scikit_learns_optimum(digits, decay):
     x, labels, n_classes = digits
     split = splits.stratified_split(labels, 0.15, 0.2, 0, "digits")
-    probe = probes.ProbeConfig(solver="lbfgs", weight_decay=decay, max_epochs=2000)
-    (head,), _ = probes.train({"pixels": x}, labels, split, n_classes, probe, runs=0)
+    probe = stacking.ProbeConfig(solver="lbfgs", weight_decay=decay, max_epochs=2000)
+    (head,), _ = fitting.train({"pixels": x}, labels, split, n_classes, probe, runs=0)
     train = split == TRAIN
-    z = probes.standardise(x, train)
+    z = stacking.standardise(x, train)
     # scikit-learn to a far tighter tolerance than either solver's default: the optimum
     exact = LogisticRegression(C=1.0 / (decay * train.sum()), max_iter=10000, tol=1e-9)
     exact.fit(z[train], labels[train])
@@ -94,11 +95,11 @@ def test_each_penalty_reaches_scikit_learns_optimum(digits, decay):
 def test_a_grid_keeps_the_penalty_scikit_learn_chooses_on_validation(digits):
     x, labels, n_classes = digits
     decays = (1e-3, 0.1, 10.0)
-    probe = probes.ProbeConfig(solver="lbfgs", weight_decay=decays, max_epochs=2000)
+    probe = stacking.ProbeConfig(solver="lbfgs", weight_decay=decays, max_epochs=2000)
     split_of = splits.run_splits(
         labels, {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}, [0, 1], "digits", None
     )
-    heads, _ = probes.train({"pixels": x}, labels, split_of, n_classes, probe, runs=[0, 1])
+    heads, _ = fitting.train({"pixels": x}, labels, split_of, n_classes, probe, runs=[0, 1])
     for head in heads:
         decay, reference = scikit_learn(x, labels, split_of[head.run], decays, n_classes)
         assert head.weight_decay == decay
@@ -131,9 +132,9 @@ def default_features(tmp_path_factory):
 @pytest.mark.slow
 def test_the_default_linear_probe_is_within_a_point_of_tuned_scikit_learn(default_features):
     exp, features, labels, n_classes, split_of, runs = default_features
-    probe = probes.ProbeConfig.from_spec(exp.probe_spec("linear"))
+    probe = stacking.ProbeConfig.from_spec(exp.probe_spec("linear"))
     assert probe.solver == "lbfgs" and len(probe.decays) > 1
-    heads, _ = probes.train(features, labels, split_of, n_classes, probe, runs)
+    heads, _ = fitting.train(features, labels, split_of, n_classes, probe, runs)
     for layer, x in features.items():
         ours, theirs = [], []
         for run in runs:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 
-from visual_ablation import metrics
+from visual_ablation.probes import metrics
 
 
 def reference(y_true, proba):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from visual_ablation import outputs
+from visual_ablation.plumbing import outputs
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path):

@@ -11,10 +11,12 @@ import pytest
 import zarr
 from conftest import build_stores
 
-from visual_ablation import probes, splits, store, training
-from visual_ablation.config import resolve
-from visual_ablation.probes import FeatureError
-from visual_ablation.splits import SplitError
+from visual_ablation.data import splits
+from visual_ablation.data.splits import SplitError
+from visual_ablation.plumbing import store
+from visual_ablation.probes import fitting, optimiser, stacking, training
+from visual_ablation.probes.stacking import FeatureError
+from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits"}},  # all 1,797 images
@@ -84,8 +86,8 @@ def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
         "pixels"
     ]
     labels, split, _ = labels_and_split(experiment)
-    z = probes.standardise(x, split == probes.TRAIN)
-    train, test = split == probes.TRAIN, split == probes.TEST
+    z = stacking.standardise(x, split == splits.TRAIN)
+    train, test = split == splits.TRAIN, split == splits.TEST
     reference = (
         LogisticRegression(max_iter=5000).fit(z[train], labels[train]).score(z[test], labels[test])
     )
@@ -128,7 +130,7 @@ def test_same_run_gives_the_same_csv_and_another_run_does_not(experiment, tmp_pa
 def looped_reference(features, labels, split, n_classes, probe, run):
     """The plain PyTorch recipe, one head at a time: nn.Linear layers, torch.optim.AdamW,
     early stopping with the best state restored. Shares only the init and the run's
-    minibatch order with probes.train, which must give the same heads."""
+    minibatch order with fitting.train, which must give the same heads."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -136,9 +138,11 @@ def looped_reference(features, labels, split, n_classes, probe, run):
     results = {}
     y = {code: torch.from_numpy(labels[split == code].astype(np.int64)) for code in range(3)}
     for layer, values in features.items():
-        z = probes.standardise(values, split == probes.TRAIN)
+        z = stacking.standardise(values, split == splits.TRAIN)
         x = {code: torch.from_numpy(z[split == code]) for code in range(3)}
-        init = probes.init_head(z.shape[1], n_classes, probe.hidden, probes.head_seed(run, layer))
+        init = stacking.init_head(
+            z.shape[1], n_classes, probe.hidden, stacking.head_seed(run, layer)
+        )
         sizes = [z.shape[1], probe.hidden, n_classes] if probe.hidden else [z.shape[1], n_classes]
         linears = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         with torch.no_grad():
@@ -185,8 +189,8 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(
     feats["wide_blocks.1"] = np.concatenate([feats["blocks.1"], feats["blocks.1"][:, :8]], 1)
     assert feats["wide_blocks.1"].shape[1] == feats["stem"].shape[1] != feats["blocks.1"].shape[1]
     labels, split, n_classes = labels_and_split(experiment)
-    config = probes.ProbeConfig(hidden=hidden, lr=0.02, max_epochs=40, patience=3)
-    batched, _ = probes.train(
+    config = stacking.ProbeConfig(hidden=hidden, lr=0.02, max_epochs=40, patience=3)
+    batched, _ = fitting.train(
         feats, labels, split, n_classes, config, runs=[2, 3], device=device, engine=engine
     )
     assert [(h.run, h.layer) for h in batched] == [
@@ -211,10 +215,10 @@ def test_each_head_trains_as_it_would_alone(experiment, device, engine):
     spec = experiment.feature_spec("digits", "effnet", "original")
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
-    config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
+    config = stacking.ProbeConfig(hidden=8, max_epochs=30, patience=3)
     kwargs = {"device": device, "engine": engine}
-    together, _ = probes.train(feats, labels, split, n_classes, config, runs=1, **kwargs)
-    alone, _ = probes.train(
+    together, _ = fitting.train(feats, labels, split, n_classes, config, runs=1, **kwargs)
+    alone, _ = fitting.train(
         {"blocks.1": feats["blocks.1"]}, labels, split, n_classes, config, runs=1, **kwargs
     )
     assert together[1].layer == alone[0].layer == "blocks.1"
@@ -234,13 +238,13 @@ def test_a_weight_decay_grid_keeps_each_heads_lowest_validation_loss(experiment,
         feats |= training.read_features(path, spec)
     labels, split, n_classes = labels_and_split(experiment)
     kwargs = {"device": device, "engine": engine, "runs": [0, 1]}
-    config = probes.ProbeConfig(hidden=0, lr=0.01, max_epochs=40, patience=4)
+    config = stacking.ProbeConfig(hidden=0, lr=0.01, max_epochs=40, patience=4)
     decays = (1e-4, 1.0)
-    grid, _ = probes.train(
+    grid, _ = fitting.train(
         feats, labels, split, n_classes, replace(config, weight_decay=decays), **kwargs
     )
     alone = {
-        decay: probes.train(
+        decay: fitting.train(
             feats, labels, split, n_classes, replace(config, weight_decay=decay), **kwargs
         )[0]
         for decay in decays
@@ -263,13 +267,13 @@ def test_early_stopping_keeps_the_best_epoch(experiment, device, engine):
     feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     # a large lr overfits the validation loss within a few epochs
-    config = probes.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
+    config = stacking.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
     kwargs = {"device": device, "engine": engine}
-    (head,), _ = probes.train(feats, labels, split, n_classes, config, runs=0, **kwargs)
+    (head,), _ = fitting.train(feats, labels, split, n_classes, config, runs=0, **kwargs)
     assert head.epochs == head.best_epoch + 4 < 300
     # the probabilities are those of the best epoch: its validation loss, recomputed
-    short = probes.ProbeConfig(hidden=0, lr=0.05, patience=10_000, max_epochs=head.best_epoch)
-    (best,), _ = probes.train(feats, labels, split, n_classes, short, runs=0, **kwargs)
+    short = stacking.ProbeConfig(hidden=0, lr=0.05, patience=10_000, max_epochs=head.best_epoch)
+    (best,), _ = fitting.train(feats, labels, split, n_classes, short, runs=0, **kwargs)
     np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
     assert head.best_val_loss == pytest.approx(best.best_val_loss)
 
@@ -291,12 +295,12 @@ def test_non_finite_features_fail_naming_the_layer(experiment, tmp_path):
 
 def test_a_split_without_validation_images_is_refused_with_the_sizes():
     labels = np.repeat(np.arange(3), 10)
-    split = np.where(np.arange(30) % 5 == 0, probes.TEST, probes.TRAIN)
+    split = np.where(np.arange(30) % 5 == 0, splits.TEST, splits.TRAIN)
     with pytest.raises(
         SplitError, match=r"the val part of the split is empty \(train=24, val=0, test=6\)"
     ):
-        probes.train(
-            {"l": np.ones((30, 2), np.float32)}, labels, split, 3, probes.ProbeConfig(), runs=0
+        fitting.train(
+            {"l": np.ones((30, 2), np.float32)}, labels, split, 3, stacking.ProbeConfig(), runs=0
         )
 
 
@@ -366,7 +370,7 @@ def test_adamw_matches_torch_step_for_step():
         torch.randn(3, generator=gen).requires_grad_(),
     ]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
-    mine = probes.AdamW(ours, lr=0.01, weight_decay=0.1)
+    mine = optimiser.AdamW(ours, lr=0.01, weight_decay=0.1)
     reference = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
     x = torch.randn(8, 5, generator=gen)
     for step in range(25):
@@ -394,7 +398,7 @@ def test_device_adamw_matches_torch_step_for_step(device):
     ours = [torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)]
     ours = [p.to(device).requires_grad_() for p in ours]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
-    mine = probes.DeviceAdamW(ours, lr=0.01, weight_decay=0.1, max_steps=25)
+    mine = optimiser.DeviceAdamW(ours, lr=0.01, weight_decay=0.1, max_steps=25)
     reference = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
     x = torch.randn(8, 5, generator=gen).to(device)
     for _ in range(25):
@@ -427,7 +431,7 @@ def test_head_gradients_are_autograds_bit_for_bit(hidden, device):
     n_classes, rows = 5, 13
     stacks = []
     for heads, dim in ((6, 24), (4, 40)):
-        params = probes.init_head(dim, n_classes, hidden, seed=heads)
+        params = stacking.init_head(dim, n_classes, hidden, seed=heads)
         params = [p.unsqueeze(0).repeat(heads, *[1] * p.dim()) for p in params]
         params = [(p if p.dim() == 3 else p.unsqueeze(1)).to(device) for p in params]
         x = torch.randn(heads, rows, dim, generator=gen).to(device) * 3
@@ -436,17 +440,17 @@ def test_head_gradients_are_autograds_bit_for_bit(hidden, device):
     live = torch.ones(10, device=device)
     live[[1, 7]] = 0.0
     weight = (live / rows).repeat_interleave(rows)
-    logits = torch.cat([probes.head_logits(params, x) for params, x in stacks])
+    logits = torch.cat([stacking.head_logits(params, x) for params, x in stacks])
     loss = (F.cross_entropy(logits.flatten(0, 1), labels, reduction="none") * weight).sum()
     expected = torch.autograd.grad(loss, [p for params, _ in stacks for p in params])
-    ours = probes.head_gradients(stacks, labels, weight)
+    ours = stacking.head_gradients(stacks, labels, weight)
     assert len(ours) == len(expected) == 2 * (4 if hidden else 2)
     for a, b in zip(ours, expected, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert not ours[0][1].any() and ours[0][0].any()  # the stopped head's gradient is 0
     # the tolerance catches a wrong gradient: the stopped heads' rows counted after all
-    wrong = probes.head_gradients(stacks, labels, torch.full_like(weight, 1.0 / rows))
+    wrong = stacking.head_gradients(stacks, labels, torch.full_like(weight, 1.0 / rows))
     assert not torch.allclose(wrong[0], expected[0], rtol=1e-5, atol=1e-7)
 
 
@@ -463,9 +467,9 @@ def test_memory_layouts_change_no_number(experiment, device, engine, layout):
     feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
     labels, _, n_classes = labels_and_split(experiment)
     split_of = splits.run_splits(labels, {**experiment.split, "resample": True}, [0, 1], "d")
-    config = probes.ProbeConfig(hidden=8, max_epochs=30, patience=3)
-    reference, _ = probes.train(feats, labels, split_of, n_classes, config, [0, 1])
-    heads, _ = probes.train(
+    config = stacking.ProbeConfig(hidden=8, max_epochs=30, patience=3)
+    reference, _ = fitting.train(feats, labels, split_of, n_classes, config, [0, 1])
+    heads, _ = fitting.train(
         feats, labels, split_of, n_classes, config, [0, 1], device, engine=engine, **layout
     )
     exact = device == "cpu"
@@ -493,12 +497,12 @@ def test_on_cuda_an_epoch_syncs_the_host_once():
     split = splits.stratified_split(labels, 0.15, 0.2, 0, "x")
 
     def syncs(epochs: int) -> int:
-        config = probes.ProbeConfig(hidden=8, max_epochs=epochs, patience=1000, batch_size=64)
+        config = stacking.ProbeConfig(hidden=8, max_epochs=epochs, patience=1000, batch_size=64)
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                probes.train(feats, labels, split, 4, config, runs=[0, 1], device="cuda")
+                fitting.train(feats, labels, split, 4, config, runs=[0, 1], device="cuda")
         finally:
             torch.cuda.set_sync_debug_mode(0)
         return sum("synchroniz" in str(w.message) for w in caught)
@@ -509,12 +513,12 @@ def test_on_cuda_an_epoch_syncs_the_host_once():
 
 def test_an_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="engine 'fast'"):
-        probes.train(
+        fitting.train(
             {"l": np.zeros((9, 2), np.float32)},
             np.arange(9) % 3,
             np.arange(9) % 3,
             3,
-            probes.ProbeConfig(),
+            stacking.ProbeConfig(),
             0,
             engine="fast",
         )
@@ -529,12 +533,13 @@ def test_a_train_job_imports_neither_sklearn_pandas_nor_dynamo():
 
     code = (
         "import sys, numpy as np\n"
-        "from visual_ablation import probes, training, metrics, splits\n"
+        "from visual_ablation.data import splits\n"
+        "from visual_ablation.probes import fitting, stacking, training, metrics\n"
         "labels = np.repeat(np.arange(3), 20)\n"
         "split = splits.run_splits(labels, {'val': .15, 'test': .2, 'seed': 0, "
         "'resample': True}, [0], 'x')[0]\n"
         "feats = {'l': np.random.default_rng(0).normal(size=(60, 4)).astype('float32')}\n"
-        "heads, _ = probes.train(feats, labels, split, 3, probes.ProbeConfig(max_epochs=3), 0)\n"
+        "heads, _ = fitting.train(feats, labels, split, 3, stacking.ProbeConfig(max_epochs=3), 0)\n"
         "metrics.classification_metrics(labels[split == 2], heads[0].test_proba)\n"
         "print(sorted(m for m in ('sklearn', 'pandas', 'torch._dynamo', 'scipy') "
         "if m in sys.modules))\n"
@@ -555,11 +560,11 @@ def test_stack_groups_bound_the_padding():
         "b15": 320,
         "head": 1280,
     }
-    groups = probes.stack_groups(dims)
+    groups = stacking.stack_groups(dims)
     assert groups == [["b1", "stem", "b3"], ["b5", "b8"], ["b11", "b15"], ["head"]]
     for group in groups:
         assert max(dims[g] for g in group) <= 2 * min(dims[g] for g in group)
-    assert probes.stack_groups(dims, max_padding=1.0) == [
+    assert stacking.stack_groups(dims, max_padding=1.0) == [
         [name] for name in sorted(dims, key=dims.get)
     ]
 
@@ -572,11 +577,11 @@ def test_validation_and_test_rows_in_small_chunks_give_the_same_heads(monkeypatc
     x, labels = digits.data.astype(np.float32), digits.target
     split = np.random.default_rng(0).choice(3, size=len(labels), p=[0.65, 0.15, 0.2])
     feats = {"all": x, "half": x[:, :32].copy()}
-    config = probes.ProbeConfig(hidden=4, max_epochs=8, patience=2)
+    config = stacking.ProbeConfig(hidden=4, max_epochs=8, patience=2)
     kwargs = {"device": device, "engine": engine}
-    whole, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
-    monkeypatch.setattr(probes.HeadStack, "CHUNK_VALUES", 64 * 5)  # 1-2 rows per chunk
-    chunked, _ = probes.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
+    whole, _ = fitting.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
+    monkeypatch.setattr(stacking.HeadStack, "CHUNK_VALUES", 64 * 5)  # 1-2 rows per chunk
+    chunked, _ = fitting.train(feats, labels, split, 10, config, runs=[0, 1], **kwargs)
     for a, b in zip(whole, chunked, strict=True):
         assert (a.run, a.layer, a.best_epoch, a.epochs) == (b.run, b.layer, b.best_epoch, b.epochs)
         assert a.best_val_loss == pytest.approx(b.best_val_loss, rel=1e-6)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visual_ablation import representations as reps
-from visual_ablation.config import REPRESENTATION_DEFAULTS
+from visual_ablation.features import representations as reps
+from visual_ablation.spec.config import REPRESENTATION_DEFAULTS
 
 
 def images(n=4, size=32, seed=0):
@@ -182,9 +182,9 @@ def test_canny_matches_scikit_image_on_real_images():
     import numpy as np
     from skimage.feature import canny
 
-    from visual_ablation import reference_photos, sources
+    from visual_ablation.data import procedural, reference_photos
 
-    shapes = np.concatenate(list(sources.ShapesSource(24, seed=0).decode(np.arange(24), 64)))
+    shapes = np.concatenate(list(procedural.ShapesSource(24, seed=0).decode(np.arange(24), 64)))
     photos, _ = reference_photos.photos(96)
     for batch in (shapes, photos):
         lum = reps.luminance(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)

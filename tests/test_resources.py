@@ -9,8 +9,8 @@ import pytest
 import zarr
 from conftest import tiny_config
 
-from visual_ablation import resources
-from visual_ablation.config import resolve
+from visual_ablation.spec import resources
+from visual_ablation.spec.config import resolve
 
 DATA = {"n": 100_000, "image_size": 64}
 PROBE = {"max_epochs": 300, "hidden": 0}

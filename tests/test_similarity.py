@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import build_stores
 
-from visual_ablation import similarity, training
-from visual_ablation.config import resolve
+from visual_ablation.analyses import similarity
+from visual_ablation.probes import training
+from visual_ablation.spec.config import resolve
 
 
 def kornblith_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from visual_ablation import metrics, stats
-from visual_ablation.metrics import METRICS
+from visual_ablation.analyses import stats
+from visual_ablation.probes import metrics
+from visual_ablation.probes.metrics import METRICS
 
 T_975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tables)
 
@@ -263,8 +264,10 @@ def test_a_real_large_effect_stays_significant(tmp_path):
     original images and on phase-scrambled ones (shape removed), 3 resampled runs. The
     drop must be significant after Holm over a family as large as the default run's
     effnet one (7 representations x 8 layers)."""
-    from visual_ablation import data, features, training
-    from visual_ablation.config import resolve
+    from visual_ablation.data import preparation
+    from visual_ablation.features import extraction
+    from visual_ablation.probes import training
+    from visual_ablation.spec.config import resolve
 
     exp = resolve(
         {
@@ -277,12 +280,12 @@ def test_a_real_large_effect_stays_significant(tmp_path):
             "runs": 3,
         }
     )
-    data.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
+    preparation.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
     found = {}
     for rep in exp.representations:
         path = exp.feature_store("digits", "pixels", rep)
         spec = exp.feature_spec("digits", "pixels", rep)
-        features.extract(exp.data_store("digits"), path, spec, device="cpu", progress=False)
+        extraction.extract(exp.data_store("digits"), path, spec, device="cpu", progress=False)
         found[rep] = training.train_store(
             path,
             exp.data_store("digits"),

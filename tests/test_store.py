@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from visual_ablation import store
+from visual_ablation.plumbing import store
 
 
 def write(path, spec, rows=10, fail=False):
@@ -175,7 +175,7 @@ def test_rewriting_a_store_replaces_it_whole(tmp_path):
 HOLD_LOCK_AND_WRITE = """
 import sys, time
 sys.path.insert(0, {src!r})
-from visual_ablation import store
+from visual_ablation.plumbing import store
 import numpy as np
 with store.locked({path!r}):
     print("locked", flush=True)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import build_stores
 
-from visual_ablation import shape_bias, stats, training, transfer
-from visual_ablation.config import resolve
+from visual_ablation.analyses import shape_bias, stats
+from visual_ablation.probes import training, transfer
+from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "n": 600}},

@@ -1,15 +1,16 @@
 """The names and defaults the config speaks, in one torch-free place: representations and
-their params, probe keys, input normalisations, poolings. config.py resolves a config with
-them, representations.py and probes.py implement them, and tests/test_config.py checks that
-workflow/schemas/config.schema.yaml agrees with them. (Sources and backbone families live
-in their own registries, sources.py and backbones.py.)
+their params, probe keys, input normalisations, poolings. spec/config.py resolves a config
+with them, features/representations.py and the probes package implement them, and
+tests/test_config.py checks that workflow/schemas/config.schema.yaml agrees with them.
+(Sources and backbone families live in their own registries, data/sources.py and
+features/backbones.py.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# Default params of every representation; `representations.py` implements exactly these.
+# Default params of every representation; `features/representations.py` implements exactly these.
 REPRESENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "original": {},
     "grayscale": {},

@@ -5,13 +5,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
-from visual_ablation.logs import job_log  # noqa: E402
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     import pandas as pd
 
-    from visual_ablation import store
+    from visual_ablation.plumbing import store
 
     rows = store.inventory(json.loads(smk.params.stores))
     pd.DataFrame(rows).to_csv(smk.output[0], index=False)

@@ -5,17 +5,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
-from visual_ablation.logs import job_log  # noqa: E402
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
-    from visual_ablation import devices
+    from visual_ablation.plumbing import devices
 
     # pin this job to its own GPU slot before torch initialises CUDA (none: CPU)
     devices.claim_gpu_slot(smk.config["extraction"]["device"])
-    from visual_ablation import features
+    from visual_ablation.features import extraction
 
-    features.extract(
+    extraction.extract(
         data_path=smk.input.data,
         out_path=smk.output[0],
         spec=json.loads(smk.params.spec),

@@ -5,11 +5,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
-from visual_ablation.logs import job_log  # noqa: E402
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
-    from visual_ablation import report, shape_bias
+    from visual_ablation.analyses import shape_bias
+    from visual_ablation.report import tables
 
     datasets = list(smk.params.datasets)
     table = shape_bias.table(
@@ -18,4 +19,4 @@ with job_log(smk.log[0]):
         data_specs={d: json.loads(spec) for d, spec in zip(datasets, smk.params.data, strict=True)},
         reference=smk.params.reference,
     )
-    report.write_table(table, smk.output[0])
+    tables.write_table(table, smk.output[0])

@@ -4,13 +4,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
-from visual_ablation.logs import job_log  # noqa: E402
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     import pandas as pd
 
-    from visual_ablation import plots
+    from visual_ablation.report import plots
 
     plots.similarity_heatmap(
         pd.read_csv(smk.input[0]), smk.wildcards.dataset, smk.wildcards.backbone, smk.output[0]

@@ -6,16 +6,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
-from visual_ablation.logs import job_log  # noqa: E402
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
-    from visual_ablation import devices
+    from visual_ablation.plumbing import devices
 
     # pin this job to its own GPU slot before torch initialises CUDA (none: CPU)
     devices.claim_gpu_slot(smk.config["training"]["device"])
-    from visual_ablation import training
-    from visual_ablation.config import parse_run_label
+    from visual_ablation.probes import training
+    from visual_ablation.spec.config import parse_run_label
 
     rows, predictions, heads = training.train_store(
         feature_path=smk.input.features,

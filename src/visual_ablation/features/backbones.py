@@ -11,7 +11,7 @@ to build a model and how to run it to the requested layers. Families:
   layers are its module names; pretrained weights carry their own mean/std.
 Adding a family is one class here, registered with `@register`, plus its test.
 
-The module imports torch only inside the functions that need it, so that config.py (which
+The module imports torch only inside the functions that need it, so that spec/config.py (which
 asks a family for its defaults while Snakemake parses the workflow) stays torch-free.
 """
 
@@ -86,7 +86,7 @@ class Readout:
 
 class Backbone:
     """One family of models. `claims(model)` says whether a model name is this family's;
-    the class attributes are what config.py needs without torch."""
+    the class attributes are what spec/config.py needs without torch."""
 
     names: ClassVar[tuple[str, ...]] = ()  # the family's model names, when it has a list
     default_image_size: ClassVar[int] = 64
@@ -276,7 +276,7 @@ class Torchvision(Backbone):
 
     @classmethod
     def claims(cls, model: str) -> bool:
-        return True  # the catch-all: config.py checks the name against `models()`
+        return True  # the catch-all: spec/config.py checks the name against `models()`
 
     @classmethod
     def models(cls) -> list[str]:

@@ -257,7 +257,7 @@ def difference_heatmap(
     """Paired accuracy difference to `reference` in points, representation x layer: the
     probes trained on each representation, then (labelled `... (ref heads)`) the
     reference's probes tested on each; * marks a Holm-adjusted p < 0.05 of the
-    image-level test (stats.py)."""
+    image-level test (analyses/stats.py)."""
     part = main_target(part)
     part = part[(part["representation"] != reference) | (part["train_representation"] != reference)]
     if part.empty:  # a backbone computed for the reference only

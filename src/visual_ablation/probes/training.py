@@ -2,9 +2,9 @@
 -> one csv row per (run, layer), every head's per-image test predictions, and the heads.
 
 Reads the checked data store (the target's labels) and feature store (every layer), draws
-each run's split from the class labels (splits.py; the same images for every target),
-trains one probe head per layer together (probes.py), scores each on its run's test split
-(metrics.py).
+each run's split from the class labels (data/splits.py; the same images for every target),
+trains one probe head per layer together (probes/fitting.py), scores each on its run's test split
+(probes/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visual_ablation import data, metrics, outputs, splits, store
+from visual_ablation.data import preparation, splits
+from visual_ablation.plumbing import outputs, store
+from visual_ablation.probes import metrics
 from visual_ablation.vocabulary import CLASS
 
 if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none
-    from visual_ablation import probes
+    from visual_ablation.data import preparation
+    from visual_ablation.probes import stacking
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,8 @@ def read_labels(
     """A checked data store's labels of `target`, its number of classes, the class labels
     (what splits are stratified by) and the source's fixed test images (or None)."""
     with store.reading(path, spec) as group:
-        labels, names = data.read_target(group, target, f"data store {path}")
-        return labels, len(names), group["labels"][:], data.read_fixed_test(group)
+        labels, names = preparation.read_target(group, target, f"data store {path}")
+        return labels, len(names), group["labels"][:], preparation.read_fixed_test(group)
 
 
 def train_store(
@@ -59,13 +62,13 @@ def train_store(
     device: str = "auto",
     threads: int = 1,
     target: str = CLASS,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[probes.HeadResult]]:
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[stacking.HeadResult]]:
     """Train and score `probe_spec` on every layer of one feature store to predict
     `target`, for each of `runs` (trained together, vectorised), each on its split
     (`splits.run_splits`). Returns the csv rows (one per run and layer), the per-image
     test predictions and the heads."""
-    from visual_ablation import probes
-    from visual_ablation.devices import choose_device, set_cpu_threads
+    from visual_ablation.plumbing.devices import choose_device, set_cpu_threads
+    from visual_ablation.probes import fitting, stacking
 
     set_cpu_threads(threads)
     runs = [runs] if isinstance(runs, int) else list(runs)
@@ -83,8 +86,8 @@ def train_store(
         sizes,
         ", resampled per run" if split_spec.get("resample") else "",
     )
-    config = probes.ProbeConfig.from_spec(probe_spec)
-    heads, seconds = probes.train(
+    config = stacking.ProbeConfig.from_spec(probe_spec)
+    heads, seconds = fitting.train(
         features,
         labels,
         split_of,
@@ -137,9 +140,9 @@ def train_store(
 
 
 def predictions(
-    heads: list[probes.HeadResult], labels: np.ndarray, runs: list[int]
+    heads: list[stacking.HeadResult], labels: np.ndarray, runs: list[int]
 ) -> dict[str, np.ndarray]:
-    """Per-image test predictions of every head, for image-level tests (stats.py):
+    """Per-image test predictions of every head, for image-level tests (analyses/stats.py):
     `image` [runs, n_test] (data-store rows), `label` [runs, n_test], and per (run,
     layer): `predicted` class (int16), `p_true` (the true class's probability) and
     `confidence` (the top one), float32 [runs, layers, n_test]."""
@@ -187,8 +190,8 @@ def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
         np.savez_compressed(out, **values)
 
 
-def write_heads(heads: list[probes.HeadResult], rows: list[dict[str, Any]], path: str) -> None:
-    """The heads of one train job (transfer.py reads them): per (run, layer) the best
+def write_heads(heads: list[stacking.HeadResult], rows: list[dict[str, Any]], path: str) -> None:
+    """The heads of one train job (probes/transfer.py reads them): per (run, layer) the best
     weights and the standardisation, and the job's csv rows without their metrics (what a
     transfer row repeats: epochs, sizes, the device)."""
     values = {

@@ -8,8 +8,9 @@ import os
 
 import pandas as pd
 
-from visual_ablation import outputs, stats
-from visual_ablation.metrics import RUN_KEYS
+from visual_ablation.analyses import stats
+from visual_ablation.plumbing import outputs
+from visual_ablation.probes.metrics import RUN_KEYS
 from visual_ablation.vocabulary import REPRESENTATION_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def write_table(table: pd.DataFrame, path: str) -> None:
 
 def model_key(path: str, reference: str | None) -> tuple[str, ...]:
     """(dataset, backbone, representation, train_representation, target, probe) of a
-    train or transfer job's file, from its path (layout.py: runs/ or transfer/, then
+    train or transfer job's file, from its path (spec/layout.py: runs/ or transfer/, then
     {dataset}/{backbone}/{representation}/{target}/{probe}/run...)."""
     stage, dataset, backbone, representation, target, probe = path.replace(os.sep, "/").split("/")[
         -7:-1
@@ -129,7 +130,7 @@ def figures(
 ) -> None:
     """The figures of one (dataset, backbone, probe); `untrained`: the backbone that is
     this one with random weights, whose reference line the accuracy figure shows too."""
-    from visual_ablation import plots
+    from visual_ablation.report import plots
 
     summary = pd.read_csv(summary_path)
     part, title = plots.selected(summary, dataset, backbone, probe)
@@ -156,8 +157,9 @@ def representation_figure(
     import numpy as np
     import torch
 
-    from visual_ablation import plots, store
-    from visual_ablation import representations as transforms
+    from visual_ablation.features import representations as transforms
+    from visual_ablation.plumbing import store
+    from visual_ablation.report import plots
 
     with store.reading(data_path, data_spec) as group:
         labels = group["labels"][:]

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation import data, metrics, store, training
+from visual_ablation.data import preparation
+from visual_ablation.plumbing import store
+from visual_ablation.probes import metrics, training
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def transfer_store(
     trained_rows, values = read_heads(heads_paths)
     heads_path = ", ".join(heads_paths)
     with store.reading(data_path, data_spec) as group:
-        labels, _ = data.read_target(group, target, f"data store {data_path}")
+        labels, _ = preparation.read_target(group, target, f"data store {data_path}")
     features = training.read_features(feature_path, feature_spec)
     runs = list(dict.fromkeys(int(row["run"]) for row in trained_rows))
     layers = list(dict.fromkeys(row["layer"] for row in trained_rows))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation import outputs, store
+from visual_ablation.plumbing import outputs, store
 
 LIMIT = 10_000  # images at most
 PERMUTATIONS = 20  # of the permutation null
@@ -182,7 +182,7 @@ def collect(paths: list[str], path: str) -> None:
     """Every job's table in one csv, in the order given (the config's)."""
     import pandas as pd
 
-    from visual_ablation.report import write_table
+    from visual_ablation.report.tables import write_table
 
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     write_table(table[COLUMNS], path)

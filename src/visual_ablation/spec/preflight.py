@@ -13,8 +13,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from visual_ablation import backbones
-from visual_ablation.config import ConfigError, Experiment, canonical, resolve, unknown_value
+from visual_ablation.features import backbones
+from visual_ablation.plumbing.canonical import canonical
+from visual_ablation.spec.config import ConfigError, Experiment, resolve, unknown_value
 
 # where the main process remembers backbone specs that passed the check
 CHECKED_RECORD = os.path.join(".snakemake", "visual-ablation", "backbones-checked.json")

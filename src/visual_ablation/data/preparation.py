@@ -1,7 +1,7 @@
 """The data stage: decode a dataset's images once into its data store (uint8 images,
-labels, class names). Sources (sources.py) give the labels first, so a stratified subset
-`n` is chosen before anything is decoded; images are decoded in batches (decode.py).
-Train jobs draw the split from the labels (splits.py).
+labels, class names). Sources (data/sources.py) give the labels first, so a stratified subset
+`n` is chosen before anything is decoded; images are decoded in batches (data/decode.py).
+Train jobs draw the split from the labels (data/splits.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation import splits, store
-from visual_ablation.decode import DECODE_BATCH, BadImageError, batches
-from visual_ablation.sources import SOURCES, Source, open_source
+from visual_ablation.data import splits
+from visual_ablation.data.decode import DECODE_BATCH, BadImageError, batches
+from visual_ablation.data.source import Source
+from visual_ablation.data.sources import SOURCES, open_source
+from visual_ablation.plumbing import store
 from visual_ablation.vocabulary import CLASS, CONTROL
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from visual_ablation.config import canonical
+from visual_ablation.plumbing.canonical import canonical
 
 log = logging.getLogger(__name__)
 TARGET_CHUNK_BYTES = 4 << 20  # rows per chunk chosen so one chunk is about 4 MiB

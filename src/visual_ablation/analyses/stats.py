@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from visual_ablation.metrics import (
+from visual_ablation.probes.metrics import (
     ECE_BINS,
     METRICS,
     RUN_KEYS,
@@ -55,7 +55,7 @@ EXACT_LIMIT = 2000  # sign-flip test: exact up to this sum of |per-image differe
 
 # per-image predictions of one model: (dataset, backbone, representation,
 # train_representation, target, probe) -> {"runs", "layers", "image", "label",
-# "predicted", "p_true", "confidence"} (training.py)
+# "predicted", "p_true", "confidence"} (probes/training.py)
 PredictionLoader = Callable[[str, str, str, str, str, str], dict[str, np.ndarray]]
 
 
@@ -129,7 +129,7 @@ def metric_columns(
     n_classes: int,
     dtype=np.float64,
 ) -> np.ndarray:
-    """Per test image, every quantity the metrics of metrics.py sum over images, as
+    """Per test image, every quantity the metrics of probes/metrics.py sum over images, as
     columns [n, 3 + 4 classes + 3 bins]: 1, correct, NLL, then one-hot of the true class,
     of the true class when correct, of a correct prediction's class, of the predicted
     class, and the calibration bins' membership, confidence and correctness. Weighted
@@ -187,7 +187,7 @@ def weighted_metrics(
     confidence: np.ndarray,
     n_classes: int,
 ) -> dict[str, np.ndarray]:
-    """Every metric of metrics.py on one test set under image weights [B, n] (a weight of
+    """Every metric of probes/metrics.py on one test set under image weights [B, n] (a weight of
     2 counts the image twice): each metric for each of the B weightings. With all weights
     1 these are the run's own metrics (tests/test_stats.py checks it)."""
     w = np.asarray(weights)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from visual_ablation import backbones, devices, representations, store
+from visual_ablation.features import backbones, representations
+from visual_ablation.plumbing import devices, store
 
 log = logging.getLogger(__name__)
 FEATURE_DTYPE = np.float16

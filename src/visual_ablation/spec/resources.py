@@ -21,7 +21,7 @@ import math
 import os
 from typing import Any
 
-from visual_ablation.decode import DECODE_BATCH
+from visual_ablation.data.decode import DECODE_BATCH
 
 MIB = 2**20
 UNKNOWN_N = 200_000  # a dataset of unknown size (all of a folder) before its data store
@@ -82,7 +82,7 @@ def _scaled(value: float, attempt: int) -> int:
 def data_threads(data_spec: dict[str, Any], threads: int) -> int:
     """A data job's threads: `data.threads` render processes for a procedural source, one
     for the others (they decode in the job's own process)."""
-    from visual_ablation.sources import SOURCES
+    from visual_ablation.data.sources import SOURCES
 
     return threads if SOURCES[data_spec["source"]].renders else 1
 

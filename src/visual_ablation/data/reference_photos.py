@@ -35,7 +35,7 @@ def photo_files() -> tuple[list[str], np.ndarray]:
 def photos(size: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [20, size, size, 3] decoded as a data store decodes them (square centre crop,
     resized), and their labels."""
-    from visual_ablation.decode import decode_image
+    from visual_ablation.data.decode import decode_image
 
     files, labels = photo_files()
     return np.stack([decode_image(f, size, f) for f in files]), labels

@@ -1,6 +1,6 @@
 """Experiment config -> resolved specs, without importing torch: the spec model.
 
-The Snakefile resolves the config at parse time (so this stays cheap; preflight.py holds
+The Snakefile resolves the config at parse time (so this stays cheap; spec/preflight.py holds
 the checks that run before any job) and hands each job the spec that defines its output.
 A spec is a plain JSON-able dict: its canonical JSON is the rule's `params` (Snakemake's
 params trigger re-plans a job when it changes) and the spec itself is the provenance
@@ -10,14 +10,17 @@ written into the store's attrs (a store whose attrs differ from it is refused on
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visual_ablation import backbones, devices, layout
-from visual_ablation.sources import SOURCES, CueConflictSource
+from visual_ablation.data.procedural import CueConflictSource
+from visual_ablation.data.sources import SOURCES
+from visual_ablation.features import backbones
+from visual_ablation.plumbing import devices
+from visual_ablation.plumbing.canonical import canonical
+from visual_ablation.spec import layout
 from visual_ablation.vocabulary import (
     CLASS,
     CONTROL,
@@ -307,11 +310,6 @@ class Experiment:
         if REFERENCE in self.representations:
             return REFERENCE
         return next((n for n, r in self.representations.items() if r["kind"] == REFERENCE), None)
-
-
-def canonical(spec: dict[str, Any]) -> str:
-    """One stable string per spec: what Snakemake's params trigger compares."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
 def unknown_value(

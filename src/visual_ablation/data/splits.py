@@ -5,7 +5,7 @@ The split is not stored with the images: a train job draws it, stratified by cla
 deterministic, from the labels, the `split` fractions and a seed. So a new split re-plans
 train jobs only, never a data or feature store. With `split.resample`, run `r` gets its own
 split (seed from `split.seed` and `r`): runs then vary the data as well as the probe, and
-their test sets overlap (stats.py corrects the interval over runs for that).
+their test sets overlap (analyses/stats.py corrects the interval over runs for that).
 """
 
 from __future__ import annotations

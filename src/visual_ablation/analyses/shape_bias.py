@@ -14,8 +14,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from visual_ablation import data, stats, store
-from visual_ablation.report import model_key, prediction_loader
+from visual_ablation.analyses import stats
+from visual_ablation.data import preparation
+from visual_ablation.plumbing import store
+from visual_ablation.report.tables import model_key, prediction_loader
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,12 @@ def table(
     reference: str | None,
 ) -> pd.DataFrame:
     """One row per (dataset, backbone, tested on, trained on, layer, probe) of the
-    predictions files given (target `class`, under runs/ or transfer/ as report.py reads
+    predictions files given (target `class`, under runs/ or transfer/ as report/tables.py reads
     them), with each dataset's cue labels from its data store."""
     cues = {}
     for dataset, path in data_paths.items():
         with store.reading(path, data_specs[dataset]) as group:
-            cues[dataset] = data.read_target(group, "cue", f"data store {path}")[0]
+            cues[dataset] = preparation.read_target(group, "cue", f"data store {path}")[0]
     load = prediction_loader(prediction_paths, reference)
     rows = []
     for key in dict.fromkeys(model_key(path, reference) for path in prediction_paths):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from visual_ablation.splits import TRAIN, VAL
+from visual_ablation.data.splits import TRAIN, VAL
 
 HISTORY = 10  # curvature pairs kept (scipy's L-BFGS-B default)
 GRADIENT_TOLERANCE = 1e-4  # largest |gradient| entry at convergence (scikit-learn's tol)

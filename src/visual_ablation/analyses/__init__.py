@@ -1,0 +1,3 @@
+"""Analyses over the runs' artefacts: summary statistics, representational similarity,
+shape bias. One module each.
+"""

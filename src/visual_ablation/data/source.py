@@ -1,0 +1,86 @@
+"""A source of images: the base class every source derives from, and the registry.
+
+Each source says what the config needs for it (a path, an `n`, its default image size,
+its own keys and their defaults) and reads in two steps: labels and class names cheaply
+first, so that a subset is chosen before anything is decoded, then the chosen images in
+batches (data/decode.py), so memory is bounded by a batch. Adding a source is one class in
+procedural.py or files.py, registered with `@register`, plus its test; the config and the
+schema's enum follow it (tests/test_config.py checks the schema against SOURCES).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from visual_ablation.data.decode import (
+    BadImageHandler,
+    DatasetError,
+    fail_on_bad_image,
+)
+
+FALLBACK_IMAGE_SIZE = 64
+
+
+@dataclass
+class Source:
+    """Labels up front; `decode(indices)` yields uint8 [b, s, s, 3] batches in that order.
+    An image that cannot be decoded goes to `on_bad`, and is left out if it returns.
+
+    Class attributes say what the config needs: `name` (the `source` value), `needs_path`,
+    `draws_n` (n is the number of images to draw, required, rather than a stratified
+    subset), `default_image_size`, and `factor_names`: the labels besides the class that
+    a probe may predict instead (a dataset's `targets`), given per image in `factors`
+    ({name: (labels, names)}, the labels as long as `labels`)."""
+
+    name: ClassVar[str]
+    needs_path: ClassVar[bool] = False
+    draws_n: ClassVar[bool] = False
+    default_image_size: ClassVar[int] = FALLBACK_IMAGE_SIZE
+    factor_names: ClassVar[tuple[str, ...]] = ()
+    # the factors whose combination is an image's nuisance type for the control target
+    # (data.control_labels); none: the control target is the class labels permuted
+    control_factors: ClassVar[tuple[str, ...]] = ()
+    fixes_test: ClassVar[bool] = False  # True: `fixed_test` is every run's test split
+    defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
+    # decode is a pure function of the indices (no files, no bad images): a data job may
+    # split it over processes (data/preparation.py)
+    renders: ClassVar[bool] = False
+
+    labels: np.ndarray
+    class_names: list[str]
+    description: str
+    factors: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
+    # images that are every run's test split (a source that fixes them), else None
+    fixed_test: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, spec: dict[str, Any]) -> Source:
+        """The source a resolved dataset spec describes."""
+        raise NotImplementedError
+
+    def decode(
+        self, indices: np.ndarray, size: int, on_bad: BadImageHandler = fail_on_bad_image
+    ) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register(cls: type[Source]) -> type[Source]:
+    SOURCES[cls.name] = cls
+    return cls
+
+
+def encode_labels(raw: list[Any], where: str) -> tuple[np.ndarray, list[str]]:
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in raw):
+        bad = next(i for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v))
+        raise DatasetError(f"{where}: label missing at row {bad}. Fill or drop unlabelled rows.")
+    names = sorted({str(v) for v in raw}, key=lambda s: (len(s), s) if s.isdigit() else (0, s))
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup[str(v)] for v in raw], dtype=np.int64), names

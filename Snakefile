@@ -22,9 +22,11 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 configfile: "config/config.yaml"
 
 
-from visual_ablation.spec import layout, preflight, resources
+from visual_ablation.spec import layout, plans, preflight, resources
 from visual_ablation.plumbing.canonical import canonical
-from visual_ablation.spec.config import ConfigError, parse_run_label
+from visual_ablation.spec.config import ConfigError
+from visual_ablation.spec.layout import parse_run_label
+from visual_ablation.spec.plans.jobs import RunJob
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 # every check before any job: duplicate keys, the schema (which fills defaults), names,
@@ -70,11 +72,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        rules.feature_table.output,
-        rules.aggregate.output,
-        EXPERIMENT.figures("accuracy_by_layer"),
-        EXPERIMENT.figures("difference_heatmap"),
-        EXPERIMENT.figures("targets_by_layer"),
-        EXPERIMENT.representation_figures(),
-        EXPERIMENT.similarity_figures(),
-        EXPERIMENT.shape_bias_figures(),
+        plans.targets(EXPERIMENT),

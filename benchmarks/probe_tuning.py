@@ -3,7 +3,7 @@ layer, on real stored features: synthetic shapes through the default config's ef
 backbone (its readout, layers and image size). For each probe variant (JSON, keys of a
 probe config) the mean test accuracy over 3 runs (each on its own split), the weight
 decays kept and the best epochs; beside it the tuned logistic regression on the same
-splits. The default config's probe settings come from this table (README, "Probes"); the
+splits. The default config's probe settings come from this table (docs/methods.md); the
 first variant is the AdamW linear probe they replaced, the baseline for their seconds.
 
     .venv/bin/python benchmarks/probe_tuning.py --n 1000

@@ -3,9 +3,14 @@
 global mean, grids and dimension budgets; per readout, the values per image, the stored
 bytes per image, the extraction seconds, and the default config's linear probe (3 runs,
 each on its own split) with its seconds and test accuracy per layer. The default config's
-readout is chosen from this table (README, "Readout").
+readout is chosen from this table (docs/methods.md, "Readout").
 
     .venv/bin/python benchmarks/readout.py --n 1000 10000
+    .venv/bin/python benchmarks/readout.py --n 10000 --probe '{"weight_decay": 1e-4}'
+
+`--probe` replaces the linear probe (a JSON probe config; at 10,000 images the default
+L-BFGS grid takes about half an hour a readout on one core, the AdamW probe that
+config/scale-100k.yaml and config/power-10k.yaml use a few minutes).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def store_bytes(path: str) -> int:
     )
 
 
-def measure(root: str, n: int, readout, threads: int) -> dict:
+def measure(root: str, n: int, readout, threads: int, probe: dict) -> dict:
     backbone = {**DEFAULT["backbones"]["effnet"], "readout": readout}
     exp = resolve(
         {
@@ -65,7 +70,7 @@ def measure(root: str, n: int, readout, threads: int) -> dict:
     )
     runs = [0, 1, 2]
     split_of = splits.run_splits(classes, exp.split, runs, "shapes", fixed)
-    config = stacking.ProbeConfig.from_spec(DEFAULT["probes"]["linear"])
+    config = stacking.ProbeConfig.from_spec(probe)
     heads, train_s = fitting.train(feats, labels, split_of, n_classes, config, runs)
     accuracy = {
         layer: float(
@@ -93,18 +98,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--readouts", default=json.dumps(READOUTS), help="a JSON list")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument(
+        "--probe",
+        default=json.dumps(DEFAULT["probes"]["linear"]),
+        help="the linear probe's config, JSON (default: the default config's)",
+    )
     args = parser.parse_args()
     devices.set_cpu_threads(args.threads)
+    probe = {"hidden": 0, **json.loads(args.probe)}
     for n in args.n:
         root = tempfile.mkdtemp(prefix="va-readout-")
         try:
             table = {
-                json.dumps(r): measure(root, n, r, args.threads) for r in json.loads(args.readouts)
+                json.dumps(r): measure(root, n, r, args.threads, probe)
+                for r in json.loads(args.readouts)
             }
         finally:
             shutil.rmtree(root, ignore_errors=True)
         layers = list(next(iter(table.values()))["accuracy"])
-        print(f"\nn={n}, {args.threads} threads, linear probe, 3 runs (test accuracy per layer)")
+        print(f"\nn={n}, {args.threads} threads, linear probe {probe}, 3 runs (test accuracy)")
         print(
             "| readout | values/image | stored bytes/image | extract s | train s | "
             + " | ".join(layers)

@@ -24,8 +24,9 @@ from visual_ablation.analyses import shape_bias
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
 from visual_ablation.plumbing import devices
-from visual_ablation.probes import training, transfer
+from visual_ablation.probes import run_files, training, transfer
 from visual_ablation.spec.config import resolve
+from visual_ablation.spec.plans.jobs import RunJob
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
@@ -71,7 +72,7 @@ def main() -> None:
         heads_paths, prediction_paths = {}, []
         for target in ("class", "colour", "texture"):
             for rep in exp.representations:
-                job = ("conflict", "effnet", rep, target, "mlp", [0, 1, 2])
+                job = RunJob("conflict", "effnet", rep, target, "mlp", (0, 1, 2))
                 t0 = time.perf_counter()
                 rows, predictions, heads = training.train_store(
                     exp.feature_store("conflict", "effnet", rep),
@@ -86,12 +87,12 @@ def main() -> None:
                     target=target,
                 )
                 seconds[f"train {target} on {rep}"] = time.perf_counter() - t0
-                path = exp.run_file(exp.layout.run_predictions, job)
+                path = job.file(exp.layout.run_predictions)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                training.write_predictions(predictions, path)
-                heads_path = exp.run_file(exp.layout.run_heads, job)
+                run_files.write_predictions(predictions, path)
+                heads_path = job.file(exp.layout.run_heads)
                 t0 = time.perf_counter()
-                training.write_heads(heads, rows, heads_path)
+                run_files.write_heads(heads, rows, heads_path)
                 seconds[f"write heads {target} on {rep}"] = time.perf_counter() - t0
                 heads_paths[target, rep] = heads_path
                 if target == "class":
@@ -109,10 +110,10 @@ def main() -> None:
             )
             timings.append(time.perf_counter() - t0)
         seconds["transfer job (class, original heads on grayscale)"] = statistics.median(timings)
-        job = ("conflict", "effnet", "grayscale", "class", "mlp", [0, 1, 2])
-        path = exp.run_file(exp.layout.transfer_predictions, job)
+        job = RunJob("conflict", "effnet", "grayscale", "class", "mlp", (0, 1, 2))
+        path = job.file(exp.layout.transfer_predictions)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        training.write_predictions(moved, path)
+        run_files.write_predictions(moved, path)
         prediction_paths.append(path)
         timings = []
         for _ in range(args.repeats):

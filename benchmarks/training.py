@@ -70,8 +70,8 @@ sys.path.insert(0, {src!r})
 from visual_ablation.probes import training
 args = json.loads({args!r})
 rows, predictions, _ = training.train_store(**args["job"])
-training.write_predictions(predictions, args["out"] + ".predictions.npz")
-training.write_csv(rows, args["out"])
+run_files.write_predictions(predictions, args["out"] + ".predictions.npz")
+run_files.write_csv(rows, args["out"])
 print(json.dumps({{"train_seconds": rows[0]["train_seconds"]}}))
 """
 

@@ -45,8 +45,9 @@ SPLIT_PARAMS = canonical(
 def reference_heads(wildcards):
     """The heads file of the reference's train job of the same runs."""
     w = wildcards
-    job = (w.dataset, w.backbone, EXPERIMENT.reference, w.target, w.probe)
-    return EXPERIMENT.run_file(LAYOUT.run_heads, (*job, parse_run_label(w.run)))
+    runs = tuple(parse_run_label(w.run))
+    job = RunJob(w.dataset, w.backbone, EXPERIMENT.reference, w.target, w.probe, runs)
+    return job.file(LAYOUT.run_heads)
 
 
 def checkpoint_inputs(wildcards):

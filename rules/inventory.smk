@@ -4,7 +4,7 @@
 
 rule feature_table:
     input:
-        [EXPERIMENT.feature_store(*target) for target in EXPERIMENT.feature_targets()],
+        [EXPERIMENT.feature_store(*job) for job in plans.features.jobs(EXPERIMENT)],
     output:
         LAYOUT.feature_table,
     log:
@@ -23,7 +23,7 @@ rule feature_table:
                         "path": EXPERIMENT.feature_store(d, b, r),
                         "spec": EXPERIMENT.feature_spec(d, b, r),
                     }
-                    for d, b, r in EXPERIMENT.feature_targets()
+                    for d, b, r in plans.features.jobs(EXPERIMENT)
                 ),
                 key=lambda store: store["path"],
             )

@@ -6,8 +6,8 @@
 
 rule aggregate:
     input:
-        tables=EXPERIMENT.run_tables(),
-        predictions=EXPERIMENT.all_run_predictions(),
+        tables=plans.report.run_tables(EXPERIMENT),
+        predictions=plans.report.run_predictions(EXPERIMENT),
     output:
         metrics=LAYOUT.metrics,
         summary=report(
@@ -22,7 +22,7 @@ rule aggregate:
     threads: config["aggregate"]["threads"]
     params:
         reference=EXPERIMENT.reference,
-        resampled=EXPERIMENT.resampled_test_datasets(),
+        resampled=plans.report.resampled_test_datasets(EXPERIMENT),
     script:
         "../workflow/scripts/aggregate.py"
 

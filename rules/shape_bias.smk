@@ -6,8 +6,8 @@
 
 rule shape_bias:
     input:
-        predictions=EXPERIMENT.shape_bias_predictions(),
-        data=[EXPERIMENT.data_store(d) for d in EXPERIMENT.cue_conflict_datasets()],
+        predictions=plans.shape_bias.predictions(EXPERIMENT),
+        data=[EXPERIMENT.data_store(d) for d in plans.shape_bias.datasets(EXPERIMENT)],
     output:
         report(
             LAYOUT.shape_bias_table,
@@ -19,8 +19,10 @@ rule shape_bias:
     conda:
         "../envs/report.yaml"
     params:
-        datasets=EXPERIMENT.cue_conflict_datasets(),
-        data=[EXPERIMENT.params("data", d) for d in EXPERIMENT.cue_conflict_datasets()],
+        datasets=plans.shape_bias.datasets(EXPERIMENT),
+        data=[
+            EXPERIMENT.params("data", d) for d in plans.shape_bias.datasets(EXPERIMENT)
+        ],
         reference=EXPERIMENT.reference,
     script:
         "../workflow/scripts/shape_bias.py"

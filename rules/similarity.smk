@@ -26,7 +26,7 @@ rule similarity:
 
 rule similarity_table:
     input:
-        EXPERIMENT.similarity_jobs(),
+        plans.similarity.jobs(EXPERIMENT),
     output:
         report(
             LAYOUT.similarity_table,

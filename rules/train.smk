@@ -15,13 +15,9 @@ rule train:
         predictions=LAYOUT.run_predictions,
         heads=LAYOUT.run_heads,
     log:
-        LAYOUT.log(
-            "train", "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
-        ),
+        LAYOUT.run_log("train"),
     benchmark:
-        LAYOUT.benchmark(
-            "train", "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
-        )
+        LAYOUT.run_benchmark("train")
     conda:
         "../envs/train.yaml"
     threads: config["training"]["threads"]

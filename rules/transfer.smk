@@ -14,10 +14,7 @@ rule transfer:
         table=LAYOUT.transfer_table,
         predictions=LAYOUT.transfer_predictions,
     log:
-        LAYOUT.log(
-            "transfer",
-            "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}",
-        ),
+        LAYOUT.run_log("transfer"),
     conda:
         "../envs/train.yaml"
     resources:

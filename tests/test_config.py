@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visual_ablation.spec import plans
 from visual_ablation.spec.config import PROBE_DEFAULTS, ConfigError, resolve
 from visual_ablation.spec.preflight import check_backbones
 
@@ -31,7 +32,7 @@ def test_default_config_resolves_and_its_layers_exist():
     check_backbones(exp)
     # shapes: 2 backbones x 8 representations + the untrained one's original; conflict: 3
     # backbones x original
-    assert len(exp.feature_targets()) == 2 * 8 + 1 + 3 * 1
+    assert len(plans.features.jobs(exp)) == 2 * 8 + 1 + 3 * 1
     assert exp.datasets["shapes"]["image_size"] == 64
     assert exp.targets == {
         "shapes": ["class", "control"],
@@ -42,12 +43,14 @@ def test_default_config_resolves_and_its_layers_exist():
     # train jobs: shapes 17 stores x 2 probes (+ control on its 3 originals), conflict 3
     # stores x 3 targets x 2 probes, each for the 3 runs; transfer: shapes' 14 other
     # stores x 2 probes
-    assert len(exp.train_jobs()) == (17 + 3) * 2 + 3 * 3 * 2
-    assert len(exp.transfer_jobs()) == 14 * 2
-    assert len(exp.run_tables()) == len(exp.train_jobs()) + len(exp.transfer_jobs())
+    assert len(plans.train.jobs(exp)) == (17 + 3) * 2 + 3 * 3 * 2
+    assert len(plans.transfer.jobs(exp)) == 14 * 2
+    assert len(plans.report.run_tables(exp)) == len(plans.train.jobs(exp)) + len(
+        plans.transfer.jobs(exp)
+    )
     assert exp.reference == "original"
-    assert exp.cue_conflict_datasets() == ["conflict"]
-    assert len(exp.shape_bias_figures()) == 2  # conflict x 2 probes
+    assert plans.shape_bias.datasets(exp) == ["conflict"]
+    assert len(plans.shape_bias.figures(exp)) == 2  # conflict x 2 probes
 
 
 def test_probe_defaults_fill_every_key_and_the_reference_follows_kind():
@@ -120,15 +123,19 @@ def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch)
 
 def test_runs_per_job_groups_runs_into_aligned_job_tables():
     exp = resolve(base(runs=7, training={"runs_per_job": 3}))
-    assert exp.run_groups() == [[0, 1, 2], [3, 4, 5], [6]]
-    names = [Path(p).name for p in exp.run_tables()]
+    assert plans.train.run_groups(exp) == [[0, 1, 2], [3, 4, 5], [6]]
+    names = [Path(p).name for p in plans.report.run_tables(exp)]
     assert names == ["run0-2.csv", "run3-5.csv", "run6.csv"] * 2  # x 2 default probes
     more = resolve(base(runs=9, training={"runs_per_job": 3}))
     # raising runs keeps every full group's table: only new groups are new jobs
-    assert set(exp.run_tables()) - set(more.run_tables()) == {
-        p for p in exp.run_tables() if p.endswith("run6.csv")
+    assert set(plans.report.run_tables(exp)) - set(plans.report.run_tables(more)) == {
+        p for p in plans.report.run_tables(exp) if p.endswith("run6.csv")
     }
-    assert resolve(base(runs=3, training={"device": "cpu"})).run_groups() == [[0], [1], [2]]
+    assert plans.train.run_groups(resolve(base(runs=3, training={"device": "cpu"}))) == [
+        [0],
+        [1],
+        [2],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -143,11 +150,33 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
 )
 def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, training, gpus, groups):
     monkeypatch.setenv("VISUAL_ABLATION_GPUS", gpus)
-    assert resolve(base(runs=3, training=training)).run_groups() == groups
-    from visual_ablation.spec.config import parse_run_label, run_label
+    assert plans.train.run_groups(resolve(base(runs=3, training=training))) == groups
+    from visual_ablation.spec.layout import parse_run_label, run_label
 
     for runs in ([4], [0, 1, 2], [10, 11]):
         assert parse_run_label(run_label(runs)) == runs
+
+
+def test_a_run_path_parses_back_to_the_model_and_runs_that_filled_it(tmp_path):
+    """parse_run_path is the inverse of every run template: what the analyses read a
+    model's key from."""
+    from visual_ablation.spec import layout
+
+    paths = layout.Layout(str(tmp_path / "results"), str(tmp_path / "cache"))
+    values = dict(dataset="shapes", backbone="effnet", target="class", probe="mlp")
+    for template, trained_on in (
+        (paths.run_table, "grayscale"),
+        (paths.run_predictions, "grayscale"),
+        (paths.run_heads, "grayscale"),
+        (paths.transfer_table, "original"),
+        (paths.transfer_predictions, "original"),
+    ):
+        path = layout.fill(template, representation="grayscale", run="3-5", **values)
+        key, runs = layout.parse_run_path(path, reference="original")
+        assert key == layout.ModelKey("shapes", "effnet", "grayscale", trained_on, "class", "mlp")
+        assert runs == [3, 4, 5]
+    with pytest.raises(ValueError, match="not a train or transfer job"):
+        layout.parse_run_path(paths.similarity_job, reference="original")
 
 
 def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(
@@ -215,7 +244,7 @@ def test_targets_name_what_the_source_can_label():
     exp = resolve(base(datasets={"s": shapes}, probes={"linear": {}}, runs=1))
     assert exp.targets == {"s": ["class", "colour"]}
     assert "targets" not in exp.data_spec("s")  # a new target keeps the data store
-    assert [job[3] for job in exp.train_jobs()] == ["class", "colour"]
+    assert [job.target for job in plans.train.jobs(exp)] == ["class", "colour"]
     with pytest.raises(ConfigError, match=r"datasets\.s\.targets.*'hue'.*colour, background"):
         resolve(base(datasets={"s": {**shapes, "targets": ["hue"]}}))
     with pytest.raises(
@@ -241,7 +270,7 @@ def test_a_dataset_may_compute_a_subset_of_the_representations():
         "b": {"source": "sklearn-digits", "representations": ["grayscale", "original"]},
     }
     exp = resolve(base(datasets=datasets, representations=["original", "edges", "grayscale"]))
-    assert [(d, r) for d, _, r in exp.feature_targets()] == [
+    assert [(d, r) for d, _, r in plans.features.jobs(exp)] == [
         ("a", "original"),
         ("a", "edges"),
         ("a", "grayscale"),

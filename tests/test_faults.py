@@ -143,7 +143,7 @@ def test_snakemake_killed_with_its_jobs_resumes_after_unlock(workflow_copy, refe
     proc.wait(timeout=30)
     kept = store_ids(cache)
     assert kept and len(kept) < len(STORES)
-    # the crashed snakemake could not release its lock (README: "After a crash")
+    # the crashed snakemake could not release its lock (docs/operations.md: "After a crash")
     locked = wf.run(check=False)
     assert locked.returncode != 0 and "Directory cannot be locked" in locked.output
     wf.run("--unlock")

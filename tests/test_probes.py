@@ -14,7 +14,7 @@ from conftest import build_stores
 from visual_ablation.data import splits
 from visual_ablation.data.splits import SplitError
 from visual_ablation.plumbing import store
-from visual_ablation.probes import fitting, optimiser, stacking, training
+from visual_ablation.probes import fitting, optimiser, run_files, stacking, training
 from visual_ablation.probes.stacking import FeatureError
 from visual_ablation.spec.config import resolve
 
@@ -103,7 +103,7 @@ def test_rows_have_the_design_columns_and_counts(experiment):
     rows = train_job(experiment, backbone="effnet", probe="mlp")
     assert [r["layer"] for r in rows] == ["stem", "blocks.1"]
     for row in rows:
-        assert list(row) == training.COLUMNS
+        assert list(row) == run_files.COLUMNS
         assert (row["n_train"], row["n_val"], row["n_test"]) == (1167, 270, 360)
         assert row["n_train"] + row["n_val"] + row["n_test"] == 1797
         assert 1 <= row["best_epoch"] <= row["epochs"] <= 40
@@ -113,15 +113,15 @@ def test_rows_have_the_design_columns_and_counts(experiment):
 
 def test_same_run_gives_the_same_csv_and_another_run_does_not(experiment, tmp_path):
     first, again, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
-    training.write_csv(train_job(experiment, backbone="effnet", run=3), str(first))
-    training.write_csv(train_job(experiment, backbone="effnet", run=3), str(again))
-    training.write_csv(train_job(experiment, backbone="effnet", run=4), str(other))
+    run_files.write_csv(train_job(experiment, backbone="effnet", run=3), str(first))
+    run_files.write_csv(train_job(experiment, backbone="effnet", run=3), str(again))
+    run_files.write_csv(train_job(experiment, backbone="effnet", run=4), str(other))
 
     def without_timings(path):
         import csv
 
         rows = list(csv.DictReader(open(path)))
-        return [{k: v for k, v in r.items() if k not in training.TIMING_COLUMNS} for r in rows]
+        return [{k: v for k, v in r.items() if k not in run_files.TIMING_COLUMNS} for r in rows]
 
     assert without_timings(first) == without_timings(again)
     assert without_timings(first) != without_timings(other)

@@ -9,7 +9,7 @@ import pytest
 import zarr
 from conftest import tiny_config
 
-from visual_ablation.spec import resources
+from visual_ablation.spec import plans, resources
 from visual_ablation.spec.config import resolve
 
 DATA = {"n": 100_000, "image_size": 64}
@@ -96,7 +96,7 @@ def test_requests_cover_what_the_jobs_of_a_run_used(workflow_copy):
         return float(next(csv.DictReader(open(tsv), delimiter="\t"))["max_rss"])
 
     checked = 0
-    for d, b, r in exp.feature_targets():
+    for d, b, r in plans.features.jobs(exp):
         data_store, store = exp.data_store(d), exp.feature_store(d, b, r)
         wanted = resources.features_mem_mb(exp.feature_spec(d, b, r), 64)
         used = peak_mb(results / "benchmarks" / "features" / d / b / f"{r}.tsv")

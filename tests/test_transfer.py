@@ -9,7 +9,7 @@ import pytest
 from conftest import build_stores
 
 from visual_ablation.analyses import shape_bias, stats
-from visual_ablation.probes import training, transfer
+from visual_ablation.probes import run_files, training, transfer
 from visual_ablation.spec.config import resolve
 
 CONFIG = {
@@ -53,7 +53,7 @@ def trained(exp, probe: str, tmp_path):
     for run in (0, 1):
         path = str(tmp_path / f"{probe}.run{run}.heads.npz")
         chosen = [h for h in heads if h.run == run]
-        training.write_heads(chosen, [r for r in rows if r["run"] == run], path)
+        run_files.write_heads(chosen, [r for r in rows if r["run"] == run], path)
         paths.append(path)
     return rows, predictions, paths
 
@@ -73,7 +73,7 @@ def applied(exp, representation: str, heads_paths: list[str]):
 def test_heads_on_their_own_store_give_the_train_jobs_predictions(experiment, probe, tmp_path):
     rows, predictions, paths = trained(experiment, probe, tmp_path)
     again, repeated = applied(experiment, "original", paths)
-    assert [list(r) for r in again] == [training.COLUMNS] * len(rows)
+    assert [list(r) for r in again] == [run_files.COLUMNS] * len(rows)
     for row, other in zip(rows, again, strict=True):
         for key in ("run", "layer", "best_epoch", "epochs", "n_test", "train_representation"):
             assert row[key] == other[key]

@@ -10,7 +10,7 @@ from visual_ablation.plumbing.logs import job_log  # noqa: E402
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     from visual_ablation.analyses import shape_bias
-    from visual_ablation.report import tables
+    from visual_ablation.plumbing import outputs
 
     datasets = list(smk.params.datasets)
     table = shape_bias.table(
@@ -19,4 +19,4 @@ with job_log(smk.log[0]):
         data_specs={d: json.loads(spec) for d, spec in zip(datasets, smk.params.data, strict=True)},
         reference=smk.params.reference,
     )
-    tables.write_table(table, smk.output[0])
+    outputs.write_table(table, smk.output[0])

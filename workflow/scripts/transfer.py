@@ -9,7 +9,7 @@ from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
-    from visual_ablation.probes import training, transfer
+    from visual_ablation.probes import run_files, transfer
 
     rows, predictions = transfer.transfer_store(
         heads_paths=[smk.input.heads],
@@ -19,5 +19,5 @@ with job_log(smk.log[0]):
         data_spec=json.loads(smk.params.data),
         target=smk.wildcards.target,
     )
-    training.write_predictions(predictions, smk.output.predictions)
-    training.write_csv(rows, smk.output.table)
+    run_files.write_predictions(predictions, smk.output.predictions)
+    run_files.write_csv(rows, smk.output.table)

@@ -17,7 +17,8 @@ import pandas as pd
 from visual_ablation.analyses import stats
 from visual_ablation.data import preparation
 from visual_ablation.plumbing import store
-from visual_ablation.report.tables import model_key, prediction_loader
+from visual_ablation.probes import run_files
+from visual_ablation.spec.layout import parse_run_path
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ def table(
     for dataset, path in data_paths.items():
         with store.reading(path, data_specs[dataset]) as group:
             cues[dataset] = preparation.read_target(group, "cue", f"data store {path}")[0]
-    load = prediction_loader(prediction_paths, reference)
+    load = run_files.prediction_loader(prediction_paths, reference)
     rows = []
-    for key in dict.fromkeys(model_key(path, reference) for path in prediction_paths):
+    for key in dict.fromkeys(parse_run_path(path, reference)[0] for path in prediction_paths):
         dataset, backbone, representation, trained_on, _, probe = key
         p = load(*key)
         image, label = p["image"], p["label"]

@@ -182,7 +182,5 @@ def collect(paths: list[str], path: str) -> None:
     """Every job's table in one csv, in the order given (the config's)."""
     import pandas as pd
 
-    from visual_ablation.report.tables import write_table
-
     table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    write_table(table[COLUMNS], path)
+    outputs.write_table(table[COLUMNS], path)

@@ -22,7 +22,7 @@ Holm's step-down adjustment runs over every comparison of a (dataset, backbone, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +38,7 @@ from visual_ablation.probes.metrics import (
     debiased_calibration_error,
     equal_mass_bins,
 )
+from visual_ablation.probes.run_files import PredictionLoader
 from visual_ablation.vocabulary import CLASS, CONTROL
 
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
@@ -56,7 +57,6 @@ EXACT_LIMIT = 2000  # sign-flip test: exact up to this sum of |per-image differe
 # per-image predictions of one model: (dataset, backbone, representation,
 # train_representation, target, probe) -> {"runs", "layers", "image", "label",
 # "predicted", "p_true", "confidence"} (probes/training.py)
-PredictionLoader = Callable[[str, str, str, str, str, str], dict[str, np.ndarray]]
 
 
 def t_interval(

@@ -120,12 +120,11 @@ class ParquetSource(Source):
 
     name = "parquet"
     needs_path = True
+    defaults = {"image_column": "image", "label_column": "label"}
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(
-            spec["path"], spec.get("image_column", "image"), spec.get("label_column", "label")
-        )
+        return cls(spec["path"], spec["image_column"], spec["label_column"])
 
     def __init__(self, path: str, image_column: str, label_column: str) -> None:
         import pyarrow.parquet as pq
@@ -169,10 +168,11 @@ class NpzSource(Source):
 
     name = "npz"
     needs_path = True
+    defaults = {"image_key": "images", "label_key": "labels"}
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(spec["path"], spec.get("image_key", "images"), spec.get("label_key", "labels"))
+        return cls(spec["path"], spec["image_key"], spec["label_key"])
 
     def __init__(self, path: str, image_key: str, label_key: str) -> None:
         archive = np.load(path, allow_pickle=False)
@@ -250,10 +250,11 @@ class IdxSource(Source):
     name = "idx"
     needs_path = True
     default_image_size = 28
+    defaults = {"idx_parts": ["train", "t10k"]}
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(spec["path"], list(spec.get("idx_parts") or ["train", "t10k"]))
+        return cls(spec["path"], list(spec["idx_parts"]))
 
     def __init__(self, folder: str, parts: list[str]) -> None:
         if not os.path.isdir(folder):

@@ -15,4 +15,4 @@ def open_source(spec: dict[str, Any]) -> Source:
     kind = SOURCES.get(spec["source"])
     if kind is None:
         raise DatasetError(f"unknown source {spec['source']!r}; known: {', '.join(SOURCES)}")
-    return kind.open(spec)
+    return kind.open({**kind.defaults, **spec})  # a resolved spec has them already

@@ -7,7 +7,10 @@ import csv
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -36,3 +39,9 @@ def write_csv(rows: list[dict[str, Any]], path: str, columns: list[str]) -> None
         writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+
+
+def write_table(table: pd.DataFrame, path: str) -> None:
+    """A pandas table as csv (atomic; floats to 10 significant digits, as `write_csv`)."""
+    with replacing(path) as partial:
+        table.to_csv(partial, index=False, float_format="%.10g")

@@ -9,7 +9,6 @@ trains one probe head per layer together (probes/fitting.py), scores each on its
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,22 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visual_ablation.data import preparation, splits
-from visual_ablation.plumbing import outputs, store
-from visual_ablation.probes import metrics
+from visual_ablation.plumbing import store
+from visual_ablation.probes import metrics, run_files
 from visual_ablation.vocabulary import CLASS
 
 if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none
-    from visual_ablation.data import preparation
     from visual_ablation.probes import stacking
 
 log = logging.getLogger(__name__)
 
-COUNT_COLUMNS = ["best_epoch", "epochs", "train_seconds", "n_train", "n_val", "n_test"]
-STOPS = {"adamw": "patience", "lbfgs": "converged"}
-EXTRA_COLUMNS = ["n_features", "n_classes", "best_val_loss", "weight_decay", "stop", "device"]
-COLUMNS = metrics.RUN_KEYS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
-# columns that may differ between two runs of the same job (everything else must not)
-TIMING_COLUMNS = ["train_seconds"]
+STOPS = {"adamw": "patience", "lbfgs": "converged"}  # what ends a head, per solver
 
 
 def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -136,79 +129,4 @@ def train_store(
             head.epochs,
         )
     log.info("trained %d heads in %.2f s on %s", len(heads), seconds, torch_device)
-    return rows, predictions(heads, labels, runs), heads
-
-
-def predictions(
-    heads: list[stacking.HeadResult], labels: np.ndarray, runs: list[int]
-) -> dict[str, np.ndarray]:
-    """Per-image test predictions of every head, for image-level tests (analyses/stats.py):
-    `image` [runs, n_test] (data-store rows), `label` [runs, n_test], and per (run,
-    layer): `predicted` class (int16), `p_true` (the true class's probability) and
-    `confidence` (the top one), float32 [runs, layers, n_test]."""
-    layers = list(dict.fromkeys(head.layer for head in heads))
-    by_key = {(head.run, head.layer): head for head in heads}
-    image = np.stack([by_key[run, layers[0]].test_rows for run in runs]).astype(np.int64)
-    proba = {(run, layer): by_key[run, layer].test_proba for run in runs for layer in layers}
-    return prediction_arrays(proba, image, labels, runs, layers)
-
-
-def prediction_arrays(
-    proba: dict[tuple[int, str], np.ndarray],
-    image: np.ndarray,
-    labels: np.ndarray,
-    runs: list[int],
-    layers: list[str],
-) -> dict[str, np.ndarray]:
-    """The predictions file's arrays from each (run, layer)'s test probabilities on its
-    run's test rows `image` [runs, n_test]."""
-    label = labels[image]
-    shape = (len(runs), len(layers), image.shape[1])
-    out = {
-        "predicted": np.zeros(shape, np.int16),
-        "p_true": np.zeros(shape, np.float32),
-        "confidence": np.zeros(shape, np.float32),
-    }
-    for r, run in enumerate(runs):
-        for j, layer in enumerate(layers):
-            p = proba[run, layer]
-            out["predicted"][r, j] = p.argmax(axis=1)
-            out["p_true"][r, j] = p[np.arange(len(p)), label[r]]
-            out["confidence"][r, j] = p.max(axis=1)
-    return {
-        "runs": np.array(runs, dtype=np.int64),
-        "layers": np.array(layers),
-        "image": image,
-        "label": label.astype(np.int64),
-        **out,
-    }
-
-
-def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
-    """A compressed .npz, written next to its final name and renamed."""
-    with outputs.replacing(path) as partial, open(partial, "wb") as out:
-        np.savez_compressed(out, **values)
-
-
-def write_heads(heads: list[stacking.HeadResult], rows: list[dict[str, Any]], path: str) -> None:
-    """The heads of one train job (probes/transfer.py reads them): per (run, layer) the best
-    weights and the standardisation, and the job's csv rows without their metrics (what a
-    transfer row repeats: epochs, sizes, the device)."""
-    values = {
-        "rows": np.array(
-            json.dumps([{k: v for k, v in row.items() if k not in metrics.METRICS} for row in rows])
-        )
-    }
-    for head in heads:
-        key = f"{head.run}/{head.layer}"
-        values[f"{key}/test_rows"] = head.test_rows.astype(np.int64)
-        values[f"{key}/mean"], values[f"{key}/std"] = head.mean, head.std
-        for k, weight in enumerate(head.weights):
-            values[f"{key}/w{k}"] = weight
-    with outputs.replacing(path) as partial, open(partial, "wb") as out:
-        np.savez(out, **values)
-
-
-def write_csv(rows: list[dict[str, Any]], path: str) -> None:
-    """One train job's csv (atomic, `outputs.write_csv`)."""
-    outputs.write_csv(rows, path, COLUMNS)
+    return rows, run_files.predictions(heads, labels, runs), heads

@@ -3,7 +3,7 @@ another representation's features of the same test images (Geirhos et al. 2018's
 question: does the network, as trained, still work when a cue is gone?).
 
 A train job keeps its best heads with the standardisation they were trained with
-(`training.write_heads`); a transfer job applies them, unchanged, to the other store's
+(`run_files.write_heads`); a transfer job applies them, unchanged, to the other store's
 features: nothing is recomputed or retrained. Its rows and predictions have the train
 job's format, with `train_representation` the reference, so the aggregate tests them
 against the reference's own rows on the same images like any other representation.
@@ -13,7 +13,6 @@ applied to the reference's own store give its train job's test probabilities).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -21,19 +20,9 @@ import numpy as np
 
 from visual_ablation.data import preparation
 from visual_ablation.plumbing import store
-from visual_ablation.probes import metrics, training
+from visual_ablation.probes import metrics, run_files, training
 
 log = logging.getLogger(__name__)
-
-
-def read_heads(paths: list[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Train jobs' heads files: their rows (without metrics) and arrays, joined."""
-    rows, values = [], {}
-    for path in paths:
-        with np.load(path, allow_pickle=False) as archive:
-            values |= {key: archive[key] for key in archive.files if key != "rows"}
-            rows += json.loads(str(archive["rows"]))
-    return rows, values
 
 
 def head_proba(
@@ -61,7 +50,7 @@ def transfer_store(
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """The heads of `heads_paths` (trained on the reference) on the test rows of their
     runs in the store at `feature_path`: csv rows and per-image predictions."""
-    trained_rows, values = read_heads(heads_paths)
+    trained_rows, values = run_files.read_heads(heads_paths)
     heads_path = ", ".join(heads_paths)
     with store.reading(data_path, data_spec) as group:
         labels, _ = preparation.read_target(group, target, f"data store {data_path}")
@@ -104,5 +93,5 @@ def transfer_store(
         representation,
         image.shape[1],
     )
-    ordered = [{column: row[column] for column in training.COLUMNS} for row in rows]
-    return ordered, training.prediction_arrays(proba, image, labels, runs, layers)
+    ordered = [{column: row[column] for column in run_files.COLUMNS} for row in rows]
+    return ordered, run_files.prediction_arrays(proba, image, labels, runs, layers)

@@ -4,86 +4,16 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import pandas as pd
 
 from visual_ablation.analyses import stats
 from visual_ablation.plumbing import outputs
+from visual_ablation.probes import run_files
 from visual_ablation.probes.metrics import RUN_KEYS
 from visual_ablation.vocabulary import REPRESENTATION_DEFAULTS
 
 log = logging.getLogger(__name__)
-
-
-def read_runs(paths: list[str]) -> pd.DataFrame:
-    """Every run table, in the given order, checked to share one set of columns."""
-    tables = []
-    for path in paths:
-        table = pd.read_csv(path)
-        if tables and list(table.columns) != list(tables[0].columns):
-            raise ValueError(
-                f"run table {path} has columns {list(table.columns)}, unlike "
-                f"{paths[0]} ({list(tables[0].columns)}). Rerun its train job: "
-                f"snakemake --cores all --forcerun {path}"
-            )
-        if table.empty:
-            raise ValueError(f"run table {path} has no rows. Rerun it: snakemake --forcerun {path}")
-        tables.append(table)
-    if not tables:
-        raise ValueError("no run tables to aggregate: check config keys probes and runs")
-    return pd.concat(tables, ignore_index=True)
-
-
-def write_table(table: pd.DataFrame, path: str) -> None:
-    """A table as csv (atomic; floats to 10 significant digits)."""
-    with outputs.replacing(path) as partial:
-        table.to_csv(partial, index=False, float_format="%.10g")
-
-
-def model_key(path: str, reference: str | None) -> tuple[str, ...]:
-    """(dataset, backbone, representation, train_representation, target, probe) of a
-    train or transfer job's file, from its path (spec/layout.py: runs/ or transfer/, then
-    {dataset}/{backbone}/{representation}/{target}/{probe}/run...)."""
-    stage, dataset, backbone, representation, target, probe = path.replace(os.sep, "/").split("/")[
-        -7:-1
-    ]
-    trained_on = reference if stage == "transfer" else representation
-    return dataset, backbone, representation, trained_on, target, probe
-
-
-def prediction_loader(paths: list[str], reference: str | None) -> stats.PredictionLoader:
-    """(dataset, backbone, representation, train_representation, target, probe) -> that
-    model's per-image predictions over all its runs, from the train and transfer jobs'
-    .npz files (`paths`, one per run group, under runs/ or transfer/, then
-    {dataset}/{backbone}/{representation}/{target}/{probe}/; a transfer job's heads were
-    trained on `reference`)."""
-    import numpy as np
-
-    by_model: dict[tuple[str, ...], list[str]] = {}
-    for path in paths:
-        by_model.setdefault(model_key(path, reference), []).append(path)
-
-    def load(*key: str):
-        files = by_model.get(key)
-        if not files:
-            raise ValueError(
-                f"no per-image predictions for {'/'.join(key)} (dataset, backbone, tested on, "
-                "trained on, target, probe): rerun its train or transfer jobs"
-            )
-        parts = []
-        for path in files:
-            with np.load(path, allow_pickle=False) as archive:
-                parts.append({key: archive[key] for key in archive.files})
-        layers = parts[0]["layers"]
-        if any(list(part["layers"]) != list(layers) for part in parts):
-            raise ValueError(f"prediction files {files} disagree on layers: rerun their jobs")
-        joined = {"layers": layers}
-        for key in ("runs", "image", "label", "predicted", "p_true", "confidence"):
-            joined[key] = np.concatenate([part[key] for part in parts])
-        return joined
-
-    return load
 
 
 def aggregate(
@@ -97,7 +27,7 @@ def aggregate(
 ) -> None:
     """metrics.csv and summary.csv (stats.summarise; `resampled`: whether, or for which
     datasets, each run drew its own test split)."""
-    metrics = read_runs(paths)
+    metrics = run_files.read_runs(paths)
     duplicated = metrics.duplicated(RUN_KEYS)
     if duplicated.any():
         raise ValueError(
@@ -105,13 +35,13 @@ def aggregate(
         )
     summary = stats.summarise(
         metrics,
-        prediction_loader(prediction_paths, reference),
+        run_files.prediction_loader(prediction_paths, reference),
         reference=reference,
         resampled=resampled,
         threads=threads,
     )
-    write_table(metrics, metrics_path)
-    write_table(summary, summary_path)
+    outputs.write_table(metrics, metrics_path)
+    outputs.write_table(summary, summary_path)
     log.info(
         "%d run rows from %d tables -> %d summary rows", len(metrics), len(paths), len(summary)
     )

@@ -52,19 +52,6 @@ class ConfigError(ValueError):
     """A config problem, phrased for the person who wrote the config."""
 
 
-def run_label(runs: int | list[int]) -> str:
-    """`3` for run 3, `0-4` for the consecutive runs 0..4 (the `run` wildcard)."""
-    if isinstance(runs, int):
-        return str(runs)
-    return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
-
-
-def parse_run_label(label: str) -> list[int]:
-    """The runs of a `run` wildcard: `3` -> [3], `0-4` -> [0, 1, 2, 3, 4]."""
-    first, _, last = label.partition("-")
-    return list(range(int(first), int(last or first) + 1))
-
-
 @dataclass(frozen=True)
 class Experiment:
     """The resolved config: names -> normalised specs, and where files live. Specs are
@@ -148,14 +135,6 @@ class Experiment:
             found = self._cache[key] = canonical(spec)
         return found
 
-    def feature_targets(self) -> list[tuple[str, str, str]]:
-        return [
-            (d, b, r)
-            for d in self.datasets
-            for b in self.backbones
-            for r in self.representations_of(d, b)
-        ]
-
     def representations_of(self, dataset: str, backbone: str | None = None) -> list[str]:
         """The representations of one dataset (through one backbone), in the config's
         order."""
@@ -180,128 +159,6 @@ class Experiment:
             ),
             None,
         )
-
-    def run_groups(self) -> list[list[int]]:
-        """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
-        Groups are aligned to multiples of runs_per_job, so raising `runs` keeps every
-        full group's csv."""
-        k = self.runs_per_job
-        return [list(range(s, min(s + k, self.runs))) for s in range(0, self.runs, k)]
-
-    def run_file(self, template: str, job: tuple) -> str:
-        """A train or transfer job's file: `template` (a layout template) filled with
-        `job` = (dataset, backbone, representation, target, probe, runs)."""
-        dataset, backbone, representation, target, probe, runs = job
-        return layout.fill(
-            template,
-            dataset=dataset,
-            backbone=backbone,
-            representation=representation,
-            target=target,
-            probe=probe,
-            run=run_label(runs),
-        )
-
-    def run_tables(self) -> list[str]:
-        """Every train job's csv, then every transfer job's, in config order (datasets,
-        backbones, representations, targets, probes, runs): the order of metrics.csv."""
-        return [self.run_file(self.layout.run_table, job) for job in self.train_jobs()] + [
-            self.run_file(self.layout.transfer_table, job) for job in self.transfer_jobs()
-        ]
-
-    def all_run_predictions(self) -> list[str]:
-        """Every train and transfer job's predictions file, in the order of `run_tables`."""
-        return [self.run_file(self.layout.run_predictions, job) for job in self.train_jobs()] + [
-            self.run_file(self.layout.transfer_predictions, job) for job in self.transfer_jobs()
-        ]
-
-    def train_jobs(self) -> list[tuple]:
-        """Every (dataset, backbone, representation, target, probe, runs); the control
-        target on the reference representation only (it measures the probe, not a cue)."""
-        return [
-            (d, b, r, t, p, runs)
-            for d, b, r in self.feature_targets()
-            for t in self.targets.get(d, [CLASS])
-            if t != CONTROL or r == self.reference
-            for p in self.probes
-            for runs in self.run_groups()
-        ]
-
-    def transfer_jobs(self) -> list[tuple]:
-        """The reference's heads tested on every other representation: one job per train
-        job of a representation other than the reference, for the same runs (so more
-        runs plan only the new groups' jobs). None without a reference."""
-        if self.reference is None:
-            return []
-        return [job for job in self.train_jobs() if job[2] != self.reference]
-
-    def resampled_test_datasets(self) -> list[str]:
-        """Datasets whose runs each draw their own test split (`split.resample`, and a
-        source that does not fix the test images): their intervals over runs get the
-        corrected resampled t (stats.t_interval)."""
-        if not self.split.get("resample"):
-            return []
-        return [d for d, s in self.datasets.items() if not SOURCES[s["source"]].fixes_test]
-
-    def cue_conflict_datasets(self) -> list[str]:
-        """Datasets whose test images set shape against another cue (shape bias)."""
-        return [d for d, spec in self.datasets.items() if spec["source"] == CUE_CONFLICT]
-
-    def shape_bias_predictions(self) -> list[str]:
-        """The predictions files shape bias reads: the class probes (within and transfer)
-        of cue-conflict datasets."""
-        chosen = self.cue_conflict_datasets()
-        files = [(self.layout.run_predictions, job) for job in self.train_jobs()]
-        files += [(self.layout.transfer_predictions, job) for job in self.transfer_jobs()]
-        return [
-            self.run_file(template, job)
-            for template, job in files
-            if job[0] in chosen and job[3] == CLASS
-        ]
-
-    def shape_bias_figures(self) -> list[str]:
-        """One shape-bias figure per (cue-conflict dataset, probe)."""
-        return [
-            layout.fill(self.layout.shape_bias_figure, dataset=d, probe=p)
-            for d in self.cue_conflict_datasets()
-            for p in self.probes
-        ]
-
-    def figures(self, figure: str) -> list[str]:
-        """One figure per (dataset, backbone, probe)."""
-        return [
-            layout.fill(self.layout.figure, dataset=d, backbone=b, probe=p, figure=figure)
-            for d in self.datasets
-            for b in self.backbones
-            for p in self.probes
-        ]
-
-    def similarity_jobs(self) -> list[str]:
-        """One CKA table per (dataset, backbone, representation other than the reference);
-        none without a reference."""
-        if self.reference is None:
-            return []
-        return [
-            layout.fill(self.layout.similarity_job, dataset=d, backbone=b, representation=r)
-            for d, b, r in self.feature_targets()
-            if r != self.reference
-        ]
-
-    def similarity_figures(self) -> list[str]:
-        """One CKA heatmap per (dataset, backbone), when there is something to compare."""
-        if self.reference is None:
-            return []
-        compared = {(d, b) for d, b, r in self.feature_targets() if r != self.reference}
-        return [
-            layout.fill(self.layout.similarity_figure, dataset=d, backbone=b)
-            for d in self.datasets
-            for b in self.backbones
-            if (d, b) in compared
-        ]
-
-    def representation_figures(self) -> list[str]:
-        """One figure per dataset: a few of its images through every representation."""
-        return [layout.fill(self.layout.representation_figure, dataset=d) for d in self.datasets]
 
     @property
     def reference(self) -> str | None:

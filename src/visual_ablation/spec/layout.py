@@ -9,6 +9,52 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
+
+# a train or transfer job's name under its stage folder (its files, log and benchmark)
+RUN_JOB = "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
+RUN_STAGES = ("runs", "transfer")
+
+
+class ModelKey(NamedTuple):
+    """What one model's predictions are: tested on `representation`, its heads trained
+    on `train_representation` (the same for a train job, the reference for transfer)."""
+
+    dataset: str
+    backbone: str
+    representation: str
+    train_representation: str
+    target: str
+    probe: str
+
+
+def run_label(runs: int | list[int]) -> str:
+    """`3` for run 3, `0-4` for the consecutive runs 0..4 (the `run` wildcard)."""
+    if isinstance(runs, int):
+        return str(runs)
+    return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+
+
+def parse_run_label(label: str) -> list[int]:
+    """The runs of a `run` wildcard: `3` -> [3], `0-4` -> [0, 1, 2, 3, 4]."""
+    first, _, last = label.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def parse_run_path(path: str, reference: str | None) -> tuple[ModelKey, list[int]]:
+    """The inverse of the run templates (`Layout.run_table` and its siblings): a train or
+    transfer job's file -> (its model, its runs). A transfer job's heads were trained on
+    `reference`."""
+    parts = path.replace(os.sep, "/").split("/")
+    stage, dataset, backbone, representation, target, probe, name = parts[-7:]
+    if stage not in RUN_STAGES or not name.startswith("run"):
+        raise ValueError(f"{path} is not a train or transfer job's file ({RUN_JOB})")
+    trained_on = reference if stage == "transfer" else representation
+    if trained_on is None:
+        raise ValueError(f"{path}: a transfer job's file needs the reference representation")
+    label = name[len("run") :].split(".", 1)[0]
+    key = ModelKey(dataset, backbone, representation, trained_on, target, probe)
+    return key, parse_run_label(label)
 
 
 def fill(template: str, **values: object) -> str:
@@ -34,16 +80,7 @@ class Layout:
         )
 
     def _run(self, stage: str, suffix: str) -> str:
-        return os.path.join(
-            self.results_dir,
-            stage,
-            "{dataset}",
-            "{backbone}",
-            "{representation}",
-            "{target}",
-            "{probe}",
-            "run{run}" + suffix,
-        )
+        return os.path.join(self.results_dir, stage, *RUN_JOB.split("/")) + suffix
 
     @property
     def run_table(self) -> str:
@@ -130,3 +167,10 @@ class Layout:
     def benchmark(self, rule: str, name: str) -> str:
         """A job's time and memory: `benchmarks/{rule}/{name}.tsv`."""
         return os.path.join(self.results_dir, "benchmarks", rule, name + ".tsv")
+
+    def run_log(self, rule: str) -> str:
+        """A train or transfer job's log, named as its files are."""
+        return self.log(rule, RUN_JOB)
+
+    def run_benchmark(self, rule: str) -> str:
+        return self.benchmark(rule, RUN_JOB)

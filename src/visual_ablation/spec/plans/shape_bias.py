@@ -1,0 +1,39 @@
+"""The shape-bias stage: cue-conflict datasets' class probes, within and transferred."""
+
+from __future__ import annotations
+
+from visual_ablation.data.procedural import CueConflictSource
+from visual_ablation.spec import layout
+from visual_ablation.spec.plans import train, transfer
+from visual_ablation.vocabulary import CLASS
+
+
+def datasets(exp) -> list[str]:
+    """Datasets whose test images set shape against another cue."""
+    return [d for d, spec in exp.datasets.items() if spec["source"] == CueConflictSource.name]
+
+
+def predictions(exp) -> list[str]:
+    """The predictions files shape bias reads: the class probes (within and transfer)
+    of cue-conflict datasets."""
+    chosen = datasets(exp)
+    files_of = [(job, exp.layout.run_predictions) for job in train.jobs(exp)]
+    files_of += [(job, exp.layout.transfer_predictions) for job in transfer.jobs(exp)]
+    return [
+        job.file(template)
+        for job, template in files_of
+        if job.dataset in chosen and job.target == CLASS
+    ]
+
+
+def figures(exp) -> list[str]:
+    """One shape-bias figure per (cue-conflict dataset, probe)."""
+    return [
+        layout.fill(exp.layout.shape_bias_figure, dataset=d, probe=p)
+        for d in datasets(exp)
+        for p in exp.probes
+    ]
+
+
+def targets(exp) -> list[str]:
+    return figures(exp)

@@ -1,4 +1,7 @@
-"""Bad input stops the run with a message on the console that names the key or file."""
+"""Bad input stops the run with a message on the console that names the key or file.
+
+Config checks are tested in-process in tests/test_preflight.py; a few stay here to show
+the message reaches the console, with the errors only a job can find."""
 
 from __future__ import annotations
 
@@ -29,56 +32,6 @@ def test_unknown_representation_lists_valid_ones(workflow_copy):
     out = failing(workflow_copy, tiny_config(representations=["original", "blurry"]), "-n")
     assert "config key 'representations.blurry': unknown representation 'blurry'" in out
     assert "Valid values: original, grayscale, lowpass, highpass, phase_scramble" in out
-
-
-def test_unknown_representation_param_is_named(workflow_copy):
-    config = tiny_config(representations={"lowpass": {"grid": 3}})
-    out = failing(workflow_copy, config, "-n")
-    assert "representations.lowpass': unknown parameter(s) grid for lowpass" in out
-    assert "Valid parameters: sigma" in out
-
-
-def test_unknown_backbone_model_lists_valid_models(workflow_copy):
-    config = tiny_config(backbones={"net": {"model": "resnet1000"}})
-    out = failing(workflow_copy, config, "-n")
-    assert "config key 'backbones.net.model': unknown backbone model 'resnet1000'" in out
-    assert "pixels, efficientnet_lite0," in out and "resnet18" in out
-
-
-def test_unknown_layer_lists_valid_layers(workflow_copy):
-    config = tiny_config()
-    config["backbones"]["effnet"]["layers"] = ["stem", "blocks.99"]
-    out = failing(workflow_copy, config, "-n")
-    assert "config key 'backbones.effnet.layers': unknown layer 'blocks.99'" in out
-    assert "blocks.15, head" in out
-
-
-def test_torchvision_layer_typo_lists_module_names(workflow_copy):
-    config = tiny_config(backbones={"r": {"model": "resnet18", "layers": ["layer9"]}})
-    out = failing(workflow_copy, config, "-n")
-    assert "unknown layer 'layer9' of resnet18" in out
-    assert "layer4.1.conv2" in out
-
-
-def test_dataset_path_that_does_not_exist(workflow_copy, tmp_path):
-    missing = tmp_path / "nowhere"
-    config = tiny_config(datasets={"mine": {"source": "imagefolder", "path": str(missing)}})
-    out = failing(workflow_copy, config, "-n")
-    assert f"config key 'datasets.mine.path': {missing} does not exist" in out
-
-
-def test_negative_split_fraction_is_a_schema_error(workflow_copy):
-    out = failing(workflow_copy, tiny_config(split={"val": -0.1}), "-n")
-    assert "['split']['val']" in out
-
-
-@pytest.mark.parametrize(
-    "probe, key",
-    [({"hidden": 0, "patience": 0}, "patience"), ({"hidden": 0, "lr": -0.001}, "lr")],
-)
-def test_bad_probe_config_is_a_schema_error(workflow_copy, probe, key):
-    out = failing(workflow_copy, tiny_config(probes={"linear": probe}), "-n")
-    assert f"['probes']['linear']['{key}']" in out
 
 
 def built_effnet_store(wf):
@@ -165,14 +118,6 @@ def test_subset_larger_than_dataset_is_refused(workflow_copy):
     assert "Set datasets.digits.n to at most 1797" in out
 
 
-def test_pretrained_weights_missing_from_disk_stop_the_run(workflow_copy, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    config = tiny_config(backbones={"r": {"model": "resnet18", "weights": "pretrained"}})
-    out = failing(workflow_copy, config, "-n")
-    assert "'backbones.r.weights': pretrained weights for resnet18 are not on disk" in out
-    assert "never downloads" in out
-
-
 def test_a_cache_dir_that_cannot_be_created_stops_the_dry_run(workflow_copy):
     blocker = workflow_copy.workdir / "not-a-dir"
     blocker.write_text("")
@@ -211,14 +156,7 @@ def with_key(path: str, value):
     "key, value",
     [
         ("runs", 0),
-        ("runs", "ten"),
-        ("extraction.batch_size", -5),
-        ("datasets.digits.n", -3),
-        ("datasets.digits.image_size", 0),
-        ("datasets.digits.on_bad_image", "ignore"),
-        ("backbones.effnet.layers", "stem"),
         ("probes.mlp.hidden", "wide"),
-        ("split.test", "0.2"),
     ],
 )
 def test_wrong_types_and_sizes_are_schema_errors_naming_the_key(workflow_copy, key, value):

@@ -1,0 +1,173 @@
+"""Bad config is refused before any job, with a message that names the key and the fix:
+the checks the Snakefile runs at parse time (`preflight.experiment`), called in-process
+with the Snakefile's own schema validation. tests/test_bad_input.py keeps a few of these
+through the console, and the errors that only a job can find."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from visual_ablation.spec import preflight
+from visual_ablation.spec.config import ConfigError
+
+SCHEMA = str(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Relative results and cache dirs, and the backbone-check record, land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
+def refusal(config: dict, files: list[str] | None = None) -> str:
+    """The message a config is refused with, as the Snakefile would get it."""
+    with pytest.raises((ConfigError, WorkflowError)) as raised:
+        preflight.experiment(
+            copy.deepcopy(config),
+            files or [],
+            validate=lambda checked: validate(checked, SCHEMA),
+            main_process=True,
+        )
+    return str(raised.value)
+
+
+def test_the_tiny_config_passes(tmp_path):
+    exp = preflight.experiment(
+        tiny_config(), [], validate=lambda c: validate(c, SCHEMA), main_process=True
+    )
+    assert list(exp.backbones) == ["effnet", "pixels"]
+    assert not (tmp_path / "results").exists()  # checked, not created
+
+
+def test_unknown_representation_lists_valid_ones():
+    out = refusal(tiny_config(representations=["original", "blurry"]))
+    assert "config key 'representations.blurry': unknown representation 'blurry'" in out
+    assert "Valid values: original, grayscale, lowpass, highpass, phase_scramble" in out
+
+
+def test_unknown_representation_param_is_named():
+    out = refusal(tiny_config(representations={"lowpass": {"grid": 3}}))
+    assert "representations.lowpass': unknown parameter(s) grid for lowpass" in out
+    assert "Valid parameters: sigma" in out
+
+
+def test_unknown_backbone_model_lists_valid_models():
+    out = refusal(tiny_config(backbones={"net": {"model": "resnet1000"}}))
+    assert "config key 'backbones.net.model': unknown backbone model 'resnet1000'" in out
+    assert "pixels, efficientnet_lite0," in out and "resnet18" in out
+
+
+def test_unknown_layer_lists_valid_layers():
+    config = tiny_config()
+    config["backbones"]["effnet"]["layers"] = ["stem", "blocks.99"]
+    out = refusal(config)
+    assert "config key 'backbones.effnet.layers': unknown layer 'blocks.99'" in out
+    assert "blocks.15, head" in out
+
+
+def test_torchvision_layer_typo_lists_module_names():
+    out = refusal(tiny_config(backbones={"r": {"model": "resnet18", "layers": ["layer9"]}}))
+    assert "unknown layer 'layer9' of resnet18" in out
+    assert "layer4.1.conv2" in out
+
+
+def test_dataset_path_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nowhere"
+    out = refusal(tiny_config(datasets={"mine": {"source": "imagefolder", "path": str(missing)}}))
+    assert f"config key 'datasets.mine.path': {missing} does not exist" in out
+
+
+@pytest.mark.parametrize(
+    "source, key, value",
+    [
+        ("npz", "image_column", "pixels"),  # parquet's key
+        ("imagefolder", "label_key", "y"),  # npz's
+        ("sklearn-digits", "idx_parts", ["train"]),  # idx's
+        ("synthetic-shapes", "cue", "colour"),  # the cue-conflict set's
+    ],
+)
+def test_a_key_of_another_source_is_refused_naming_both(tmp_path, source, key, value):
+    """Every source declares its own keys (`defaults`): one given to another source is
+    refused, not silently ignored."""
+    spec = {"source": source, key: value}
+    if source in ("npz", "imagefolder"):
+        spec["path"] = str(tmp_path)
+    if source == "synthetic-shapes":
+        spec["n"] = 100
+    out = refusal(tiny_config(datasets={"d": spec}))
+    assert f"config key 'datasets.d.{key}': only" in out and f"not {source}" in out
+
+
+def test_pretrained_weights_missing_from_disk_stop_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    out = refusal(tiny_config(backbones={"r": {"model": "resnet18", "weights": "pretrained"}}))
+    assert "'backbones.r.weights': pretrained weights for resnet18 are not on disk" in out
+    assert "never downloads" in out
+
+
+def test_a_cache_dir_that_cannot_be_created_is_refused(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    out = refusal(tiny_config(cache_dir=str(blocker / "cache")))
+    assert "config key 'cache_dir'" in out and "is a file" in out
+
+
+@pytest.mark.parametrize(
+    "probe, key",
+    [({"hidden": 0, "patience": 0}, "patience"), ({"hidden": 0, "lr": -0.001}, "lr")],
+)
+def test_bad_probe_config_is_a_schema_error(probe, key):
+    out = refusal(tiny_config(probes={"linear": probe}))
+    assert f"['probes']['linear']['{key}']" in out
+
+
+def with_key(path: str, value):
+    """The tiny config with the dotted key `path` set to `value`."""
+    config = tiny_config()
+    *parents, last = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("runs", "ten"),
+        ("extraction.batch_size", -5),
+        ("datasets.digits.n", -3),
+        ("datasets.digits.image_size", 0),
+        ("datasets.digits.on_bad_image", "ignore"),
+        ("backbones.effnet.layers", "stem"),
+        ("probes.mlp.hidden", "wide"),
+        ("split.test", "0.2"),
+        ("split.val", -0.1),
+    ],
+)
+def test_wrong_types_and_sizes_are_schema_errors_naming_the_key(tmp_path, key, value):
+    out = refusal(with_key(key, value))
+    where = "".join(f"['{part}']" for part in key.split("."))
+    assert f"On instance{where}:" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_representation_written_twice_in_a_mapping_is_refused(tmp_path):
+    text = yaml.safe_dump(tiny_config(), sort_keys=False).replace(
+        "representations:\n- original\n- grayscale\n",
+        "representations:\n  lowpass: {sigma: 0.05}\n  lowpass: {sigma: 0.2}\n",
+    )
+    assert "lowpass: {sigma: 0.2}" in text
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    out = refusal(yaml.safe_load(text), [str(path)])
+    assert "key 'lowpass' appears twice in one mapping (lines" in out
+    assert "YAML would silently keep only the second" in out

@@ -123,11 +123,11 @@ def main() -> None:
         f"{comparisons} comparisons ({args.layers} layers), {args.runs} runs, "
         f"{args.n_test} test images each, {len(os.sched_getaffinity(0))} cores"
     )
-    from visual_ablation.analyses import stats
+    from visual_ablation.analyses import inference
 
     union = len(np.unique(family(args)[1]("", "", "original", "original", "", "")["image"]))
     start = time.perf_counter()
-    stats.bootstrap_weights(union, args.runs)
+    inference.bootstrap_weights(union, args.runs)
     print(
         f"of which the bootstrap's weights, once per set of test images ({union} images): "
         f"{time.perf_counter() - start:.2f} s"

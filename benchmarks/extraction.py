@@ -27,7 +27,8 @@ import torch
 import zarr
 
 from visual_ablation.data import preparation
-from visual_ablation.features import backbones, extraction
+from visual_ablation.features import extraction
+from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import devices, store
 from visual_ablation.spec.config import resolve
 
@@ -65,7 +66,7 @@ def stand_in_forward(extractor, batch: torch.Tensor) -> Iterator[None]:
     def stand_in(self, x):
         return {layer: values[: len(x)] for layer, values in canned.items()}
 
-    with mock.patch.object(backbones.LayerExtractor, "__call__", stand_in):
+    with mock.patch.object(LayerExtractor, "__call__", stand_in):
         yield
 
 
@@ -116,7 +117,7 @@ def main() -> None:
         extraction.to_tensor(images[i : i + args.batch_size], device)
         for i in range(0, len(images), args.batch_size)
     ]
-    bare_net = backbones.LayerExtractor(exp.backbones["effnet"], device)
+    bare_net = LayerExtractor(exp.backbones["effnet"], device)
 
     def run_path() -> float:
         # a complete store of this spec would be kept as it is: time a fresh build

@@ -82,7 +82,8 @@ def child_extraction(args) -> dict:
     import torch
     import zarr
 
-    from visual_ablation.features import backbones, extraction
+    from visual_ablation.features import extraction
+    from visual_ablation.features.extractor import LayerExtractor
 
     exp = experiment(args.root, args.n)
     spec = exp.feature_spec("shapes", "effnet", "original")
@@ -98,7 +99,7 @@ def child_extraction(args) -> dict:
         data_path = os.path.join(args.root, "data.zarr")
         preparation.prepare(exp.data_spec("shapes"), data_path, progress=False)
     images = zarr.open_group(data_path)["images"][:]
-    bare = backbones.LayerExtractor(spec["backbone"], cuda)
+    bare = LayerExtractor(spec["backbone"], cuda)
 
     def run_path() -> float:
         shutil.rmtree(out, ignore_errors=True)

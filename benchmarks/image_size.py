@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from visual_ablation.data import reference_photos
-from visual_ablation.features import backbones
+from visual_ablation.features.extractor import LayerExtractor
 
 
 def scores(images: np.ndarray, labels: np.ndarray, size: int, normalization: str):
-    net = backbones.LayerExtractor(
+    net = LayerExtractor(
         {
             "model": "efficientnet_lite0",
             "weights": "pretrained",

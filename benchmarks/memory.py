@@ -27,6 +27,7 @@ import json, resource, sys, time
 sys.path.insert(0, {src!r})
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
+from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.spec.config import resolve
 exp = resolve(json.loads({config!r}))
 stage = {stage!r}
@@ -44,10 +45,9 @@ elif stage == "features":
         progress=False,
     )
 else:  # the floor of a feature job: torch and the backbone, no data
-    from visual_ablation.features import backbones
     import torch
-    backbones.LayerExtractor(exp.feature_spec("shapes", "effnet", "original")["backbone"],
-                             torch.device("cpu"))
+    LayerExtractor(exp.feature_spec("shapes", "effnet", "original")["backbone"],
+                   torch.device("cpu"))
 print(json.dumps({{"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "seconds": time.perf_counter() - t0}}))
 """

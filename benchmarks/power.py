@@ -1,6 +1,6 @@
 """The smallest accuracy difference to `original` that an experiment resolves after Holm:
-the normal approximation of the paired sign-flip test (stats.sign_flip_p), checked by
-simulating that test on planted differences.
+the normal approximation of the paired sign-flip test (`sign_flip_p` of
+analyses/inference.py), checked by simulating that test on planted differences.
 
 A comparison pools N = runs x n_test image evaluations; a share q of them are discordant
 (one representation right, the other wrong). A difference d then gives the statistic
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from visual_ablation.analyses.stats import sign_flip_p
+from visual_ablation.analyses.inference import sign_flip_p
 
 EXPERIMENTS = {
     # name: (images in the test split per run, runs, comparisons in a Holm family)

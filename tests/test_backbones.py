@@ -8,13 +8,15 @@ import torch
 
 from visual_ablation.data import reference_photos
 from visual_ablation.features import backbones
+from visual_ablation.features.extractor import LayerExtractor
+from visual_ablation.features.readout import Readout
 from visual_ablation.spec.config import ConfigError, resolve
 
 EFFNET_DIMS = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320, 1280]
 
 
 def test_pooling_of_conv_maps_tokens_and_vectors():
-    mean, cls = backbones.Readout(tokens="mean"), backbones.Readout(tokens="cls")
+    mean, cls = Readout(tokens="mean"), Readout(tokens="cls")
     conv = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
     torch.testing.assert_close(mean(conv), conv.mean(dim=(2, 3)))
     tokens = torch.randn(2, 5, 4)
@@ -28,7 +30,7 @@ def test_grid_readout_is_adaptive_average_pooling_cell_by_cell():
     """A 3x3 grid of a 7x5 map: each value is the mean of its cell, with torch's adaptive
     cell bounds (floor(i h / g) to ceil((i + 1) h / g)), flattened channel-major."""
     conv = torch.randn(2, 4, 7, 5, generator=torch.Generator().manual_seed(0))
-    out = backbones.Readout(grid=3)(conv)
+    out = Readout(grid=3)(conv)
     assert out.shape == (2, 4 * 3 * 3)
     expected = torch.empty(2, 4, 3, 3)
     for i in range(3):
@@ -43,7 +45,7 @@ def test_grid_readout_is_adaptive_average_pooling_cell_by_cell():
 
 
 def test_budget_readout_takes_the_largest_grid_within_the_budget_and_the_map():
-    readout = backbones.Readout(budget=1024)
+    readout = Readout(budget=1024)
     # floor(sqrt(1024 / C)), capped by the map's side
     assert readout.side(32, 32, 32) == 5  # 800 values
     assert readout.side(24, 16, 16) == 6  # 864
@@ -51,7 +53,7 @@ def test_budget_readout_takes_the_largest_grid_within_the_budget_and_the_map():
     assert readout.side(112, 2, 2) == 2  # the map is 2x2
     assert readout.side(1280, 2, 2) == 1  # over budget even at 1x1: the global mean
     # VirTex's FeatureExtractor9k on ResNet-50 at 224 px: layer1..layer4 pooled to 6, 4, 3, 2
-    nine_k = backbones.Readout(budget=9216)
+    nine_k = Readout(budget=9216)
     assert [nine_k.side(c, s, s) for c, s in [(256, 56), (512, 28), (1024, 14), (2048, 7)]] == [
         6,
         4,
@@ -60,19 +62,19 @@ def test_budget_readout_takes_the_largest_grid_within_the_budget_and_the_map():
     ]
     conv = torch.randn(3, 24, 16, 16)
     assert readout(conv).shape == (3, 24 * 36)
-    torch.testing.assert_close(backbones.Readout()(conv), conv.mean(dim=(2, 3)))
+    torch.testing.assert_close(Readout()(conv), conv.mean(dim=(2, 3)))
 
 
 def test_a_grid_readout_gives_every_effnet_layer_its_own_grid():
     spec = {"model": "efficientnet_lite0", "weights": "none", "image_size": 32}
     layers = ["stem", "blocks.5", "head"]  # maps of 16x16, 2x2, 1x1 at 32 px
-    net = backbones.LayerExtractor({**spec, "layers": layers, "readout": {"grid": 4}})
+    net = LayerExtractor({**spec, "layers": layers, "readout": {"grid": 4}})
     out = net(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     assert [v.shape[1] for v in out.values()] == [32 * 16, 80 * 4, 1280]
 
 
 def test_efficientnet_lite0_all_layers_have_the_known_widths():
-    net = backbones.LayerExtractor(
+    net = LayerExtractor(
         {"model": "efficientnet_lite0", "weights": "none", "layers": "all", "image_size": 32}
     )
     out = net(torch.rand(3, 3, 32, 32))
@@ -83,8 +85,8 @@ def test_efficientnet_lite0_all_layers_have_the_known_widths():
 def test_pretrained_efficientnet_weights_load_offline_and_differ_from_random():
     spec = {"model": "efficientnet_lite0", "layers": ["head"], "image_size": 64}
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    pre = backbones.LayerExtractor({**spec, "weights": "pretrained"})(x)["head"]
-    rnd = backbones.LayerExtractor({**spec, "weights": "none"})(x)["head"]
+    pre = LayerExtractor({**spec, "weights": "pretrained"})(x)["head"]
+    rnd = LayerExtractor({**spec, "weights": "none"})(x)["head"]
     assert not torch.allclose(pre, rnd)
     ident = backbones.weights_identity({**spec, "weights": "pretrained"})
     assert ident["file"] == "efficientnet-lite0-57934424.pth"
@@ -94,14 +96,14 @@ def test_pretrained_efficientnet_weights_load_offline_and_differ_from_random():
 def test_seeded_random_init_is_reproducible():
     spec = {"model": "resnet18", "weights": "none", "layers": ["layer2"], "image_size": 32}
     x = torch.rand(2, 3, 32, 32)
-    a = backbones.LayerExtractor({**spec, "seed": 1})(x)["layer2"]
-    b = backbones.LayerExtractor({**spec, "seed": 1})(x)["layer2"]
-    c = backbones.LayerExtractor({**spec, "seed": 2})(x)["layer2"]
+    a = LayerExtractor({**spec, "seed": 1})(x)["layer2"]
+    b = LayerExtractor({**spec, "seed": 1})(x)["layer2"]
+    c = LayerExtractor({**spec, "seed": 2})(x)["layer2"]
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 def test_torchvision_layers_come_from_one_pass_that_stops_after_the_last():
-    net = backbones.LayerExtractor(
+    net = LayerExtractor(
         {"model": "resnet18", "weights": "none", "layers": ["layer1", "layer2.0"], "image_size": 32}
     )
     calls = []
@@ -130,7 +132,7 @@ def test_all_layers_of_torchvision_models():
 
 
 def test_pixels_is_the_resized_image():
-    net = backbones.LayerExtractor(
+    net = LayerExtractor(
         {"model": "pixels", "layers": "all", "image_size": 8, "normalization": "none"}
     )
     x = torch.rand(2, 3, 16, 16)
@@ -158,7 +160,7 @@ def test_each_backbone_defaults_to_its_sources_normalisation():
     with pytest.raises(ConfigError, match="normalization': 'weights' takes the mean"):
         resolved(model="efficientnet_lite0", weights="pretrained", normalization="weights")
     # TF Lite's (255 x - 127) / 128, as numbers on [0, 1] images
-    lite = backbones.LayerExtractor(
+    lite = LayerExtractor(
         {
             "model": "efficientnet_lite0",
             "weights": "none",
@@ -182,7 +184,7 @@ def test_pretrained_efficientnet_on_real_imagenet_photos():
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     scores = {}
     for normalization in ("tf-lite", "imagenet"):
-        net = backbones.LayerExtractor(
+        net = LayerExtractor(
             {
                 "model": "efficientnet_lite0",
                 "weights": "pretrained",
@@ -230,7 +232,7 @@ def test_mobilenet_v2_features_are_imagenet_features_on_real_photos():
             "normalization": normalization,
         }
         with torch.no_grad():
-            return backbones.LayerExtractor(spec)(views)[layer].numpy()
+            return LayerExtractor(spec)(views)[layer].numpy()
 
     effnet = features("efficientnet_lite0", "pretrained", "head", "tf-lite")
     trained = features("mobilenet_v2_features", "pretrained", "features.18", "imagenet")
@@ -255,7 +257,7 @@ def test_mobilenet_v2_features_layers_and_weights():
     family = backbones.family("mobilenet_v2_features")
     assert family.default_layers() == [f"features.{i}" for i in range(19)]
     assert family.default_normalization("pretrained") == "imagenet"
-    net = backbones.LayerExtractor(
+    net = LayerExtractor(
         {
             "model": "mobilenet_v2_features",
             "weights": "none",
@@ -271,17 +273,17 @@ def test_mobilenet_v2_features_layers_and_weights():
 
 def test_checkpoint_weights_are_loaded(tmp_path):
     spec = {"model": "resnet18", "weights": "none", "layers": ["layer1"], "image_size": 32}
-    source = backbones.LayerExtractor({**spec, "seed": 7})
+    source = LayerExtractor({**spec, "seed": 7})
     path = tmp_path / "ckpt.pt"
     torch.save(source.net.state_dict(), path)
-    loaded = backbones.LayerExtractor({**spec, "weights": str(path), "seed": 0})
+    loaded = LayerExtractor({**spec, "weights": str(path), "seed": 0})
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(source(x)["layer1"], loaded(x)["layer1"])
 
 
 def test_unknown_layer_names_the_valid_ones():
     with pytest.raises(ValueError, match="unknown layer.*blocks.99.*valid: stem, blocks.0"):
-        backbones.LayerExtractor(
+        LayerExtractor(
             {
                 "model": "efficientnet_lite0",
                 "weights": "none",

@@ -8,7 +8,8 @@ import torch
 import zarr
 
 from visual_ablation.data import preparation
-from visual_ablation.features import backbones, extraction, representations
+from visual_ablation.features import extraction, representations
+from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import store
 from visual_ablation.plumbing.store import StoreError
 from visual_ablation.probes import training
@@ -59,7 +60,7 @@ def test_features_equal_a_direct_forward_of_the_transformed_images(experiment):
     images = zarr.open_group(experiment.data_store("digits"))["images"][:]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = representations.build("patch_shuffle", {"grid": 2})(x, torch.arange(len(x)))
-    direct = backbones.LayerExtractor(spec["backbone"])(x)["blocks.2"].numpy()
+    direct = LayerExtractor(spec["backbone"])(x)["blocks.2"].numpy()
     assert stored.shape == (150, 24)
     np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)  # float16 storage
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from visual_ablation.analyses import stats
+from visual_ablation.analyses import inference, stats
 from visual_ablation.probes import metrics
 from visual_ablation.probes.metrics import METRICS
 
@@ -18,7 +18,7 @@ T_975_DF2 = 4.302652729911275  # t quantile 0.975 with 2 degrees of freedom (tab
 
 
 def test_t_interval_of_one_two_three():
-    mean, std, low, high = stats.t_interval(np.array([1.0, 2.0, 3.0]))
+    mean, std, low, high = inference.t_interval(np.array([1.0, 2.0, 3.0]))
     half = T_975_DF2 * 1.0 / math.sqrt(3)
     assert (mean, std) == (2.0, 1.0)
     assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
@@ -27,22 +27,22 @@ def test_t_interval_of_one_two_three():
 def test_corrected_resampled_t_interval():
     """Nadeau & Bengio: with overlapping test sets the variance of the mean over runs is
     std^2 (1/n + n_test/n_train), not std^2 / n."""
-    mean, std, low, high = stats.t_interval(np.array([1.0, 2.0, 3.0]), overlap=0.25)
+    mean, std, low, high = inference.t_interval(np.array([1.0, 2.0, 3.0]), overlap=0.25)
     half = T_975_DF2 * 1.0 * math.sqrt(1 / 3 + 0.25)
     assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
 
 
 def test_t_interval_edge_cases():
-    assert np.isnan(stats.t_interval(np.array([0.7]))[1])  # one run: no spread
-    assert stats.t_interval(np.array([0.5, 0.5, 0.5])) == (0.5, 0.0, 0.5, 0.5)
+    assert np.isnan(inference.t_interval(np.array([0.7]))[1])  # one run: no spread
+    assert inference.t_interval(np.array([0.5, 0.5, 0.5])) == (0.5, 0.0, 0.5, 0.5)
 
 
 def test_holm_adjusts_in_step_down_order():
     # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone: 0.06
-    adjusted = stats.holm(np.array([0.01, 0.04, 0.03, 0.005]))
+    adjusted = inference.holm(np.array([0.01, 0.04, 0.03, 0.005]))
     np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(stats.holm(np.array([0.5, np.nan, 0.4])), [0.8, np.nan, 0.8])
-    assert stats.holm(np.array([0.9, 0.8]))[0] == 1.0  # capped at 1
+    np.testing.assert_allclose(inference.holm(np.array([0.5, np.nan, 0.4])), [0.8, np.nan, 0.8])
+    assert inference.holm(np.array([0.9, 0.8]))[0] == 1.0  # capped at 1
 
 
 @pytest.mark.parametrize("b,c", [(0, 3), (1, 9), (7, 2), (12, 12), (0, 1), (30, 55)])
@@ -51,29 +51,29 @@ def test_sign_flip_test_of_one_run_is_mcnemars_exact_test(b, c):
     reference right) or 0. The exact two-sided McNemar test is a binomial test of b
     against b + c at 1/2 (Dietterich 1998)."""
     differences = np.array([1] * b + [-1] * c + [0] * 150)
-    assert stats.sign_flip_p(differences) == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+    assert inference.sign_flip_p(differences) == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
 
 
 def test_sign_flip_test_by_hand_over_runs():
     # 3 images that 3 runs all get wrong (-3 each): 8 equally likely sign patterns, 2 of
     # them as extreme (all -, all +): p = 1/4
-    assert stats.sign_flip_p(np.array([-3, -3, -3] + [0] * 197)) == pytest.approx(0.25)
+    assert inference.sign_flip_p(np.array([-3, -3, -3] + [0] * 197)) == pytest.approx(0.25)
     # -3, -3, +1: sums of +-3 +-3 +-1 as extreme as |-5|: (-3-3-1, -3-3+1, 3+3+1, 3+3-1)
-    assert stats.sign_flip_p(np.array([-3, -3, 1])) == pytest.approx(4 / 8)
-    assert stats.sign_flip_p(np.zeros(10, dtype=int)) == 1.0
+    assert inference.sign_flip_p(np.array([-3, -3, 1])) == pytest.approx(4 / 8)
+    assert inference.sign_flip_p(np.zeros(10, dtype=int)) == 1.0
 
 
 def test_sign_flip_normal_approximation_meets_the_exact_test():
     rng = np.random.default_rng(0)
     differences = rng.choice([-2, -1, 0, 1, 2], size=1990, p=[0.2, 0.25, 0.1, 0.2, 0.25])
-    exact = stats.sign_flip_p(differences)
+    exact = inference.sign_flip_p(differences)
     assert np.abs(differences).sum() > 2000
-    stats_limit = stats.EXACT_LIMIT
+    stats_limit = inference.EXACT_LIMIT
     try:
-        stats.EXACT_LIMIT = 10**9
-        reference = stats.sign_flip_p(differences)
+        inference.EXACT_LIMIT = 10**9
+        reference = inference.sign_flip_p(differences)
     finally:
-        stats.EXACT_LIMIT = stats_limit
+        inference.EXACT_LIMIT = stats_limit
     assert exact == pytest.approx(reference, rel=0.05)
 
 
@@ -103,7 +103,7 @@ def test_the_same_three_wrong_images_in_every_run_are_not_significant():
     other = reference.copy()
     lost = np.flatnonzero(base)[:3]
     other[:, lost] = False
-    tested = stats.image_level_differences(predictions(reference), predictions(other), 8)
+    tested = inference.image_level_differences(predictions(reference), predictions(other), 8)
     assert tested["accuracy_p"] == pytest.approx(0.25)
     replicates = tested["replicates"]["accuracy"]
     assert np.mean(replicates) == pytest.approx(-0.015, abs=0.002)
@@ -118,7 +118,7 @@ def test_weighted_metrics_with_unit_weights_are_the_runs_metrics():
     logits = rng.normal(size=(300, 6)) + 1.5 * np.eye(6)[y]
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     plain = metrics.classification_metrics(y, proba)
-    weighted = stats.weighted_metrics(
+    weighted = inference.weighted_metrics(
         np.ones((1, 300)),
         y,
         proba.argmax(axis=1),
@@ -133,7 +133,7 @@ def test_weighted_metrics_with_unit_weights_are_the_runs_metrics():
     doubled = metrics.classification_metrics(y[twice], proba[twice])
     w = np.ones((1, 300))
     w[0, :50] = 2
-    weighted = stats.weighted_metrics(
+    weighted = inference.weighted_metrics(
         w, y, proba.argmax(axis=1), proba[np.arange(300), y], proba.max(axis=1), 6
     )
     for metric in ("accuracy", "balanced_accuracy", "macro_f1", "nll"):
@@ -191,7 +191,7 @@ def test_summary_means_cis_and_image_level_differences():
     summary = stats.summarise(table, loader(models), reference="original")
     summary = summary.set_index(["representation", "layer"])
     first = summary.loc[("original", "l1")]
-    mean, std, low, high = stats.t_interval(np.array(acc(original)))
+    mean, std, low, high = inference.t_interval(np.array(acc(original)))
     assert (first["n_runs"], first["accuracy_mean"], first["accuracy_ci_low"]) == (3, mean, low)
     assert np.isnan(first["accuracy_diff"])  # the reference is not compared with itself
 
@@ -202,7 +202,7 @@ def test_summary_means_cis_and_image_level_differences():
     assert lossy["accuracy_diff_ci_low"] < true_diff < lossy["accuracy_diff_ci_high"]
     assert lossy["accuracy_diff_ci_high"] < -0.1
     votes = (gray.astype(int) - original.astype(int)).sum(axis=0)
-    assert lossy["accuracy_p"] == pytest.approx(stats.sign_flip_p(votes))
+    assert lossy["accuracy_p"] == pytest.approx(inference.sign_flip_p(votes))
     assert lossy["accuracy_p"] < 1e-10
     # Holm over the family's two comparisons (l1: tiny, l2: 1.0)
     assert lossy["accuracy_p_holm"] == pytest.approx(2 * lossy["accuracy_p"])
@@ -237,7 +237,7 @@ def test_transfer_rows_are_compared_with_the_reference_in_a_family_of_their_own(
         true_diff = float((model.mean(axis=1) - original.mean(axis=1)).mean())
         assert row["accuracy_diff"] == pytest.approx(true_diff)
         votes = (model.astype(int) - original.astype(int)).sum(axis=0)
-        assert stats.sign_flip_p(votes) <= row["accuracy_p"] < 1e-3
+        assert inference.sign_flip_p(votes) <= row["accuracy_p"] < 1e-3
         # each is the only comparison of its family: Holm leaves its p as it is
         assert row["accuracy_p_holm"] == pytest.approx(row["accuracy_p"])
     assert transferred["accuracy_diff"] < within["accuracy_diff"] < 0
@@ -338,7 +338,7 @@ def test_a_family_tested_together_and_in_threads_equals_each_comparison_alone():
     assert len(compared) == 8  # 2 representations x 2 layers, within and transferred
     for _, row in compared.iterrows():
         key = (row["representation"], row["train_representation"])
-        alone = stats.image_level_differences(
+        alone = inference.image_level_differences(
             models["original"][row["layer"]], models[key][row["layer"]], 8
         )
         for metric in METRICS:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import build_stores
 
-from visual_ablation.analyses import shape_bias, stats
+from visual_ablation.analyses import inference, shape_bias
 from visual_ablation.probes import run_files, training, transfer
 from visual_ablation.spec.config import resolve
 
@@ -115,7 +115,7 @@ def test_heads_of_a_layer_the_store_lacks_are_refused_naming_it(experiment, tmp_
 def test_shape_bias_counts_decisions_that_follow_shape_or_cue():
     shape = np.array([[1, 1, 0, 0, 0, 1], [1, 0, 0, 0, 1, 1]], dtype=bool)
     cue = np.array([[0, 0, 1, 0, 1, 0], [0, 1, 1, 0, 0, 0]], dtype=bool)
-    value, low, high = shape_bias.shape_bias(shape, cue, stats.bootstrap_weights(6, 2))
+    value, low, high = shape_bias.shape_bias(shape, cue, inference.bootstrap_weights(6, 2))
     assert value == pytest.approx(6 / 10)
     assert low <= value <= high and 0.0 <= low and high <= 1.0
     assert shape_bias.shape_bias(shape, np.zeros_like(cue))[0] == 1.0

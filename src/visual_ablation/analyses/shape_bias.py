@@ -4,7 +4,7 @@ or the conflicting cue, the fraction that follow the shape. Computed from the pe
 predictions of the probes of the dataset's own labels (`class`: the shape), within each
 representation and transferred from the reference, and the cue's class of each image
 (the data store's `cue` factor). The interval is a bootstrap over test images (Poisson
-weights) and runs (stats.bootstrap_weights), as the other image-level intervals.
+weights) and runs (inference.bootstrap_weights), as the other image-level intervals.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from visual_ablation.analyses import stats
+from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
 from visual_ablation.plumbing import store
 from visual_ablation.probes import run_files
@@ -45,10 +45,10 @@ def shape_bias(
 ) -> tuple[float, float, float]:
     """Shape bias of decisions [runs, n] (`shape`: the prediction is the shape's class,
     `cue`: the cue's), pooled over runs, and its 95% bootstrap interval (`weights`:
-    `stats.bootstrap_weights` for n images and the runs). NaN when no decision follows
+    `inference.bootstrap_weights` for n images and the runs). NaN when no decision follows
     either."""
     runs, n = shape.shape
-    image_weights, run_weights = weights or stats.bootstrap_weights(n, runs)
+    image_weights, run_weights = weights or inference.bootstrap_weights(n, runs)
     s = image_weights @ shape.T.astype(np.float64)  # [replicates, runs]
     c = image_weights @ cue.T.astype(np.float64)
     s, c = (run_weights * s).sum(1), (run_weights * c).sum(1)
@@ -85,7 +85,7 @@ def table(
                 f"{'/'.join(key)}: test images whose cue agrees with the shape; the data "
                 f"store of {dataset} is not a cue-conflict set (rerun its train jobs)"
             )
-        weights = stats.bootstrap_weights(image.shape[1], image.shape[0])
+        weights = inference.bootstrap_weights(image.shape[1], image.shape[0])
         for j, layer in enumerate(p["layers"]):
             predicted = p["predicted"][:, j]
             follows_shape, follows_cue = predicted == label, predicted == cue

@@ -20,11 +20,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from visual_ablation.features.readout import Readout
 from visual_ablation.vocabulary import NORMALIZATIONS
 
 if TYPE_CHECKING:
@@ -36,52 +35,6 @@ EFFNET_LITE0_LAYERS = ["stem", *[f"blocks.{i}" for i in range(16)], "head"]
 
 class StopForward(Exception):
     """Raised by the hook of the last requested layer: the rest of the net is not needed."""
-
-
-@dataclass(frozen=True)
-class Readout:
-    """How one layer's output becomes one vector per image (a backbone's `readout` and
-    `pooling` keys, part of its feature spec):
-    - conv maps [N, C, H, W]: the global mean over space (`readout: mean`); an adaptive
-      average over a g x g grid, flattened channel-major (`readout: {grid: g}`); or the
-      largest such grid whose C g^2 values fit a budget (`readout: {budget: B}`: g =
-      floor(sqrt(B / C)), at least 1), as Zhang et al. 2016 and Goyal et al. 2019 pool
-      each ResNet stage to about 9k values (VirTex's FeatureExtractor9k). A grid never
-      exceeds the map (no duplicated cells);
-    - tokens [N, T, D]: the first (`pooling: cls`) or the mean (`pooling: mean`);
-    - vectors [N, D] as they are."""
-
-    tokens: str = "mean"
-    grid: int | None = None
-    budget: int | None = None
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> Readout:
-        readout = spec.get("readout", "mean")
-        spatial = {} if readout == "mean" else dict(readout)
-        return cls(tokens=spec.get("pooling", "mean"), **spatial)
-
-    def side(self, channels: int, height: int, width: int) -> int:
-        """The grid side a [C, H, W] map is pooled to (1: the global mean)."""
-        if self.grid is not None:
-            side = self.grid
-        elif self.budget is not None:
-            side = math.isqrt(self.budget // channels)
-        else:
-            return 1
-        return max(1, min(side, height, width))
-
-    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        if activation.dim() == 4:
-            side = self.side(*activation.shape[1:])
-            if side == 1:
-                return activation.mean(dim=(2, 3))
-            import torch.nn.functional as F
-
-            return F.adaptive_avg_pool2d(activation, side).flatten(1)
-        if activation.dim() == 3:
-            return activation[:, 0] if self.tokens == "cls" else activation.mean(dim=1)
-        return activation.flatten(1)
 
 
 class Backbone:
@@ -439,71 +392,6 @@ def default_layers(model: str) -> list[str]:
 def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
     """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
     return family(spec["model"]).normalization_values(spec.get("normalization", "imagenet"))
-
-
-class LayerExtractor:
-    """One forward pass -> {layer: pooled [N, dim] features} for the requested layers,
-    of [0, 1] images at any size (resized, then normalised as the model's source did)."""
-
-    def __init__(self, spec: dict[str, Any], device: torch.device | str = "cpu"):
-        import torch
-
-        self.family = family(spec["model"])
-        self.model_name = spec["model"]
-        self.image_size = int(spec["image_size"])
-        self.readout = Readout.from_spec(spec)
-        valid = self.family.layers()
-        layers = spec.get("layers", "all")
-        self.layers = self.family.default_layers() if layers == "all" else list(layers)
-        unknown = [layer for layer in self.layers if layer not in valid]
-        if unknown:
-            raise ValueError(
-                f"unknown layer(s) {', '.join(unknown)} of {self.model_name}; "
-                f"valid: {', '.join(valid)}"
-            )
-        self.normalization = normalization_values(spec)
-        self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
-        self.net = self.family.build(spec)
-        if self.net is not None:
-            self.family.prepare(self.net, self.layers, self.readout)
-            self.net.to(device)
-            if torch.device(device).type == "cuda":
-                self.net.to(memory_format=torch.channels_last)  # faster convs with autocast
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images at any size -> backbone input (resized, normalised as the model's
-        source did)."""
-        import torch.nn.functional as F
-
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(
-                x,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-        return (x - self.mean) / self.std
-
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        import torch
-
-        with torch.no_grad():
-            x = self.preprocess(x)
-            if self.net is not None and x.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = self.family.forward(self.net, x, self.layers, self.readout)
-            return {layer: out[layer] for layer in self.layers}
-
-    def forward_bare(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's own full output (class logits) of the preprocessed batch: what
-        checks the preprocessing against labelled photos (tests/test_backbones.py,
-        benchmarks/image_size.py) and the bare-forward reference of the benchmarks."""
-        import torch
-
-        with torch.no_grad():
-            return self.net(self.preprocess(x)) if self.net is not None else x
 
 
 def file_sha256(path: str) -> str:

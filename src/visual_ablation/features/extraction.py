@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from visual_ablation.features import backbones, representations
+from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import devices, store
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Pipeline:
     def __init__(self, spec: dict[str, Any], device: torch.device):
         rep = spec["representation"]
         self.transform = representations.build(rep["kind"], rep["params"])
-        self.extractor = backbones.LayerExtractor(spec["backbone"], device)
+        self.extractor = LayerExtractor(spec["backbone"], device)
         self.device = device
 
     def autocast(self):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,21 @@ from visual_ablation.probes.metrics import (
     RUN_KEYS,
 )
 from visual_ablation.probes.run_files import PredictionLoader
+from visual_ablation.spec.layout import ModelKey
 from visual_ablation.vocabulary import CLASS, CONTROL
+
+
+class Comparison(NamedTuple):
+    """One layer's comparisons with the reference: the models of one (dataset, backbone,
+    target, probe) tested on the same runs' test images."""
+
+    dataset: str
+    backbone: str
+    target: str
+    probe: str
+    layer: str
+    runs: tuple[int, ...]
+
 
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
 # a row is compared with the reference's own row (trained and tested on the reference) of
@@ -101,7 +115,7 @@ def summarise(
         ref_runs = {key: group for key, group in ref.groupby(pair_keys, sort=False)}
     # comparisons that share the reference's predictions (dataset, backbone, target, probe,
     # layer and runs), tested together: [(row index, the model's key)]
-    tests: dict[tuple, list[tuple[int, tuple[str, ...]]]] = {}
+    tests: dict[Comparison, list[tuple[int, ModelKey]]] = {}
     for key, group in metrics.groupby(KEYS, sort=False):
         row = dict(zip(KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
@@ -140,9 +154,9 @@ def summarise(
         if paired is not None and len(paired) and predictions is not None:
             runs = tuple(sorted(int(r) for r in paired["run"]))
             d, b, t, p = row["dataset"], row["backbone"], row["target"], row["probe"]
-            shared = (d, b, t, p, row["layer"], runs)
-            model_key = (d, b, row["representation"], row["train_representation"], t, p)
-            tests.setdefault(shared, []).append((len(rows), model_key))
+            shared = Comparison(d, b, t, p, row["layer"], runs)
+            model = ModelKey(d, b, row["representation"], row["train_representation"], t, p)
+            tests.setdefault(shared, []).append((len(rows), model))
         rows.append(row)
     if tests:
         _test_differences(rows, tests, predictions, reference, threads)
@@ -224,23 +238,24 @@ def add_selectivity(
 
 def _test_differences(
     rows: list[dict[str, Any]],
-    tests: dict[tuple, list[tuple[int, tuple[str, ...]]]],
+    tests: dict[Comparison, list[tuple[int, ModelKey]]],
     predictions: PredictionLoader,
     reference: str,
     threads: int,
 ) -> None:
     """Each row's bootstrap interval and p-values against the reference (`summarise`).
-    `tests`: (dataset, backbone, target, probe, layer, runs) -> [(row index, model key)].
+    `tests`: each comparison -> [(row index, the tested model)].
     Models are loaded once per (dataset, backbone, target, probe), all of its layers'
     tests in a row; the bootstrap's weights once per set of test images (a family's)."""
     z = float(sps.norm.ppf(0.5 + CONFIDENCE / 2))
-    by_family: dict[tuple, list[tuple]] = {}
+    by_family: dict[tuple[str, str, str, str], list[Comparison]] = {}
     for shared in tests:
-        by_family.setdefault(shared[:4], []).append(shared)
+        family = (shared.dataset, shared.backbone, shared.target, shared.probe)
+        by_family.setdefault(family, []).append(shared)
     weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
-    loaded: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+    loaded: dict[ModelKey, dict[str, np.ndarray]] = {}
 
-    def model(key: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def model(key: ModelKey) -> dict[str, np.ndarray]:
         if key not in loaded:
             loaded[key] = predictions(*key)
         return loaded[key]
@@ -254,8 +269,9 @@ def _test_differences(
         for (d, b, t, p), members in by_family.items():
             loaded.clear()  # this family's models only
             for shared in members:
-                layer, runs = shared[4], list(shared[5])
-                ref_slice = _layer_slice(model((d, b, reference, reference, t, p)), runs, layer)
+                layer, runs = shared.layer, list(shared.runs)
+                own = ModelKey(d, b, reference, reference, t, p)
+                ref_slice = _layer_slice(model(own), runs, layer)
                 images = np.unique(ref_slice["image"])
                 key = (len(runs), images.tobytes())
                 if key not in weights:

@@ -102,7 +102,7 @@ def wait_for_second_extraction(cache: Path, proc: subprocess.Popen, timeout: flo
 
 def feature_job(proc: subprocess.Popen) -> psutil.Process:
     for child in psutil.Process(proc.pid).children(recursive=True):
-        if any(part.endswith("features/extraction.py") for part in child.cmdline()):
+        if any(part.endswith("features.py") for part in child.cmdline()):
             return child
     raise AssertionError("no running feature job")
 

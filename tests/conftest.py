@@ -56,6 +56,17 @@ def tiny_config(**overrides) -> dict:
     return config
 
 
+def with_key(path: str, value) -> dict:
+    """The tiny config with the dotted key `path` set to `value`."""
+    config = tiny_config()
+    *parents, last = path.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return config
+
+
 def build_stores(exp, dataset: str, pairs, batch_size: int = 256) -> None:
     """The data store of `dataset` and the feature store of each (backbone,
     representation) in `pairs`, built in-process on the CPU (no Snakemake)."""

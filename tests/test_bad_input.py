@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, with_key
 from PIL import Image
 
 from visual_ablation.plumbing import store
@@ -139,17 +139,6 @@ def test_paths_with_spaces_work(workflow_copy):
     assert (workflow_copy.workdir / "my results" / "metrics.csv").exists()
     assert (workflow_copy.workdir / "feature cache" / "features" / "digits" / "pixels").is_dir()
     assert workflow_copy.planned() == []
-
-
-def with_key(path: str, value):
-    """The tiny config with the dotted key `path` set to `value`."""
-    config = tiny_config()
-    *parents, last = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    return config
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import tiny_config, with_key
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -126,17 +126,6 @@ def test_a_cache_dir_that_cannot_be_created_is_refused(tmp_path):
 def test_bad_probe_config_is_a_schema_error(probe, key):
     out = refusal(tiny_config(probes={"linear": probe}))
     assert f"['probes']['linear']['{key}']" in out
-
-
-def with_key(path: str, value):
-    """The tiny config with the dotted key `path` set to `value`."""
-    config = tiny_config()
-    *parents, last = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    return config
 
 
 @pytest.mark.parametrize(

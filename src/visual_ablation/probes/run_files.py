@@ -148,7 +148,7 @@ def prediction_loader(paths: list[str], reference: str | None) -> PredictionLoad
     .npz files (`paths`, one per run group, under runs/ or transfer/, then
     {dataset}/{backbone}/{representation}/{target}/{probe}/; a transfer job's heads were
     trained on `reference`)."""
-    by_model: dict[tuple[str, ...], list[str]] = {}
+    by_model: dict[ModelKey, list[str]] = {}
     for path in paths:
         by_model.setdefault(parse_run_path(path, reference)[0], []).append(path)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from visual_ablation.data.procedural import CueConflictSource
 from visual_ablation.spec import layout
+from visual_ablation.spec.config import CUE_CONFLICT
 from visual_ablation.spec.plans import train, transfer
 from visual_ablation.vocabulary import CLASS
 
 
 def datasets(exp) -> list[str]:
     """Datasets whose test images set shape against another cue."""
-    return [d for d, spec in exp.datasets.items() if spec["source"] == CueConflictSource.name]
+    return [d for d, spec in exp.datasets.items() if spec["source"] == CUE_CONFLICT]
 
 
 def predictions(exp) -> list[str]:

@@ -27,6 +27,7 @@ from visual_ablation.plumbing.canonical import canonical
 from visual_ablation.spec.config import ConfigError
 from visual_ablation.spec.layout import parse_run_label
 from visual_ablation.spec.plans.jobs import RunJob
+from visual_ablation.vocabulary import TRANSFER_VARIANTS
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 # every check before any job: duplicate keys, the schema (which fills defaults), names,

@@ -12,6 +12,7 @@ wildcard_constraints:
         map(re.escape, sorted({t for ts in EXPERIMENT.targets.values() for t in ts}))
     ),
     run=r"\d+(-\d+)?",
+    transfer="|".join(map(re.escape, TRANSFER_VARIANTS)),
 
 
 # params: one canonical string per spec (Snakemake re-plans a job whose params changed)

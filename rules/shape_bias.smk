@@ -1,13 +1,17 @@
 # Stage 4b: shape bias per layer on cue-conflict datasets (Geirhos et al. 2019): of the
 # class probes' test decisions on images whose texture or colour signals another class,
-# the share that follow the shape among those that follow the shape or the cue. A table
-# over every such dataset, and one figure per (dataset, probe) with a line per backbone.
+# the share that follow the shape among those that follow the shape or the cue, beside
+# the share that follow either and each cue's decodability (analyses/shape_bias.py). A
+# table over every such dataset, and one figure per (dataset, probe) with a line per
+# backbone.
 
 
 rule shape_bias:
     input:
         predictions=plans.shape_bias.predictions(EXPERIMENT),
         data=[EXPERIMENT.data_store(d) for d in plans.shape_bias.datasets(EXPERIMENT)],
+        # the shape and cue targets' accuracy: each cue's decodability beside the bias
+        summary=rules.aggregate.output.summary,
     output:
         report(
             LAYOUT.shape_bias_table,

@@ -1,8 +1,10 @@
 # Stage 3c: reliance. The heads trained on the reference representation (its train job's
-# heads file), tested unchanged on each other representation's features of the same test
-# images: one cheap job per train job of another representation (same runs), no feature
-# recomputed and no probe retrained. Rows and predictions as a train job's, with
-# train_representation the reference.
+# heads file), tested on each other representation's features of the same test images,
+# as each `transfer` variant says (as trained, or re-standardised with the tested store's
+# own train statistics): one cheap job per variant and train job of another
+# representation (same runs), no feature recomputed and no probe retrained. Rows and
+# predictions as a train job's, with train_representation the reference and the variant
+# in their transfer column.
 
 
 rule transfer:

@@ -36,15 +36,16 @@ def test_default_config_resolves_and_its_layers_exist():
     assert exp.datasets["shapes"]["image_size"] == 64
     assert exp.targets == {
         "shapes": ["class", "control"],
-        "conflict": ["class", "colour", "texture"],
+        "conflict": ["class", "shape", "cue", "colour"],
     }
+    assert exp.transfer == ("as-trained", "restandardised")
     assert exp.untrained_twin("effnet") == "untrained"
     assert exp.untrained_twin("untrained") is None and exp.untrained_twin("pixels") is None
     # train jobs: shapes 17 stores x 2 probes (+ control on its 3 originals), conflict 3
-    # stores x 3 targets x 2 probes, each for the 3 runs; transfer: shapes' 14 other
-    # stores x 2 probes
-    assert len(plans.train.jobs(exp)) == (17 + 3) * 2 + 3 * 3 * 2
-    assert len(plans.transfer.jobs(exp)) == 14 * 2
+    # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 14 other
+    # stores x 2 probes x 2 variants
+    assert len(plans.train.jobs(exp)) == (17 + 3) * 2 + 3 * 4 * 2
+    assert len(plans.transfer.jobs(exp)) == 14 * 2 * 2
     assert len(plans.report.run_tables(exp)) == len(plans.train.jobs(exp)) + len(
         plans.transfer.jobs(exp)
     )
@@ -164,16 +165,19 @@ def test_a_run_path_parses_back_to_the_model_and_runs_that_filled_it(tmp_path):
 
     paths = layout.Layout(str(tmp_path / "results"), str(tmp_path / "cache"))
     values = dict(dataset="shapes", backbone="effnet", target="class", probe="mlp")
-    for template, trained_on in (
-        (paths.run_table, "grayscale"),
-        (paths.run_predictions, "grayscale"),
-        (paths.run_heads, "grayscale"),
-        (paths.transfer_table, "original"),
-        (paths.transfer_predictions, "original"),
+    for template, trained_on, transfer in (
+        (paths.run_table, "grayscale", "none"),
+        (paths.run_predictions, "grayscale", "none"),
+        (paths.run_heads, "grayscale", "none"),
+        (paths.transfer_table, "original", "as-trained"),
+        (paths.transfer_predictions, "original", "restandardised"),
     ):
-        path = layout.fill(template, representation="grayscale", run="3-5", **values)
+        path = layout.fill(
+            template, representation="grayscale", run="3-5", transfer=transfer, **values
+        )
         key, runs = layout.parse_run_path(path, reference="original")
-        assert key == layout.ModelKey("shapes", "effnet", "grayscale", trained_on, "class", "mlp")
+        model = ("shapes", "effnet", "grayscale", trained_on, transfer, "class", "mlp")
+        assert key == layout.ModelKey(*model)
         assert runs == [3, 4, 5]
     with pytest.raises(ValueError, match="not a train or transfer job"):
         layout.parse_run_path(paths.similarity_job, reference="original")

@@ -41,10 +41,10 @@ def test_default_config_plans_the_documented_grid(shipped):
         "prepare_data": 2,
         "features": 16 + 1 + 3,
         "feature_table": 1,
-        # shapes: class on 17 stores and control on its 3 originals; conflict: 3 targets;
+        # shapes: class on 17 stores and control on its 3 originals; conflict: 4 targets;
         # x 2 probes
-        "train": (17 + 3) * 2 + 3 * 3 * 2,
-        "transfer": 14 * 2,  # shapes' 7 representations besides original x 2 backbones
+        "train": (17 + 3) * 2 + 3 * 4 * 2,
+        "transfer": 14 * 2 * 2,  # shapes' 7 representations besides original x 2 backbones
         "aggregate": 1,
         "plots": 2 * 3 * 2,
         "representation_examples": 2,
@@ -64,8 +64,8 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
         "features": 2 * 4 + 1 + 3,
         "feature_table": 1,
         # runs 0-1 in one job (the default's runs_per_job); control on shapes' originals
-        "train": (2 * 4 + 1 + 3) * 2 + 3 * 3 * 2,
-        "transfer": 2 * 3 * 2,  # runs 0-1 in one job
+        "train": (2 * 4 + 1 + 3) * 2 + 3 * 4 * 2,
+        "transfer": 2 * 3 * 2 * 2,  # runs 0-1 in one job
         "aggregate": 1,
         "plots": 12,
         "representation_examples": 2,
@@ -88,8 +88,8 @@ def test_scale_config_is_the_full_grid(shipped):
         "prepare_data": 2,
         "features": 16 + 1 + 3,
         "feature_table": 1,
-        "train": ((17 + 3) * 2 + 3 * 3 * 2) * train_jobs_per_store(10),
-        "transfer": 14 * 2 * train_jobs_per_store(10),
+        "train": ((17 + 3) * 2 + 3 * 4 * 2) * train_jobs_per_store(10),
+        "transfer": 14 * 2 * 2 * train_jobs_per_store(10),
         "aggregate": 1,
         "plots": 12,
         "representation_examples": 2,
@@ -106,7 +106,7 @@ def test_scale_config_is_the_full_grid(shipped):
 def test_power_config_is_the_default_at_ten_thousand_images(shipped):
     jobs = shipped.planned(config="config/power-10k.yaml")
     counted = dict(Counter(rule for rule, _ in jobs))
-    assert counted["train"] == ((17 + 3) * 2 + 3 * 3 * 2) * train_jobs_per_store(10)
+    assert counted["train"] == ((17 + 3) * 2 + 3 * 4 * 2) * train_jobs_per_store(10)
     assert counted["features"] == 20
     assert all(out.startswith("results/power-10k/") for _, out in jobs if out)
 
@@ -122,7 +122,7 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
         "features": 16,
         "feature_table": 1,
         "train": 16 * 2 * train_jobs_per_store(3),
-        "transfer": 14 * 2 * train_jobs_per_store(3),
+        "transfer": 14 * 2 * 2 * train_jobs_per_store(3),
         "aggregate": 1,
         "plots": 4,
         "representation_examples": 1,

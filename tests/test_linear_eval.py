@@ -14,7 +14,7 @@ from sklearn.metrics import log_loss
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, TRAIN, VAL
-from visual_ablation.probes import fitting, stacking, training
+from visual_ablation.probes import fitting, stacking, standardisation, training
 from visual_ablation.spec.config import ConfigError, resolve
 
 
@@ -22,7 +22,7 @@ def scikit_learn(x, labels, split, decays, n_classes):
     """LogisticRegression at C = 1 / (decay * n_train) for each decay (the same objective
     as the lbfgs solver), the lowest validation log-loss kept: (decay, test probabilities)."""
     train = split == TRAIN
-    z = stacking.standardise(x, train)
+    z = standardisation.standardise(x, train)
     best = None
     # scikit-learn's default tol (the solver's too); warm starts along the path, as
     # LogisticRegressionCV does, from the strongest penalty down
@@ -77,7 +77,7 @@ def test_each_penalty_reaches_scikit_learns_optimum(digits, decay):
     probe = stacking.ProbeConfig(solver="lbfgs", weight_decay=decay, max_epochs=2000)
     (head,), _ = fitting.train({"pixels": x}, labels, split, n_classes, probe, runs=0)
     train = split == TRAIN
-    z = stacking.standardise(x, train)
+    z = standardisation.standardise(x, train)
     # scikit-learn to a far tighter tolerance than either solver's default: the optimum
     exact = LogisticRegression(C=1.0 / (decay * train.sum()), max_iter=10000, tol=1e-9)
     exact.fit(z[train], labels[train])

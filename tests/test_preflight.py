@@ -160,3 +160,16 @@ def test_a_representation_written_twice_in_a_mapping_is_refused(tmp_path):
     out = refusal(yaml.safe_load(text), [str(path)])
     assert "key 'lowpass' appears twice in one mapping (lines" in out
     assert "YAML would silently keep only the second" in out
+
+
+def test_two_targets_with_the_same_labels_are_refused():
+    conflict = {"source": "synthetic-cue-conflict", "n": 200, "seed": 0}
+    config = with_key("datasets", {"c": {**conflict, "targets": ["class", "cue", "texture"]}})
+    out = refusal(config)
+    assert "config key 'datasets.c.targets': cue and texture have the same labels" in out
+    assert "would train the same heads: list one of them" in out
+    # with the colour as the cue, the texture is a nuisance drawn apart from it
+    config["datasets"]["c"]["cue"] = "colour"
+    preflight.experiment(
+        config, [], validate=lambda checked: validate(checked, SCHEMA), main_process=True
+    )

@@ -14,7 +14,14 @@ from conftest import build_stores
 from visual_ablation.data import splits
 from visual_ablation.data.splits import SplitError
 from visual_ablation.plumbing import store
-from visual_ablation.probes import fitting, optimiser, run_files, stacking, training
+from visual_ablation.probes import (
+    fitting,
+    optimiser,
+    run_files,
+    stacking,
+    standardisation,
+    training,
+)
 from visual_ablation.probes.stacking import FeatureError
 from visual_ablation.spec.config import resolve
 
@@ -86,7 +93,7 @@ def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
         "pixels"
     ]
     labels, split, _ = labels_and_split(experiment)
-    z = stacking.standardise(x, split == splits.TRAIN)
+    z = standardisation.standardise(x, split == splits.TRAIN)
     train, test = split == splits.TRAIN, split == splits.TEST
     reference = (
         LogisticRegression(max_iter=5000).fit(z[train], labels[train]).score(z[test], labels[test])
@@ -138,7 +145,7 @@ def looped_reference(features, labels, split, n_classes, probe, run):
     results = {}
     y = {code: torch.from_numpy(labels[split == code].astype(np.int64)) for code in range(3)}
     for layer, values in features.items():
-        z = stacking.standardise(values, split == splits.TRAIN)
+        z = standardisation.standardise(values, split == splits.TRAIN)
         x = {code: torch.from_numpy(z[split == code]) for code in range(3)}
         init = stacking.init_head(
             z.shape[1], n_classes, probe.hidden, stacking.head_seed(run, layer)

@@ -147,7 +147,9 @@ def _table(accuracy: dict) -> pd.DataFrame:
         rep, layer, trained_on = (*key, key[0])[:3]
         for run, acc in enumerate(values):
             row = {"dataset": "d", "backbone": "b", "representation": rep}
-            row |= {"train_representation": trained_on, "target": "class", "layer": layer}
+            transfer = "none" if trained_on == rep else "as-trained"
+            row |= {"train_representation": trained_on, "transfer": transfer}
+            row |= {"target": "class", "layer": layer}
             row |= {"probe": "linear", "run": run, "best_epoch": 5, "epochs": 20}
             row |= {"train_seconds": 1.0, "n_classes": 8, "n_train": 600, "n_test": 200}
             row |= {m: acc for m in METRICS}
@@ -158,7 +160,7 @@ def _table(accuracy: dict) -> pd.DataFrame:
 def loader(models: dict) -> stats.PredictionLoader:
     """models: {representation or (representation, trained on): {layer: predictions}}."""
 
-    def load(dataset, backbone, representation, trained_on, target, probe):
+    def load(dataset, backbone, representation, trained_on, transfer, target, probe):
         model = models.get((representation, trained_on)) or models[representation]
         layers = sorted(model)
         per_layer = [model[layer] for layer in layers]
@@ -298,7 +300,7 @@ def test_a_real_large_effect_stays_significant(tmp_path):
         )
     table = pd.DataFrame([row for rows, _, _ in found.values() for row in rows])
     summary = stats.summarise(
-        table, lambda d, b, rep, tr, t, p: found[rep][1], reference="original", resampled=True
+        table, lambda d, b, rep, tr, v, t, p: found[rep][1], reference="original", resampled=True
     )
     scrambled = summary.set_index("representation").loc["phase_scramble"]
     assert scrambled["accuracy_diff"] < -0.2

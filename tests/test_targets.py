@@ -168,3 +168,34 @@ def test_a_source_without_factors_gets_the_class_labels_permuted(tmp_path):
     control, _ = preparation.control_labels(group)
     assert np.array_equal(np.sort(control), classes)  # the same balance exactly
     assert (control == classes).mean() < 0.25  # chance is 0.1
+
+
+def test_factor_targets_of_a_cue_conflict_set_are_decoded_on_its_conflict_images():
+    from visual_ablation.probes import training
+
+    source = CueConflictSource(1200, seed=0, cue="texture", agreement=1.0, conflict=0.25)
+    fixed = source.fixed_test
+    split = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
+    assert splits.target_images("class", fixed) is None
+    assert splits.target_images("control", fixed) is None
+    assert splits.target_images("cue", None) is None  # a source without conflict images
+    within = splits.target_images("cue", fixed)
+    of = splits.run_splits(source.labels, split, [0, 1], "c", fixed, within=within)
+    for run in (0, 1):
+        used = of[run] != splits.UNUSED
+        assert np.array_equal(used, fixed)  # train, validation and test all conflict images
+        assert splits.check_split(of[run], "c")["test"] == int(np.ceil(0.2 * fixed.sum()))
+    assert not np.array_equal(of[0], of[1])  # each run draws its own
+    shape, cue = source.factors["shape"][0], source.factors["cue"][0]
+    assert np.array_equal(shape, source.labels)
+    # where the class probe trains, the cue is the class renamed: refused as a target
+    trained = splits.run_splits(source.labels, split, [0], "c", fixed)
+    with pytest.raises(ValueError, match="target 'cue' has the class labels"):
+        training.check_not_class("cue", cue, source.labels, trained, "c")
+    training.check_not_class("class", source.labels, source.labels, trained, "c")
+    # on the conflict images it never is: the cue is another class, spread over the others
+    assert not training.same_up_to_names(cue[fixed], shape[fixed])
+    table = np.zeros((8, 8))
+    np.add.at(table, (shape[fixed], cue[fixed]), 1)
+    assert np.trace(table) == 0 and (table + np.eye(8) > 0).all()
+    training.check_not_class("background", source.factors["background"][0], shape, trained, "c")

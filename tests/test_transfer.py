@@ -58,7 +58,7 @@ def trained(exp, probe: str, tmp_path):
     return rows, predictions, paths
 
 
-def applied(exp, representation: str, heads_paths: list[str]):
+def applied(exp, representation: str, heads_paths: list[str], variant: str = "as-trained"):
     return transfer.transfer_store(
         heads_paths,
         exp.feature_store("digits", "effnet", representation),
@@ -66,6 +66,7 @@ def applied(exp, representation: str, heads_paths: list[str]):
         exp.feature_spec("digits", "effnet", representation),
         exp.data_spec("digits"),
         target="class",
+        variant=variant,
     )
 
 
@@ -96,6 +97,39 @@ def test_heads_tested_on_another_store_are_rows_of_that_representation(experimen
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in moved)
 
 
+def test_restandardised_heads_undo_a_shift_of_the_feature_statistics(
+    experiment, tmp_path, monkeypatch
+):
+    rows, predictions, paths = trained(experiment, "linear", tmp_path)
+    # on the store they were trained on, re-standardising changes nothing: the same rows'
+    # statistics, the same predictions
+    same, same_predictions = applied(experiment, "original", paths, "restandardised")
+    assert {r["transfer"] for r in same} == {"restandardised"}
+    assert np.array_equal(same_predictions["predicted"], predictions["predicted"])
+    # a store whose every feature is scaled and shifted (an ablation that moves the
+    # statistics and keeps the information): the heads as trained collapse, the
+    # re-standardised heads decide as on the original
+    original = training.read_features(
+        experiment.feature_store("digits", "effnet", "original"),
+        experiment.feature_spec("digits", "effnet", "original"),
+    )
+    rng = np.random.default_rng(0)
+    shifted = {}
+    for layer, x in original.items():
+        scale = rng.uniform(0.2, 3.0, x.shape[1]).astype(np.float32)
+        shifted[layer] = x * scale + 5.0 * x.std(0) + 1.0
+    monkeypatch.setattr(transfer.training, "read_features", lambda path, spec: shifted)
+    as_trained, _ = applied(experiment, "original", paths, "as-trained")
+    undone, undone_predictions = applied(experiment, "original", paths, "restandardised")
+    agree = (undone_predictions["predicted"] == predictions["predicted"]).mean()
+    assert agree > 0.99
+    for row, before, after in zip(rows, as_trained, undone, strict=True):
+        assert after["accuracy"] == pytest.approx(row["accuracy"], abs=0.01)
+        assert before["accuracy"] < row["accuracy"] - 0.2
+    with pytest.raises(ValueError, match="unknown transfer 'adapted'"):
+        applied(experiment, "original", paths, "adapted")
+
+
 def test_heads_of_a_layer_the_store_lacks_are_refused_naming_it(experiment, tmp_path):
     import json
 
@@ -120,3 +154,21 @@ def test_shape_bias_counts_decisions_that_follow_shape_or_cue():
     assert low <= value <= high and 0.0 <= low and high <= 1.0
     assert shape_bias.shape_bias(shape, np.zeros_like(cue))[0] == 1.0
     assert np.isnan(shape_bias.shape_bias(np.zeros_like(shape), np.zeros_like(cue))[0])
+
+
+def test_a_layer_that_follows_either_cue_no_more_than_a_guesser_gets_no_shape_bias():
+    rng = np.random.default_rng(0)
+    runs, n, k = 3, 400, 8
+    label = rng.integers(k, size=(runs, n))
+    cue = (label + rng.integers(1, k, size=(runs, n))) % k  # always another class
+    guessed = rng.integers(k, size=(runs, n))  # a guesser: either cue in 2/K of images
+    measured = shape_bias.decisions(guessed == label, guessed == cue, 2 / k)
+    assert measured["either_fraction"] == pytest.approx(2 / k, abs=0.03)
+    assert measured["either_ci_low"] <= 2 / k <= measured["either_ci_high"]
+    assert np.isnan(measured["shape_bias"]) and "no shape bias" in measured["note"]
+    # a layer that follows the shape in 3 of 4 images and the cue otherwise: measured
+    follows = np.where(rng.random((runs, n)) < 0.75, label, cue)
+    measured = shape_bias.decisions(follows == label, follows == cue, 2 / k)
+    assert measured["either_fraction"] == 1.0 and measured["note"] == ""
+    assert measured["shape_bias"] == pytest.approx(0.75, abs=0.03)
+    assert measured["shape_bias_ci_low"] < 0.75 < measured["shape_bias_ci_high"]

@@ -136,7 +136,7 @@ def test_the_same_config_in_another_key_order_has_nothing_to_do(built):
 
 def test_more_runs_plan_only_the_new_train_jobs(built):
     jobs = built.planned("--config", "runs=5")
-    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, "transfer": 2 * 2 * 2, **REPORT_JOBS}
+    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, "transfer": 2 * 2 * 2 * 2, **REPORT_JOBS}
     assert all(out.endswith(("/run3.csv", "/run4.csv")) for out in outputs(jobs, "transfer"))
     expected = [
         f"results/runs/digits/{b}/{r}/class/{p}/run{run}.csv"
@@ -155,7 +155,7 @@ def test_a_new_probe_config_plans_only_its_train_jobs(built):
     jobs = built.planned(config="new_probe.yaml")
     assert counts(jobs) == {
         "train": 2 * 2 * 3,
-        "transfer": 2 * 3,
+        "transfer": 2 * 2 * 3,
         "aggregate": 1,
         "plots": PLOT_JOBS + 2,
         "all": 1,
@@ -175,9 +175,12 @@ def pixels_config(datasets: dict, **overrides) -> dict:
     )
 
 
-def test_a_new_target_plans_only_its_train_and_transfer_jobs(built, tmp_path):
+def test_a_new_target_or_transfer_variant_plans_only_its_own_jobs(built, tmp_path):
     wf = Workflow(built.root, tmp_path / "targets")
-    config = pixels_config({"shapes": {"source": "synthetic-shapes", "n": 300, "image_size": 16}})
+    config = pixels_config(
+        {"shapes": {"source": "synthetic-shapes", "n": 300, "image_size": 16}},
+        transfer=["as-trained"],
+    )
     wf.write_config(config)
     wf.run()
     config["datasets"]["shapes"]["targets"] = ["class", "colour"]
@@ -187,14 +190,21 @@ def test_a_new_target_plans_only_its_train_and_transfer_jobs(built, tmp_path):
     assert counts(jobs) == {"train": 2, "transfer": 1, **REPORT_JOBS, "plots": 1}
     assert all("/colour/" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
     wf.run(config="colour.yaml")
+    # a second transfer variant: its own transfer jobs (both targets), then the report
+    config["transfer"] = ["as-trained", "restandardised"]
+    wf.write_config(config, "variants.yaml")
+    jobs = wf.planned(config="variants.yaml")
+    assert counts(jobs) == {"transfer": 2, **REPORT_JOBS, "plots": 1}
+    assert all("/transfer/restandardised/" in out for out in outputs(jobs, "transfer"))
+    wf.run(config="variants.yaml")
     summary = list(csv.DictReader(open(wf.workdir / "results" / "summary.csv")))
-    colour = {(s["representation"], s["train_representation"]): s for s in summary}
-    colour = {k: s for k, s in colour.items() if s["target"] == "colour"}
-    assert len(colour) == 3 and {s["n_classes"] for s in colour.values()} == {"6"}
+    colour = {(s["representation"], s["transfer"]): s for s in summary if s["target"] == "colour"}
+    assert len(colour) == 4 and {s["n_classes"] for s in colour.values()} == {"6"}
     # colour is decodable from the original's pixels; grayscale removes it, and the
-    # original's colour probes lose it on grayscale images
-    assert float(colour["original", "original"]["balanced_accuracy_mean"]) > 0.5
-    assert float(colour["grayscale", "original"]["accuracy_diff"]) < -0.2
+    # original's colour probes lose it on grayscale images, re-standardised or not
+    assert float(colour["original", "none"]["balanced_accuracy_mean"]) > 0.5
+    assert float(colour["grayscale", "as-trained"]["accuracy_diff"]) < -0.2
+    assert float(colour["grayscale", "restandardised"]["accuracy_diff"]) < -0.2
     assert (wf.workdir / "results/figures/shapes/pixels/linear/targets_by_layer.png").exists()
 
 
@@ -203,7 +213,7 @@ def test_changing_one_probes_lr_replans_only_its_train_jobs(built):
     config["probes"]["mlp"]["lr"] = 0.003
     built.write_config(config, "lr.yaml")
     jobs = built.planned(config="lr.yaml")
-    assert counts(jobs) == {"train": 2 * 2 * 3, "transfer": 2 * 3, **REPORT_JOBS}
+    assert counts(jobs) == {"train": 2 * 2 * 3, "transfer": 2 * 2 * 3, **REPORT_JOBS}
     assert all("/mlp/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
 
 
@@ -284,7 +294,7 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
         "features": 2,
         "feature_table": 1,
         "train": 2 * 2 * 3,  # effnet's stores only
-        "transfer": 2 * 3,
+        "transfer": 2 * 2 * 3,
         **REPORT_JOBS,
         # effnet's grayscale CKA; the table and both figures read it
         "similarity": 1,
@@ -307,7 +317,7 @@ def test_changing_one_backbones_normalization_replans_exactly_its_feature_jobs(b
         "features": 2,
         "feature_table": 1,
         "train": 2 * 2 * 3,
-        "transfer": 2 * 3,
+        "transfer": 2 * 2 * 3,
         **REPORT_JOBS,
         **SIMILARITY_JOBS,
         "similarity": 1,
@@ -325,7 +335,7 @@ def test_adding_a_representation_plans_only_its_jobs(built):
     ]
     assert "prepare_data" not in rules(jobs)
     assert counts(jobs)["train"] == 2 * 2 * 3
-    assert counts(jobs)["transfer"] == 2 * 2 * 3  # original's heads on edges
+    assert counts(jobs)["transfer"] == 2 * 2 * 3 * 2  # original's heads on edges, 2 variants
     assert counts(jobs)["representation_examples"] == 1  # the figure shows every one
     assert all("/edges/" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
     assert outputs(jobs, "similarity") == [
@@ -461,7 +471,13 @@ def test_two_experiments_share_one_cache_and_a_mismatched_store_is_refused(built
 
 def test_a_cue_conflict_dataset_gets_a_shape_bias_per_layer(built, tmp_path):
     wf = Workflow(built.root, tmp_path / "conflict")
-    conflict = {"source": "synthetic-cue-conflict", "n": 400, "image_size": 16, "cue": "colour"}
+    conflict = {
+        "source": "synthetic-cue-conflict",
+        "n": 1000,
+        "image_size": 16,
+        "cue": "colour",
+        "targets": ["class", "shape", "cue"],
+    }
     config = pixels_config({"conflict": conflict}, representations=["original"])
     wf.write_config(config)
     wf.run()
@@ -471,12 +487,21 @@ def test_a_cue_conflict_dataset_gets_a_shape_bias_per_layer(built, tmp_path):
     row = rows[0]
     assert (row["backbone"], row["layer"], row["n_runs"]) == ("pixels", "pixels", "2")
     # the test images are the conflict ones, the same in both runs
-    assert 60 < int(row["n_test_images"]) < 100
+    assert 170 < int(row["n_test_images"]) < 230
     # 8 px pixels: the colour decides far more often than the shape
     assert float(row["cue_fraction"]) > 2 * float(row["shape_fraction"])
     assert float(row["shape_bias"]) < 0.35
     low, high = float(row["shape_bias_ci_low"]), float(row["shape_bias_ci_high"])
     assert low <= float(row["shape_bias"]) <= high
+    # its context: most decisions follow one of the two, and each cue decoded on the
+    # conflict images alone (where they disagree): the colour better than the shape
+    assert float(row["either_ci_low"]) > float(row["guesser_either"]) == 0.25
+    cue, shape = float(row["cue_decodability"]), float(row["shape_decodability"])
+    assert cue > shape + 0.2 and cue > 0.3  # chance: 1/8
+    assert row["note"] == ""
+    trained = list(csv.DictReader(open(results / "metrics.csv")))
+    n_train = {r["target"]: int(r["n_train"]) + int(r["n_val"]) + int(r["n_test"]) for r in trained}
+    assert n_train["shape"] == n_train["cue"] == int(row["n_test_images"])
     assert (results / "figures" / "conflict" / "linear" / "shape_bias.png").exists()
     # no similarity or transfer without a second representation
     assert not (results / "similarity.csv").exists() and not (results / "transfer").exists()

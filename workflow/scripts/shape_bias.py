@@ -9,6 +9,8 @@ from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
+    import pandas as pd
+
     from visual_ablation.analyses import shape_bias
     from visual_ablation.plumbing import outputs
 
@@ -18,5 +20,6 @@ with job_log(smk.log[0]):
         data_paths=dict(zip(datasets, smk.input.data, strict=True)),
         data_specs={d: json.loads(spec) for d, spec in zip(datasets, smk.params.data, strict=True)},
         reference=smk.params.reference,
+        summary=pd.read_csv(smk.input.summary),
     )
     outputs.write_table(table, smk.output[0])

@@ -18,6 +18,7 @@ with job_log(smk.log[0]):
         feature_spec=json.loads(smk.params.store),
         data_spec=json.loads(smk.params.data),
         target=smk.wildcards.target,
+        variant=smk.wildcards.transfer,
     )
     run_files.write_predictions(predictions, smk.output.predictions)
     run_files.write_csv(rows, smk.output.table)

@@ -42,7 +42,7 @@ from visual_ablation.probes.metrics import (
     RUN_KEYS,
 )
 from visual_ablation.probes.run_files import PredictionLoader
-from visual_ablation.spec.layout import ModelKey
+from visual_ablation.spec.layout import WITHIN, ModelKey
 from visual_ablation.vocabulary import CLASS, CONTROL
 
 
@@ -61,10 +61,11 @@ class Comparison(NamedTuple):
 KEYS = [k for k in RUN_KEYS if k != "run"]  # one summary row per these
 # a row is compared with the reference's own row (trained and tested on the reference) of
 # the same dataset, backbone, target, layer and probe
-PAIR_KEYS = [k for k in KEYS if k not in ("representation", "train_representation")]
+PAIR_KEYS = [k for k in KEYS if k not in ("representation", "train_representation", "transfer")]
 # the Holm family: one (dataset, backbone, target, probe)'s comparisons, within
-# representations or transferred from the reference (two questions, two families)
-FAMILY = ["dataset", "backbone", "target", "probe", "transferred"]
+# representations or transferred from the reference in one way (`transfer`): a question
+# each
+FAMILY = ["dataset", "backbone", "target", "probe", "transfer"]
 SUMMARISED = [*METRICS, "best_epoch", "epochs", "train_seconds"]
 
 # per-image predictions of one model: (dataset, backbone, representation,
@@ -121,7 +122,9 @@ def summarise(
         row["n_runs"] = int(group["run"].nunique())
         row["n_classes"] = int(group["n_classes"].iloc[0])
         overlap = 0.0
-        if _redrawn(resampled, row["dataset"]) and {"n_test", "n_train"} <= set(group):
+        if _redrawn(resampled, row["dataset"], row["target"]) and {"n_test", "n_train"} <= set(
+            group
+        ):
             overlap = float(group["n_test"].iloc[0] / group["n_train"].iloc[0])
         for metric in SUMMARISED:
             mean, std, low, high = t_interval(group[metric].to_numpy(), overlap=overlap)
@@ -155,15 +158,15 @@ def summarise(
             runs = tuple(sorted(int(r) for r in paired["run"]))
             d, b, t, p = row["dataset"], row["backbone"], row["target"], row["probe"]
             shared = Comparison(d, b, t, p, row["layer"], runs)
-            model = ModelKey(d, b, row["representation"], row["train_representation"], t, p)
+            model = ModelKey(
+                d, b, row["representation"], row["train_representation"], row["transfer"], t, p
+            )
             tests.setdefault(shared, []).append((len(rows), model))
         rows.append(row)
     if tests:
         _test_differences(rows, tests, predictions, reference, threads)
     summary = pd.DataFrame(rows)
-    families = summary.assign(
-        transferred=summary["representation"] != summary["train_representation"]
-    ).groupby(FAMILY, sort=False)
+    families = summary.groupby(FAMILY, sort=False)
     for metric in METRICS:
         summary[f"{metric}_p_holm"] = np.nan
         for _, family in families:
@@ -179,10 +182,13 @@ def summarise(
     return add_selectivity(summary, metrics, resampled)
 
 
-def _redrawn(resampled: bool | Collection[str], dataset: str) -> bool:
-    """Whether `dataset`'s runs each drew their own test split (`summarise`'s
-    `resampled`: for every dataset, or for those listed)."""
-    return resampled is True or (not isinstance(resampled, bool) and dataset in resampled)
+def _redrawn(resampled: bool | Collection[str], dataset: str, target: str) -> bool:
+    """Whether the runs of `dataset`'s `target` each drew their own test split
+    (`summarise`'s `resampled`: for every dataset, or for those listed as `dataset` or
+    `dataset/target`)."""
+    if isinstance(resampled, bool):
+        return resampled
+    return dataset in resampled or f"{dataset}/{target}" in resampled
 
 
 SELECTIVITY_COLUMNS = [
@@ -217,9 +223,9 @@ def add_selectivity(
         paired = group.merge(other[["run", "accuracy"]], on="run", suffixes=("", "_control"))
         if paired.empty:
             continue
-        dataset = paired["dataset"].iloc[0]
+        dataset, target = paired["dataset"].iloc[0], paired["target"].iloc[0]
         overlap = 0.0
-        if _redrawn(resampled, dataset):
+        if _redrawn(resampled, dataset, target):
             overlap = float(paired["n_test"].iloc[0] / paired["n_train"].iloc[0])
         mean, _, low, high = t_interval(
             (paired["accuracy"] - paired["accuracy_control"]).to_numpy(), overlap=overlap
@@ -270,7 +276,7 @@ def _test_differences(
             loaded.clear()  # this family's models only
             for shared in members:
                 layer, runs = shared.layer, list(shared.runs)
-                own = ModelKey(d, b, reference, reference, t, p)
+                own = ModelKey(d, b, reference, reference, WITHIN, t, p)
                 ref_slice = _layer_slice(model(own), runs, layer)
                 images = np.unique(ref_slice["image"])
                 key = (len(runs), images.tobytes())

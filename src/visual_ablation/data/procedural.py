@@ -215,14 +215,26 @@ class CueConflictSource(ShapesSource):
     The cue's class is the factor `cue`; `colour` (hue sextant) and `texture` are what the
     image shows (one of them the cue's rendering, the other a random nuisance as in
     synthetic-shapes), decodable on conflict images only from the cue itself, not from
-    the shape it usually comes with."""
+    the shape it usually comes with. The factor `shape` is the class again, as a target
+    decoded on the conflict images (where the cue does not give it away), like every
+    factor target of a source that fixes its test images."""
 
     name = "synthetic-cue-conflict"
-    factor_names = ("cue", "colour", "texture", "background", "position", "scale", "rotation")
+    factor_names = (
+        "shape",
+        "cue",
+        "colour",
+        "texture",
+        "background",
+        "position",
+        "scale",
+        "rotation",
+    )
     # the cue (colour or texture) signals the class: only factors drawn apart from it
     control_factors = ("background", "position")
     fixes_test = True
     defaults = {"cue": "texture", "agreement": 1.0, "conflict": 0.2}
+    version = 2  # 2: the shape factor
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
@@ -233,6 +245,12 @@ class CueConflictSource(ShapesSource):
             agreement=float(spec["agreement"]),
             conflict=float(spec["conflict"]),
         )
+
+    @classmethod
+    def coinciding(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:
+        # the cue is drawn as the texture's pattern (or the colour's hue, which its sextant
+        # factor bins differently): `texture` is then the cue under another name
+        return [("cue", "texture")] if spec["cue"] == "texture" else []
 
     def __init__(self, n: int, seed: int, cue: str, agreement: float, conflict: float) -> None:
         if cue not in ("texture", "colour"):
@@ -274,9 +292,9 @@ class CueConflictSource(ShapesSource):
         cue = np.array([d["cue"] for d in draws], dtype=np.int64)
         if self.cue == "texture":  # the texture drawn is the cue's pattern
             shared["texture"] = (cue, list(CUE_TEXTURES))
-        return {"cue": (cue, list(SHAPES))} | {
-            name: shared[name] for name in self.factor_names if name != "cue"
-        }
+        shape = np.array([d["shape"] for d in draws], dtype=np.int64)
+        own = {"shape": (shape, list(SHAPES)), "cue": (cue, list(SHAPES))}
+        return own | {name: shared[name] for name in self.factor_names if name not in own}
 
     def _colour(self, d: dict[str, Any], size: int) -> np.ndarray:
         if self.cue == "colour":

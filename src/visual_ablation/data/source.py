@@ -45,8 +45,13 @@ class Source:
     # the factors whose combination is an image's nuisance type for the control target
     # (data.control_labels); none: the control target is the class labels permuted
     control_factors: ClassVar[tuple[str, ...]] = ()
-    fixes_test: ClassVar[bool] = False  # True: `fixed_test` is every run's test split
+    # True: `fixed_test` is every run's test split of the class probes, and the images
+    # where the source draws its factors apart from the class: factor targets are trained
+    # and tested within them (probes/training.py target_images)
+    fixes_test: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
+    # bump when this source's stores change: re-plans its datasets only (spec/config.py)
+    version: ClassVar[int] = 1
     # decode is a pure function of the indices (no files, no bad images): a data job may
     # split it over processes (data/preparation.py)
     renders: ClassVar[bool] = False
@@ -62,6 +67,13 @@ class Source:
     def open(cls, spec: dict[str, Any]) -> Source:
         """The source a resolved dataset spec describes."""
         raise NotImplementedError
+
+    @classmethod
+    def coinciding(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:
+        """Pairs of targets whose labels are the same on every image they are trained on
+        under `spec` (the source's defaults filled in): two such targets would train the
+        same heads, so a config may list only one of each pair."""
+        return []
 
     def decode(
         self, indices: np.ndarray, size: int, on_bad: BadImageHandler = fail_on_bad_image

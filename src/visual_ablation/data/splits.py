@@ -15,12 +15,32 @@ from typing import Any
 
 import numpy as np
 
+from visual_ablation.vocabulary import CLASS, CONTROL
+
 TRAIN, VAL, TEST = 0, 1, 2
+UNUSED = -1  # an image outside the ones a target is decoded on (`run_splits` within)
 PARTS = (("train", TRAIN), ("val", VAL), ("test", TEST))
 
 
 class SplitError(ValueError):
     """Labels that cannot be split as configured; the message says why and what to change."""
+
+
+def within_fixed_test(target: str) -> bool:
+    """Whether `target`, on a source that fixes its test images, is decoded within them
+    (`target_images`): every factor; not the class and control probes."""
+    return target not in (CLASS, CONTROL)
+
+
+def target_images(target: str, fixed_test: np.ndarray | None) -> np.ndarray | None:
+    """The images a target is trained and tested on, where not all (None). A source that
+    fixes its test images (the cue-conflict set) draws its factors apart from the class
+    there only: elsewhere a factor may signal the class (the cue does), and its probe would
+    decode the class again. So its factor targets are decoded within those images, each run
+    drawing its own split of them; the class (and control) probes train on the others."""
+    if fixed_test is None or not within_fixed_test(target):
+        return None
+    return fixed_test
 
 
 def split_sizes(split: np.ndarray) -> dict[str, int]:
@@ -138,21 +158,37 @@ def fixed_test_split(
     return split
 
 
+def within_split(
+    labels: np.ndarray, within: np.ndarray, val: float, test: float, seed: int, name: str
+) -> np.ndarray:
+    """A stratified split (`stratified_split`) of the images `within` (bool per image)
+    only; every other image is UNUSED."""
+    split = np.full(len(labels), UNUSED, dtype=np.int8)
+    split[within] = stratified_split(labels[within], val, test, seed, name)
+    return split
+
+
 def run_splits(
     labels: np.ndarray,
     split: dict[str, Any],
     runs: list[int],
     name: str,
     fixed_test: np.ndarray | None = None,
+    within: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Each run's split of `labels` (computed once per distinct seed); with `fixed_test`
-    (a source's own test images), only train and validation are drawn."""
+    (a source's own test images), only train and validation are drawn; with `within`
+    (bool per image), all three parts are drawn among those images only."""
     by_seed: dict[int, np.ndarray] = {}
     out = {}
     for run in runs:
         seed = run_seed(split, run)
         if seed not in by_seed:
-            if fixed_test is not None:
+            if within is not None:
+                by_seed[seed] = within_split(
+                    labels, within, split["val"], split["test"], seed, name
+                )
+            elif fixed_test is not None:
                 by_seed[seed] = fixed_test_split(
                     labels, fixed_test, split["val"], split["test"], seed, name
                 )

@@ -33,8 +33,8 @@ from visual_ablation.probes.stacking import (
     check_finite,
     head_gradients,
     stack_groups,
-    train_statistics,
 )
+from visual_ablation.probes.standardisation import train_statistics
 
 ENGINES = ("auto", "eager", "static")
 
@@ -183,6 +183,7 @@ def train(
                     layer=layer,
                     run=run,
                     test_rows=rows[TEST][h % len(slots)],
+                    train_rows=rows[TRAIN][h % len(slots)],
                     test_proba=proba[h],
                     best_epoch=int(best_epoch[h]),
                     epochs=int(epochs[h]),

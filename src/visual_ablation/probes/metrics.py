@@ -13,13 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 # what one run row is about: the store tested on, the representation whose store the head
-# was trained on (itself, or the reference for a transfer row), the target it predicts,
-# the layer, probe and run
+# was trained on (itself, or the reference for a transfer row), how a transfer row's heads
+# were applied (vocabulary.TRANSFER_VARIANTS; `none` for a train job's row), the target it
+# predicts, the layer, probe and run
 RUN_KEYS = [
     "dataset",
     "backbone",
     "representation",
     "train_representation",
+    "transfer",
     "target",
     "layer",
     "probe",

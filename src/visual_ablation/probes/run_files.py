@@ -31,9 +31,9 @@ TIMING_COLUMNS = ["train_seconds"]
 # the predictions file's arrays joined over a model's run groups
 PER_IMAGE = ("runs", "image", "label", "predicted", "p_true", "confidence")
 
-# (dataset, backbone, representation, train_representation, target, probe) -> that model's
-# predictions over all its runs
-PredictionLoader = Callable[[str, str, str, str, str, str], dict[str, np.ndarray]]
+# (dataset, backbone, representation, train_representation, transfer, target, probe) ->
+# that model's predictions over all its runs (spec/layout.py ModelKey)
+PredictionLoader = Callable[..., dict[str, np.ndarray]]
 
 
 def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
@@ -54,6 +54,7 @@ def write_heads(heads: list[stacking.HeadResult], rows: list[dict[str, Any]], pa
     for head in heads:
         key = f"{head.run}/{head.layer}"
         values[f"{key}/test_rows"] = head.test_rows.astype(np.int64)
+        values[f"{key}/train_rows"] = head.train_rows.astype(np.int64)
         values[f"{key}/mean"], values[f"{key}/std"] = head.mean, head.std
         for k, weight in enumerate(head.weights):
             values[f"{key}/w{k}"] = weight
@@ -143,11 +144,10 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
 
 
 def prediction_loader(paths: list[str], reference: str | None) -> PredictionLoader:
-    """(dataset, backbone, representation, train_representation, target, probe) -> that
-    model's per-image predictions over all its runs, from the train and transfer jobs'
-    .npz files (`paths`, one per run group, under runs/ or transfer/, then
-    {dataset}/{backbone}/{representation}/{target}/{probe}/; a transfer job's heads were
-    trained on `reference`)."""
+    """A ModelKey's fields -> that model's per-image predictions over all its runs, from
+    the train and transfer jobs' .npz files (`paths`, one per run group, under runs/ or
+    transfer/{variant}/, then {dataset}/{backbone}/{representation}/{target}/{probe}/; a
+    transfer job's heads were trained on `reference`)."""
     by_model: dict[ModelKey, list[str]] = {}
     for path in paths:
         by_model.setdefault(parse_run_path(path, reference)[0], []).append(path)
@@ -157,7 +157,7 @@ def prediction_loader(paths: list[str], reference: str | None) -> PredictionLoad
         if not files:
             raise ValueError(
                 f"no per-image predictions for {'/'.join(key)} (dataset, backbone, tested on, "
-                "trained on, target, probe): rerun its train or transfer jobs"
+                "trained on, transfer, target, probe): rerun its train or transfer jobs"
             )
         parts = []
         for path in files:

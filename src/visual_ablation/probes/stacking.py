@@ -68,6 +68,7 @@ class HeadResult:
     layer: str
     run: int
     test_rows: np.ndarray  # [n_test] the run's test images (rows of the feature store)
+    train_rows: np.ndarray  # [n_train] its train images (what `mean` and `std` are over)
     test_proba: np.ndarray  # [n_test, n_classes], from the best epoch's weights
     best_epoch: int  # 1-based epoch with the lowest validation loss
     epochs: int  # epochs trained before early stopping (or max_epochs)
@@ -93,25 +94,6 @@ def check_finite(layer: str, values: np.ndarray, where: str) -> None:
             "probes: rebuild it (snakemake --forcerun on the store), and if it recurs check "
             "the backbone's weights."
         )
-
-
-def train_statistics(values: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 mean and std of each feature over the train rows (accumulated in float64);
-    a constant feature gets std 1, so it standardises to 0."""
-    x = values[train].astype(np.float32)
-    mean = x.mean(axis=0, dtype=np.float64)
-    std = x.std(axis=0, dtype=np.float64)
-    std[std < 1e-8] = 1.0
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def standardise(values: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """(x - mean) / std with train-split statistics, as float32 (what the heads see)."""
-    mean, std = train_statistics(values, train)
-    x = values.astype(np.float32)
-    x -= mean
-    x /= std
-    return x
 
 
 def head_seed(run: int, layer: str) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from visual_ablation.data import preparation, splits
 from visual_ablation.plumbing import store
 from visual_ablation.probes import metrics, run_files
-from visual_ablation.vocabulary import CLASS
+from visual_ablation.vocabulary import CLASS, WITHIN
 
 if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none
     from visual_ablation.probes import stacking
@@ -44,6 +44,36 @@ def read_labels(
         return labels, len(names), group["labels"][:], preparation.read_fixed_test(group)
 
 
+def same_up_to_names(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings of the same images are one relabelled (a bijection): probes
+    of the two would fit the same heads up to the order of their classes."""
+    pairs = np.unique(np.stack([a, b]), axis=1).shape[1]
+    return pairs == len(np.unique(a)) == len(np.unique(b))
+
+
+def check_not_class(
+    target: str,
+    labels: np.ndarray,
+    classes: np.ndarray,
+    split_of: dict[int, np.ndarray],
+    where: str,
+) -> None:
+    """Refuse a target whose labels on the images it trains on (train and validation of
+    every run) are the class labels renamed: it would train the class probe's heads."""
+    if target == CLASS:
+        return
+    seen = np.zeros(len(labels), dtype=bool)
+    for split in split_of.values():
+        seen |= (split == splits.TRAIN) | (split == splits.VAL)
+    if same_up_to_names(labels[seen], classes[seen]):
+        raise ValueError(
+            f"{where}: target {target!r} has the class labels (renamed) on all {int(seen.sum())} "
+            f"images its probes train on, so they would train the same heads as the class "
+            f"probe's. Drop {target!r} from the dataset's targets, or draw it apart from the "
+            "class (for synthetic-cue-conflict, an agreement below 1)."
+        )
+
+
 def train_store(
     feature_path: str,
     data_path: str,
@@ -67,17 +97,23 @@ def train_store(
     runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
     labels, n_classes, classes, fixed_test = read_labels(data_path, data_spec, target)
-    split_of = splits.run_splits(classes, split_spec, runs, data_spec["name"], fixed_test)
+    within = splits.target_images(target, fixed_test)
+    split_of = splits.run_splits(
+        classes, split_spec, runs, data_spec["name"], fixed_test, within=within
+    )
+    if within is None:  # within them, the class probe does not train at all
+        check_not_class(target, labels, classes, split_of, f"data store {data_path}")
     sizes = splits.check_split(split_of[runs[0]], f"data store {data_path}")
     t0 = time.perf_counter()
     features = read_features(feature_path, feature_spec)
     log.info(
-        "read %d layers of %s in %.2f s; split %s%s",
+        "read %d layers of %s in %.2f s; split %s%s%s",
         len(features),
         feature_path,
         time.perf_counter() - t0,
         sizes,
         ", resampled per run" if split_spec.get("resample") else "",
+        "" if within is None else f", within the {int(within.sum())} conflict images",
     )
     config = stacking.ProbeConfig.from_spec(probe_spec)
     heads, seconds = fitting.train(
@@ -98,6 +134,7 @@ def train_store(
                 "backbone": feature_spec["backbone"]["name"],
                 "representation": feature_spec["representation"]["name"],
                 "train_representation": feature_spec["representation"]["name"],
+                "transfer": WITHIN,
                 "target": target,
                 "layer": head.layer,
                 "probe": probe_spec["name"],

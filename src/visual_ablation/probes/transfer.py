@@ -2,9 +2,17 @@
 another representation's features of the same test images (Geirhos et al. 2018's
 question: does the network, as trained, still work when a cue is gone?).
 
-A train job keeps its best heads with the standardisation they were trained with
-(`run_files.write_heads`); a transfer job applies them, unchanged, to the other store's
-features: nothing is recomputed or retrained. Its rows and predictions have the train
+A train job keeps its best heads with the standardisation they were trained with and
+its train rows (`run_files.write_heads`); a transfer job applies them to the other store's
+features, in one of two ways (`variant`, vocabulary.TRANSFER_VARIANTS):
+- `as-trained`: with the reference's standardisation, unchanged. An ablation moves the
+  features' means and scales, so this mixes a shift of the feature statistics with the
+  loss of a cue (predictions collapse onto a few classes);
+- `restandardised`: the tested store standardised with its own train-split mean and std
+  (the same train rows; no labels), so that what remains is the heads' use of what the
+  features still carry (Schneider et al. 2020 adapt normalisation statistics the same
+  way).
+Nothing is recomputed or retrained. Its rows and predictions have the train
 job's format, with `train_representation` the reference, so the aggregate tests them
 against the reference's own rows on the same images like any other representation.
 numpy only: a transfer job needs no torch (tests/test_transfer.py checks that the heads
@@ -21,6 +29,8 @@ import numpy as np
 from visual_ablation.data import preparation
 from visual_ablation.plumbing import store
 from visual_ablation.probes import metrics, run_files, training
+from visual_ablation.probes.standardisation import train_statistics
+from visual_ablation.vocabulary import TRANSFER_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +57,13 @@ def transfer_store(
     feature_spec: dict[str, Any],
     data_spec: dict[str, Any],
     target: str,
+    variant: str = TRANSFER_VARIANTS[0],
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """The heads of `heads_paths` (trained on the reference) on the test rows of their
-    runs in the store at `feature_path`: csv rows and per-image predictions."""
+    runs in the store at `feature_path`, applied as `variant` says: csv rows and
+    per-image predictions."""
+    if variant not in TRANSFER_VARIANTS:
+        raise ValueError(f"unknown transfer {variant!r}: one of {', '.join(TRANSFER_VARIANTS)}")
     trained_rows, values = run_files.read_heads(heads_paths)
     heads_path = ", ".join(heads_paths)
     with store.reading(data_path, data_spec) as group:
@@ -75,22 +89,25 @@ def transfer_store(
                 f"layer {layer!r} of {feature_path} has {features[layer].shape[1]} features, "
                 f"the heads in {heads_path} take {weights[0].shape[0]}: rerun their train job"
             )
-        proba[run, layer] = head_proba(
-            weights, values[f"{key}/mean"], values[f"{key}/std"], features[layer][test_rows]
-        )
+        mean, std = values[f"{key}/mean"], values[f"{key}/std"]
+        if variant == "restandardised":
+            mean, std = train_statistics(features[layer], values[f"{key}/train_rows"])
+        proba[run, layer] = head_proba(weights, mean, std, features[layer][test_rows])
         rows.append(
             {
                 **trained,
                 "representation": representation,
+                "transfer": variant,
                 **metrics.classification_metrics(labels[test_rows], proba[run, layer]),
             }
         )
     image = np.stack([values[f"{run}/{layers[0]}/test_rows"] for run in runs])
     log.info(
-        "%d heads trained on %s tested on %s (%d test images per run)",
+        "%d heads trained on %s tested on %s, %s (%d test images per run)",
         len(rows),
         trained_rows[0]["train_representation"],
         representation,
+        variant,
         image.shape[1],
     )
     ordered = [{column: row[column] for column in run_files.COLUMNS} for row in rows]

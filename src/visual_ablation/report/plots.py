@@ -53,17 +53,20 @@ def accuracy_by_layer(
 ) -> None:
     """Mean test accuracy per layer, one line and 95% CI band per representation (`part`:
     the summary rows of one figure, from `selected`): on the left probes trained and
-    tested on each representation, on the right (when there are transfer rows) the
-    reference's probes tested on each representation. `untrained`: (name, summary rows)
-    of the same network with random weights, whose reference line the left panel shows
-    too."""
+    tested on each representation, then (when there are transfer rows) a panel per
+    transfer variant: the reference's probes tested on each representation. `untrained`:
+    (name, summary rows) of the same network with random weights, whose reference line
+    the left panel shows too."""
     part = main_target(part)
     transferred = part[part["representation"] != part["train_representation"]]
     panels = [("trained and tested on each representation", within(part))]
-    if not transferred.empty:
-        reference_rows = within(part)[within(part)["representation"] == reference]
+    reference_rows = within(part)[within(part)["representation"] == reference]
+    for variant, rows in transferred.groupby("transfer", sort=False):
         panels.append(
-            (f"trained on {reference}, tested on each", pd.concat([reference_rows, transferred]))
+            (
+                f"trained on {reference}, tested on each ({variant})",
+                pd.concat([reference_rows, rows]),
+            )
         )
     layers = list(dict.fromkeys(part["layer"]))
     width = max(6.0, 0.8 * len(layers) + 3)
@@ -222,31 +225,69 @@ def _finish(ax, ylabel: str, ylim: tuple[float, float], title: str) -> None:
 
 def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str) -> None:
     """Shape bias per layer (shape_bias.csv's rows of one dataset and probe, probes trained
-    and tested on the reference), one line and 95% CI band per backbone."""
+    and tested on the reference), one line and 95% CI band per backbone; no point where
+    the layer's decisions follow either cue no more often than a guesser (NaN). Below,
+    its context: the shape's and the cue's decodability on the conflict images (where the
+    dataset lists those targets) and the share of decisions that follow either cue."""
     part = table[(table["dataset"] == dataset) & (table["probe"] == probe)]
     part = part[part["representation"] == part["train_representation"]]
     part = part[part["representation"] == part["reference"]]
     if part.empty:
         raise ValueError(f"shape_bias.csv has no rows for dataset={dataset} probe={probe}")
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, (bias_ax, context_ax) = plt.subplots(
+        2, 1, figsize=(7.5, 7.5), sharex=True, height_ratios=(1.0, 1.0)
+    )
     for backbone, rows in part.groupby("backbone", sort=False):
         # relative depth, so that backbones of other lengths share the axis
         depth = np.linspace(0.0, 1.0, len(rows)) if len(rows) > 1 else np.array([1.0])
         value = rows["shape_bias"].to_numpy(dtype=float)
         below = value - rows["shape_bias_ci_low"].to_numpy(dtype=float)
         above = rows["shape_bias_ci_high"].to_numpy(dtype=float) - value
-        ax.errorbar(
+        line = bias_ax.errorbar(
             depth, value, yerr=[below, above], marker="o", markersize=3, capsize=2, label=backbone
         )
+        colour = line[0].get_color()
         for d, v, layer in zip(depth, value, rows["layer"], strict=True):
-            ax.annotate(layer, (d, v), fontsize=6, xytext=(2, 3), textcoords="offset points")
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("relative depth (first named layer 0, last 1)")
+            if np.isfinite(v):
+                bias_ax.annotate(
+                    layer, (d, v), fontsize=6, xytext=(2, 3), textcoords="offset points"
+                )
+        context_ax.plot(
+            depth,
+            rows["either_fraction"],
+            color=colour,
+            linestyle=":",
+            marker=".",
+            label=f"{backbone}: decisions following either",
+        )
+        for name, style in (("shape", "-"), ("cue", "--")):
+            column = f"{name}_decodability"
+            if column in rows and rows[column].notna().any():
+                context_ax.plot(
+                    depth,
+                    rows[column],
+                    color=colour,
+                    linestyle=style,
+                    marker="o",
+                    markersize=3,
+                    label=f"{backbone}: {name} decodable",
+                )
+    bias_ax.set_xlabel("")
     _finish(
-        ax,
+        bias_ax,
         "shape bias: shape / (shape + cue) decisions\n(95% CI over test images, runs)",
         (-0.02, 1.02),
-        f"{dataset} / {probe} probe: shape bias on cue-conflict test images",
+        f"{dataset} / {probe} probe on cue-conflict test images",
+    )
+    guesser = float(part["guesser_either"].iloc[0])
+    context_ax.axhline(guesser, color="grey", linestyle=":", linewidth=1, label="guesser (2/K)")
+    context_ax.axhline(guesser / 2, color="grey", linestyle="-.", linewidth=1, label="chance (1/K)")
+    context_ax.set_xlabel("relative depth (first named layer 0, last 1)")
+    _finish(
+        context_ax,
+        "share of test images\n(accuracy on conflict images)",
+        (-0.02, 1.02),
+        "its context: each cue decoded apart, decisions following either",
     )
     _save(fig, path)
 
@@ -255,8 +296,9 @@ def difference_heatmap(
     part: pd.DataFrame, title: str, path: str, reference: str | None = "original"
 ) -> None:
     """Paired accuracy difference to `reference` in points, representation x layer: the
-    probes trained on each representation, then (labelled `... (ref heads)`) the
-    reference's probes tested on each; * marks a Holm-adjusted p < 0.05 of the
+    probes trained on each representation, then (labelled `... (ref heads, variant)`) the
+    reference's probes tested on each, the transfer variants of one representation on
+    adjacent rows; * marks a Holm-adjusted p < 0.05 of the
     image-level test (analyses/stats.py)."""
     part = main_target(part)
     part = part[(part["representation"] != reference) | (part["train_representation"] != reference)]
@@ -269,11 +311,19 @@ def difference_heatmap(
     transferred = part["representation"] != part["train_representation"]
     part = part.assign(
         row=np.where(
-            transferred, part["representation"] + f" ({reference} heads)", part["representation"]
+            transferred,
+            part["representation"] + f" ({reference} heads, " + part["transfer"] + ")",
+            part["representation"],
         )
     )
     layers = list(dict.fromkeys(part["layer"]))
-    representations = list(dict.fromkeys(part["row"]))
+    # the probes trained on each representation, then each representation's transfer
+    # variants next to each other
+    rank = {r: i for i, r in enumerate(dict.fromkeys(part["representation"]))}
+    order = part.assign(transferred=transferred, rank=part["representation"].map(rank)).sort_values(
+        ["transferred", "rank"], kind="stable"
+    )
+    representations = list(dict.fromkeys(order["row"]))
     diff = part.pivot(index="row", columns="layer", values="accuracy_diff").reindex(
         index=representations, columns=layers
     )

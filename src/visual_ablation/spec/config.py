@@ -27,11 +27,13 @@ from visual_ablation.vocabulary import (
     PROBE_DEFAULTS,
     REFERENCE,
     REPRESENTATION_DEFAULTS,
+    TRANSFER_VARIANTS,
 )
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
 # kind is then re-planned. Editing package code that does not change meaning must not.
 # 2: chunk manifest; 3: chunk checksums; 4: no split; 5: factor labels, fixed test sets
+# (a change of one source's stores bumps its own `Source.version` instead)
 DATA_FORMAT_VERSION = 5
 # 2: chunk manifest; 3: chunk checksums; 4: each backbone's own normalisation, Canny
 # edges, grey occlusion from its own random stream, Hermitian phase scrambling (the
@@ -41,8 +43,9 @@ FEATURE_FORMAT_VERSION = 4
 # train job is re-planned, no feature store is.
 # 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
 # per-image predictions, debiased calibration error; 4: targets, heads kept for transfer;
-# 5: weight-decay grids chosen on validation, the control target
-PROBE_FORMAT_VERSION = 6
+# 5: weight-decay grids chosen on validation, the control target; 6: the L-BFGS solver;
+# 7: the transfer column, train rows kept with the heads
+PROBE_FORMAT_VERSION = 7
 
 
 CUE_CONFLICT = CueConflictSource.name
@@ -67,6 +70,8 @@ class Experiment:
     probes: dict[str, dict[str, Any]]
     runs: int
     runs_per_job: int = 1
+    # how the reference's heads are tested on the other representations (TRANSFER_VARIANTS)
+    transfer: tuple[str, ...] = TRANSFER_VARIANTS
     # dataset -> what its probes predict (`class` and/or factors of its source)
     targets: dict[str, list[str]] = field(default_factory=dict)
     # dataset -> the representations computed for it (a subset; absent: all)
@@ -94,10 +99,15 @@ class Experiment:
         """Everything that defines `data/{dataset}.zarr` (not the split: train jobs draw it)."""
         key = ("data", dataset)
         if key not in self._cache:
+            spec = self.datasets[dataset]
+            version = SOURCES[spec["source"]].version
             self._cache[key] = {
                 "format_version": DATA_FORMAT_VERSION,
+                # only where a source has changed its stores: the others' specs stay as
+                # they were, and so do their caches
+                **({"source_version": version} if version > 1 else {}),
                 "name": dataset,
-                **self.datasets[dataset],
+                **spec,
             }
         return self._cache[key]
 
@@ -186,6 +196,13 @@ def _resolve_targets(name: str, spec: dict[str, Any]) -> list[str]:
         if target not in valid:
             raise unknown_value(
                 f"target of {source.name}", f"datasets.{name}.targets", target, valid
+            )
+    for first, second in source.coinciding({**source.defaults, **spec}):
+        if first in targets and second in targets:
+            raise ConfigError(
+                f"config key 'datasets.{name}.targets': {first} and {second} have the same "
+                f"labels on every image of this {source.name} dataset, so their probes "
+                f"would train the same heads: list one of them."
             )
     if source.name == CUE_CONFLICT and CLASS not in targets:
         raise ConfigError(
@@ -321,6 +338,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True, **config.get("split", {})},
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
+        transfer=tuple(config.get("transfer", TRANSFER_VARIANTS)),
         runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),
         targets={n: _resolve_targets(n, s) for n, s in config["datasets"].items()},
         dataset_representations={

@@ -11,19 +11,23 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# a train or transfer job's name under its stage folder (its files, log and benchmark)
+# a train or transfer job's name under its stage folder (its files, log and benchmark);
+# a transfer job's stage folder is transfer/{transfer} (its variant)
 RUN_JOB = "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
-RUN_STAGES = ("runs", "transfer")
+TRAIN_STAGE, TRANSFER_STAGE = "runs", "transfer"
+WITHIN = "none"  # the `transfer` of a train job's model (vocabulary.WITHIN)
 
 
 class ModelKey(NamedTuple):
     """What one model's predictions are: tested on `representation`, its heads trained
-    on `train_representation` (the same for a train job, the reference for transfer)."""
+    on `train_representation` (the same for a train job, the reference for transfer) and
+    applied as `transfer` says (WITHIN for a train job)."""
 
     dataset: str
     backbone: str
     representation: str
     train_representation: str
+    transfer: str
     target: str
     probe: str
 
@@ -47,13 +51,18 @@ def parse_run_path(path: str, reference: str | None) -> tuple[ModelKey, list[int
     `reference`."""
     parts = path.replace(os.sep, "/").split("/")
     stage, dataset, backbone, representation, target, probe, name = parts[-7:]
-    if stage not in RUN_STAGES or not name.startswith("run"):
+    transfer = WITHIN
+    if len(parts) > 7 and parts[-8] == TRANSFER_STAGE:
+        transfer, stage = stage, TRANSFER_STAGE
+    elif stage != TRAIN_STAGE:
+        stage = ""
+    if not stage or not name.startswith("run"):
         raise ValueError(f"{path} is not a train or transfer job's file ({RUN_JOB})")
-    trained_on = reference if stage == "transfer" else representation
+    trained_on = reference if stage == TRANSFER_STAGE else representation
     if trained_on is None:
         raise ValueError(f"{path}: a transfer job's file needs the reference representation")
     label = name[len("run") :].split(".", 1)[0]
-    key = ModelKey(dataset, backbone, representation, trained_on, target, probe)
+    key = ModelKey(dataset, backbone, representation, trained_on, transfer, target, probe)
     return key, parse_run_label(label)
 
 
@@ -80,32 +89,33 @@ class Layout:
         )
 
     def _run(self, stage: str, suffix: str) -> str:
-        return os.path.join(self.results_dir, stage, *RUN_JOB.split("/")) + suffix
+        return os.path.join(self.results_dir, *stage.split("/"), *RUN_JOB.split("/")) + suffix
 
     @property
     def run_table(self) -> str:
         """One train job's csv: `run3.csv` for one run, `run0-4.csv` for runs 0..4."""
-        return self._run("runs", ".csv")
+        return self._run(TRAIN_STAGE, ".csv")
 
     @property
     def run_predictions(self) -> str:
         """One train job's per-image test predictions, next to its csv."""
-        return self._run("runs", ".predictions.npz")
+        return self._run(TRAIN_STAGE, ".predictions.npz")
 
     @property
     def run_heads(self) -> str:
         """One train job's best head weights and standardisation (what transfer applies)."""
-        return self._run("runs", ".heads.npz")
+        return self._run(TRAIN_STAGE, ".heads.npz")
 
     @property
     def transfer_table(self) -> str:
-        """The reference's heads tested on `{representation}`: its csv..."""
-        return self._run("transfer", ".csv")
+        """The reference's heads tested on `{representation}` as `{transfer}` says: its
+        csv..."""
+        return self._run(TRANSFER_STAGE + "/{transfer}", ".csv")
 
     @property
     def transfer_predictions(self) -> str:
         """...and its per-image test predictions."""
-        return self._run("transfer", ".predictions.npz")
+        return self._run(TRANSFER_STAGE + "/{transfer}", ".predictions.npz")
 
     @property
     def shape_bias_table(self) -> str:
@@ -169,8 +179,9 @@ class Layout:
         return os.path.join(self.results_dir, "benchmarks", rule, name + ".tsv")
 
     def run_log(self, rule: str) -> str:
-        """A train or transfer job's log, named as its files are."""
-        return self.log(rule, RUN_JOB)
+        """A train or transfer job's log, named as its files are (a transfer job's under
+        its variant)."""
+        return self.log(rule, RUN_JOB if rule == "train" else "{transfer}/" + RUN_JOB)
 
     def run_benchmark(self, rule: str) -> str:
         return self.benchmark(rule, RUN_JOB)

@@ -15,8 +15,8 @@ class FeatureJob(NamedTuple):
 
 
 class RunJob(NamedTuple):
-    """One train job (or the transfer job of the same key): every layer of one store,
-    one target and probe config, a group of runs."""
+    """One train job (or a transfer job of the same key, `transfer` its variant): every
+    layer of one store, one target and probe config, a group of runs."""
 
     dataset: str
     backbone: str
@@ -24,6 +24,7 @@ class RunJob(NamedTuple):
     target: str
     probe: str
     runs: tuple[int, ...]
+    transfer: str = layout.WITHIN
 
     def file(self, template: str) -> str:
         """This job's file of a run template (spec/layout.py: run_table, run_heads, ...)."""
@@ -35,4 +36,5 @@ class RunJob(NamedTuple):
             target=self.target,
             probe=self.probe,
             run=layout.run_label(list(self.runs)),
+            transfer=self.transfer,
         )

@@ -3,9 +3,11 @@ the figures per (dataset, backbone, probe) and per dataset."""
 
 from __future__ import annotations
 
+from visual_ablation.data import splits
 from visual_ablation.data.sources import SOURCES
 from visual_ablation.spec import layout
 from visual_ablation.spec.plans import train, transfer
+from visual_ablation.vocabulary import CLASS
 
 FIGURES = ("accuracy_by_layer", "difference_heatmap", "targets_by_layer")
 
@@ -26,12 +28,21 @@ def run_predictions(exp) -> list[str]:
 
 
 def resampled_test_datasets(exp) -> list[str]:
-    """Datasets whose runs each draw their own test split (`split.resample`, and a
-    source that does not fix the test images): their intervals over runs get the
-    corrected resampled t (analyses/stats.py t_interval)."""
+    """Datasets (`dataset`) and targets (`dataset/target`) whose runs each draw their own
+    test split (`split.resample`): a source that does not fix the test images, and the
+    factor targets of one that does, decoded on a split of its fixed images
+    (probes/training.py target_images). Their intervals over runs get the corrected
+    resampled t (analyses/stats.py t_interval)."""
     if not exp.split.get("resample"):
         return []
-    return [d for d, s in exp.datasets.items() if not SOURCES[s["source"]].fixes_test]
+    out = []
+    for d, spec in exp.datasets.items():
+        if not SOURCES[spec["source"]].fixes_test:
+            out.append(d)
+        else:
+            targets = exp.targets.get(d, [CLASS])
+            out += [f"{d}/{t}" for t in targets if splits.within_fixed_test(t)]
+    return out
 
 
 def figures(exp, figure: str) -> list[str]:

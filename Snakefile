@@ -1,6 +1,6 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> features (+ inventory) -> train -> transfer;
-# similarity -> report, shape bias.
+# Stages (one rule file each): data -> features (+ inventory) -> train -> transfer,
+# amnesic; similarity -> report, shape bias.
 # Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
 # data/files.py, a backbone family one in features/backbones.py; a new artefact's path is one
 # template in spec/layout.py; a new config key is the schema plus vocabulary.py or
@@ -55,6 +55,7 @@ include: "rules/transfer.smk"
 include: "rules/similarity.smk"
 include: "rules/report.smk"
 include: "rules/shape_bias.smk"
+include: "rules/amnesic.smk"
 
 
 # cheap table and figure jobs run in the main process, not as cluster jobs
@@ -68,6 +69,8 @@ localrules:
     similarity_plot,
     shape_bias,
     shape_bias_plot,
+    amnesic_table,
+    amnesic_plot,
 
 
 rule all:

@@ -291,3 +291,39 @@ def test_unknown_layer_names_the_valid_ones():
                 "image_size": 32,
             }
         )
+
+
+def statistics(x: torch.Tensor, size: int = 32) -> dict[str, torch.Tensor]:
+    spec = {"model": "image_statistics", "layers": "all", "image_size": size}
+    return LayerExtractor({**spec, "normalization": "none"})(x)
+
+
+def test_image_statistics_answer_what_their_names_say():
+    from visual_ablation.features import backbones
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    out = statistics(x)
+    assert list(out) == ["colour", "amplitude", "edges"]
+    assert out["amplitude"].shape == (4, backbones.AMPLITUDE_BANDS * backbones.ORIENTATIONS)
+    edge_columns = len(backbones.EDGE_THRESHOLDS) * backbones.ORIENTATIONS
+    assert out["edges"].shape == (4, edge_columns)
+    # mean colour: each channel's mean; a grayscale image's are equal
+    torch.testing.assert_close(out["colour"], x.mean(dim=(2, 3)))
+    gray = statistics(x[:, :1].expand(-1, 3, -1, -1))["colour"]
+    torch.testing.assert_close(gray[:, 0], gray[:, 2])
+    # the amplitude spectrum ignores where things are (circular shifts), not what they are
+    shifted = statistics(torch.roll(x, shifts=(7, -11), dims=(2, 3)))
+    torch.testing.assert_close(shifted["amplitude"], out["amplitude"], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(statistics(x.flip(0))["amplitude"], out["amplitude"])
+    # edge density: none in a flat image; a vertical step is an edge of horizontal gradient
+    # (orientation bin 0) along one column pair, at every threshold below its strength
+    flat = statistics(torch.full((1, 3, 32, 32), 0.4))
+    assert float(flat["edges"].abs().max()) == 0.0
+    step = torch.zeros(1, 3, 32, 32)
+    step[..., 16:] = 1.0
+    density = statistics(step)["edges"].reshape(len(backbones.EDGE_THRESHOLDS), -1)
+    assert torch.all(density[:, 1:] == 0)
+    # Sobel / 8: a step of 1 has gradient 0.5 on the two columns beside it
+    below = torch.tensor([t < 0.5 for t in backbones.EDGE_THRESHOLDS])
+    assert torch.equal(density[:, 0], torch.where(below, 2 / 32, 0.0))

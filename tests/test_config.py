@@ -26,13 +26,15 @@ def base(**kw):
 
 
 def test_default_config_resolves_and_its_layers_exist():
+    from visual_ablation.data.procedural import ShapesSource
+
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.setdefault("split", {"val": 0.15, "test": 0.2, "seed": 0})
     exp = resolve(config)
     check_backbones(exp)
-    # shapes: 2 backbones x 8 representations + the untrained one's original; conflict: 3
+    # shapes: 3 backbones x 8 representations + the untrained one's original; conflict: 4
     # backbones x original
-    assert len(plans.features.jobs(exp)) == 2 * 8 + 1 + 3 * 1
+    assert len(plans.features.jobs(exp)) == 3 * 8 + 1 + 4 * 1
     assert exp.datasets["shapes"]["image_size"] == 64
     assert exp.targets == {
         "shapes": ["class", "control"],
@@ -41,11 +43,14 @@ def test_default_config_resolves_and_its_layers_exist():
     assert exp.transfer == ("as-trained", "restandardised")
     assert exp.untrained_twin("effnet") == "untrained"
     assert exp.untrained_twin("untrained") is None and exp.untrained_twin("pixels") is None
-    # train jobs: shapes 17 stores x 2 probes (+ control on its 3 originals), conflict 3
-    # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 14 other
-    # stores x 2 probes x 2 variants
-    assert len(plans.train.jobs(exp)) == (17 + 3) * 2 + 3 * 4 * 2
-    assert len(plans.transfer.jobs(exp)) == 14 * 2 * 2
+    # train jobs: shapes 25 stores x 2 probes (+ control on its 4 originals), conflict 4
+    # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 21 other
+    # stores x 2 probes x 2 variants; amnesic: shapes' 4 originals (conflict: none)
+    assert len(plans.train.jobs(exp)) == (25 + 4) * 2 + 4 * 4 * 2
+    assert len(plans.transfer.jobs(exp)) == 21 * 2 * 2
+    assert len(plans.amnesic.jobs(exp)) == 4
+    assert plans.amnesic.factors(exp, "shapes") == list(ShapesSource.factor_names)
+    assert plans.amnesic.factors(exp, "conflict") == []
     assert len(plans.report.run_tables(exp)) == len(plans.train.jobs(exp)) + len(
         plans.transfer.jobs(exp)
     )

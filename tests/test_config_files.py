@@ -35,24 +35,28 @@ def plan(wf: Workflow, configfile: str) -> dict[str, int]:
 
 
 def test_default_config_plans_the_documented_grid(shipped):
-    # shapes: 2 backbones x 8 representations and the untrained one's original; conflict:
-    # 3 backbones x original; every store's 3 runs in one train job (runs_per_job: 3)
+    # shapes: 3 backbones x 8 representations and the untrained one's original; conflict:
+    # 4 backbones x original; every store's 3 runs in one train job (runs_per_job: 3)
     assert plan(shipped, "config/config.yaml") == {
         "prepare_data": 2,
-        "features": 16 + 1 + 3,
+        "features": 24 + 1 + 4,
         "feature_table": 1,
-        # shapes: class on 17 stores and control on its 3 originals; conflict: 4 targets;
+        # shapes: class on 25 stores and control on its 4 originals; conflict: 4 targets;
         # x 2 probes
-        "train": (17 + 3) * 2 + 3 * 4 * 2,
-        "transfer": 14 * 2 * 2,  # shapes' 7 representations besides original x 2 backbones
+        "train": (25 + 4) * 2 + 4 * 4 * 2,
+        # shapes' 7 representations besides original x 3 backbones x 2 probes x 2 variants
+        "transfer": 21 * 2 * 2,
         "aggregate": 1,
-        "plots": 2 * 3 * 2,
+        "plots": 2 * 4 * 2,
         "representation_examples": 2,
-        "similarity": 2 * 7,  # each representation but original, per backbone
+        "similarity": 3 * 7,  # each representation but original, per backbone
         "similarity_table": 1,
-        "similarity_plot": 2,  # shapes only: conflict has original alone
+        "similarity_plot": 3,  # shapes only: conflict has original alone
         "shape_bias": 1,
         "shape_bias_plot": 2,  # conflict x 2 probes
+        "amnesic": 4,  # shapes' original per backbone (conflict: none, its cue is the class)
+        "amnesic_table": 1,
+        "amnesic_plot": 4 * 2,
         "all": 1,
     }
 
@@ -61,17 +65,20 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
     jobs = shipped.planned(config="config/quick.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
         "prepare_data": 2,
-        "features": 2 * 4 + 1 + 3,
+        "features": 3 * 4 + 1 + 4,
         "feature_table": 1,
         # runs 0-1 in one job (the default's runs_per_job); control on shapes' originals
-        "train": (2 * 4 + 1 + 3) * 2 + 3 * 4 * 2,
-        "transfer": 2 * 3 * 2 * 2,  # runs 0-1 in one job
+        "train": (3 * 4 + 1 + 4) * 2 + 4 * 4 * 2,
+        "transfer": 3 * 3 * 2 * 2,  # runs 0-1 in one job
         "aggregate": 1,
-        "plots": 12,
+        "plots": 16,
         "representation_examples": 2,
-        "similarity": 2 * 3,
+        "similarity": 3 * 3,
         "similarity_table": 1,
-        "similarity_plot": 2,
+        "similarity_plot": 3,
+        "amnesic": 4,
+        "amnesic_table": 1,
+        "amnesic_plot": 8,
         "shape_bias": 1,
         "shape_bias_plot": 2,
         "all": 1,
@@ -86,16 +93,19 @@ def test_scale_config_is_the_full_grid(shipped):
     jobs = shipped.planned(config="config/scale-100k.yaml")
     assert dict(Counter(rule for rule, _ in jobs)) == {
         "prepare_data": 2,
-        "features": 16 + 1 + 3,
+        "features": 24 + 1 + 4,
         "feature_table": 1,
-        "train": ((17 + 3) * 2 + 3 * 4 * 2) * train_jobs_per_store(10),
-        "transfer": 14 * 2 * 2 * train_jobs_per_store(10),
+        "train": ((25 + 4) * 2 + 4 * 4 * 2) * train_jobs_per_store(10),
+        "transfer": 21 * 2 * 2 * train_jobs_per_store(10),
         "aggregate": 1,
-        "plots": 12,
+        "plots": 16,
         "representation_examples": 2,
-        "similarity": 2 * 7,
+        "similarity": 3 * 7,
         "similarity_table": 1,
-        "similarity_plot": 2,
+        "similarity_plot": 3,
+        "amnesic": 4 * train_jobs_per_store(10),
+        "amnesic_table": 1,
+        "amnesic_plot": 8,
         "shape_bias": 1,
         "shape_bias_plot": 2,
         "all": 1,
@@ -106,8 +116,8 @@ def test_scale_config_is_the_full_grid(shipped):
 def test_power_config_is_the_default_at_ten_thousand_images(shipped):
     jobs = shipped.planned(config="config/power-10k.yaml")
     counted = dict(Counter(rule for rule, _ in jobs))
-    assert counted["train"] == ((17 + 3) * 2 + 3 * 4 * 2) * train_jobs_per_store(10)
-    assert counted["features"] == 20
+    assert counted["train"] == ((25 + 4) * 2 + 4 * 4 * 2) * train_jobs_per_store(10)
+    assert counted["features"] == 29
     assert all(out.startswith("results/power-10k/") for _, out in jobs if out)
 
 

@@ -61,7 +61,7 @@ def test_unknown_representation_param_is_named():
 def test_unknown_backbone_model_lists_valid_models():
     out = refusal(tiny_config(backbones={"net": {"model": "resnet1000"}}))
     assert "config key 'backbones.net.model': unknown backbone model 'resnet1000'" in out
-    assert "pixels, efficientnet_lite0," in out and "resnet18" in out
+    assert "pixels, image_statistics, efficientnet_lite0," in out and "resnet18" in out
 
 
 def test_unknown_layer_lists_valid_layers():

@@ -11,6 +11,8 @@ import pytest
 import zarr
 from conftest import Workflow, copy_workflow, tiny_config
 
+from visual_ablation.data.procedural import ShapesSource
+
 # tiny config: 1 dataset x 2 backbones x 2 representations x 2 probes x 3 runs
 TRAIN_JOBS = 2 * 2 * 2 * 3
 # original's heads on grayscale: one job per train job of grayscale
@@ -183,6 +185,13 @@ def test_a_new_target_or_transfer_variant_plans_only_its_own_jobs(built, tmp_pat
     )
     wf.write_config(config)
     wf.run()
+    # amnesic probing of the original's pixels: every factor's subspace found and removed
+    amnesic = list(csv.DictReader(open(wf.workdir / "results" / "amnesic.csv")))
+    assert [row["factor"] for row in amnesic] == list(ShapesSource.factor_names)
+    colour = next(row for row in amnesic if row["factor"] == "colour")
+    assert float(colour["factor_accuracy_before"]) > 0.5 > float(colour["factor_accuracy_after"])
+    assert float(colour["directions"]) >= 5  # at least the span of 6 hue sextants' means
+    assert (wf.workdir / "results/figures/shapes/pixels/linear/amnesic.png").exists()
     config["datasets"]["shapes"]["targets"] = ["class", "colour"]
     wf.write_config(config, "colour.yaml")
     jobs = wf.planned(config="colour.yaml")

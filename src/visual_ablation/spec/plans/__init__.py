@@ -6,6 +6,7 @@ files (what `rule all` asks for), so a new analysis is a module here and a line 
 from __future__ import annotations
 
 from visual_ablation.spec.plans import (
+    amnesic,
     features,
     report,
     shape_bias,
@@ -15,7 +16,7 @@ from visual_ablation.spec.plans import (
 )
 
 # the stages whose final files `rule all` collects, in the order the report shows them
-STAGES = (features, train, transfer, report, similarity, shape_bias)
+STAGES = (features, train, transfer, report, similarity, shape_bias, amnesic)
 
 
 def targets(exp) -> list[str]:

@@ -1,0 +1,77 @@
+# Stage 3d: amnesic probing. Each factor's linearly decodable subspace removed from the
+# reference representation's features (iterative nullspace projection), the reference's
+# class heads tested unchanged on what is left, against as many random directions
+# removed: does the class head use what the layer holds of the factor? One job per
+# (dataset, backbone, group of runs) for every probe's heads; a table over all of them
+# and a figure per (dataset, backbone, probe).
+
+
+def amnesic_heads(wildcards):
+    runs = tuple(parse_run_label(wildcards.run))
+    return plans.amnesic.heads(EXPERIMENT, wildcards.dataset, wildcards.backbone, runs)
+
+
+rule amnesic:
+    input:
+        unpack(amnesic_heads),
+        features=lambda wildcards: EXPERIMENT.feature_store(
+            wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
+        ),
+        data=rules.prepare_data.output[0],
+    output:
+        LAYOUT.amnesic_job,
+    log:
+        LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
+    conda:
+        "../envs/report.yaml"
+    resources:
+        mem_mb=train_mem_mb,
+    params:
+        store=reference_params,
+        data=data_params,
+        factors=lambda wildcards: plans.amnesic.factors(EXPERIMENT, wildcards.dataset),
+        iterations=EXPERIMENT.amnesic["iterations"],
+        probes=list(EXPERIMENT.probes),
+    script:
+        "../workflow/scripts/amnesic.py"
+
+
+rule amnesic_table:
+    input:
+        [
+            plans.amnesic.job_file(EXPERIMENT, job)
+            for job in plans.amnesic.jobs(EXPERIMENT)
+        ],
+    output:
+        report(
+            LAYOUT.amnesic_table,
+            caption="../workflow/report/amnesic_table.rst",
+            category="Tables",
+        ),
+    log:
+        LAYOUT.log("amnesic_table"),
+    conda:
+        "../envs/report.yaml"
+    params:
+        resampled=bool(EXPERIMENT.split.get("resample")),
+    script:
+        "../workflow/scripts/amnesic_table.py"
+
+
+rule amnesic_plot:
+    input:
+        rules.amnesic_table.output[0],
+    output:
+        report(
+            layout.fill(LAYOUT.figure, figure="amnesic"),
+            caption="../workflow/report/amnesic.rst",
+            category="Amnesic probing",
+            subcategory="{dataset}",
+            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        ),
+    log:
+        LAYOUT.log("amnesic_plot", "{dataset}/{backbone}/{probe}"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/amnesic_plot.py"

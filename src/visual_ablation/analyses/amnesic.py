@@ -1,0 +1,271 @@
+"""Amnesic probing: does the class head use what a layer holds of a factor? For each factor
+the data store holds, remove the factor's linearly decodable subspace from the reference
+representation's features by iterative nullspace projection (INLP, Ravfogel et al. 2020;
+as amnesic probing, Elazar et al. 2021) and test the reference's class heads, unchanged, on
+what is left; against removing as many random directions, which costs what losing that
+many dimensions costs whatever they hold.
+
+INLP, in the heads' standardised space (z = (x - mean) / std, the train rows'
+statistics): fit a linear classifier of the factor on the train images (ridge regression
+onto centred one-hot labels, its penalty chosen on validation from a grid), add the span of
+its weight columns to the removed subspace (orthonormal basis B), project every image onto
+the complement (z - z B B^T), and repeat, at most `iterations` times. The classifier is
+refit each time on the projected features, so directions that carry the factor redundantly
+are found in later iterations, until the factor's validation accuracy is within two
+binomial standard errors of its majority share (what is left is then noise). The factor's
+accuracy before and after says whether it is gone.
+
+Rows per (run, layer, factor, probe): the class heads' test accuracy with the features
+intact, with the factor's subspace removed, and (mean over RANDOM_DRAWS draws) with as many
+random orthonormal directions removed. numpy only (no torch).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from visual_ablation.analyses import inference
+from visual_ablation.data import preparation
+from visual_ablation.plumbing import store
+from visual_ablation.probes import run_files, transfer
+from visual_ablation.probes.standardisation import train_statistics
+
+log = logging.getLogger(__name__)
+
+RANDOM_DRAWS = 5  # random subspaces per removal, averaged
+# ridge penalties, relative to the mean eigenvalue of the train Gram matrix
+PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+ROW_COLUMNS = [
+    "dataset",
+    "backbone",
+    "representation",
+    "layer",
+    "probe",
+    "run",
+    "factor",
+    "factor_classes",
+    "n_train",
+    "n_test",
+    "directions",
+    "factor_majority",
+    "factor_accuracy_before",
+    "factor_accuracy_after",
+    "accuracy_intact",
+    "accuracy_amnesic",
+    "accuracy_random",
+]
+
+
+def ridge_classifier(
+    z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
+) -> tuple[np.ndarray, float]:
+    """Weights [dim, k] of a ridge regression onto centred one-hot labels (in its dual
+    form: the train Gram matrix's eigenvectors give every penalty at once), the penalty
+    with the best validation accuracy; and that accuracy."""
+    onehot = np.eye(k)[y_train]
+    onehot -= onehot.mean(axis=0)
+    gram = z_train @ z_train.T
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    scale = max(float(eigenvalues.mean()), 1e-12)
+    projected = vectors.T @ onehot
+    cross = z_val @ z_train.T
+    best, best_accuracy = None, -1.0
+    for penalty in PENALTIES:
+        alpha = vectors @ (projected / (eigenvalues + penalty * scale)[:, None])
+        accuracy = float(((cross @ alpha).argmax(axis=1) == y_val).mean())
+        if accuracy > best_accuracy:
+            best, best_accuracy = alpha, accuracy
+    return z_train.T @ best, best_accuracy
+
+
+def _extend(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """`basis` [dim, m] (orthonormal) with the part of `columns` outside its span added."""
+    rest = columns - basis @ (basis.T @ columns)
+    u, s, _ = np.linalg.svd(rest, full_matrices=False)
+    if not s.size or s.max() <= 1e-8:
+        return basis
+    kept = u[:, s > 1e-6 * s.max()]
+    return np.concatenate([basis, kept], axis=1)
+
+
+def inlp_basis(
+    z_train: np.ndarray,
+    y_train: np.ndarray,
+    z_val: np.ndarray,
+    y_val: np.ndarray,
+    iterations: int,
+) -> tuple[np.ndarray, float, float]:
+    """The factor's linearly decodable subspace [dim, m] (orthonormal), and the factor's
+    validation accuracy before and after its removal."""
+    k = int(max(y_train.max(), y_val.max())) + 1
+    majority = float(np.bincount(y_val, minlength=k).max() / len(y_val))
+    # at chance: within two binomial standard errors of the majority share (a classifier
+    # fit to noise beats the majority on validation about half of the time)
+    chance = majority + 2.0 * np.sqrt(majority * (1.0 - majority) / len(y_val))
+    basis = np.zeros((z_train.shape[1], 0))
+    train, val = z_train.astype(np.float64), z_val.astype(np.float64)
+    before = None
+    for _ in range(iterations):
+        weights, accuracy = ridge_classifier(train, y_train, val, y_val, k)
+        before = accuracy if before is None else before
+        if accuracy <= chance:
+            break
+        grown = _extend(basis, weights)
+        added = grown[:, basis.shape[1] :]
+        if not added.shape[1]:
+            break
+        basis = grown
+        train -= (train @ added) @ added.T
+        val -= (val @ added) @ added.T
+    _, after = ridge_classifier(train, y_train, val, y_val, k)
+    return basis, float(before), after
+
+
+def random_basis(dim: int, m: int, seed: list[int]) -> np.ndarray:
+    """m random orthonormal directions [dim, m] (QR of a Gaussian matrix), seeded."""
+    if m == 0:
+        return np.zeros((dim, 0))
+    gaussian = np.random.default_rng(seed).standard_normal((dim, m))
+    q, _ = np.linalg.qr(gaussian)
+    return q
+
+
+def removed(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """z with the span of `basis` projected out."""
+    return z - (z @ basis) @ basis.T
+
+
+def head_accuracy(weights: list[np.ndarray], z: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of a head on standardised features z [n, dim]."""
+    zeros, ones = np.zeros(z.shape[1], np.float32), np.ones(z.shape[1], np.float32)
+    proba = transfer.head_proba(weights, zeros, ones, z)
+    return float((proba.argmax(axis=1) == labels).mean())
+
+
+def amnesic_store(
+    heads_paths: dict[str, list[str]],
+    feature_path: str,
+    data_path: str,
+    feature_spec: dict[str, Any],
+    data_spec: dict[str, Any],
+    factors: list[str],
+    iterations: int,
+) -> list[dict[str, Any]]:
+    """The rows of one reference store: `heads_paths` {probe: its class train job's heads
+    files}, every factor in `factors`."""
+    from visual_ablation.probes import training
+
+    features = training.read_features(feature_path, feature_spec)
+    with store.reading(data_path, data_spec) as group:
+        labels = group["labels"][:]
+        factor_labels = {
+            f: preparation.read_target(group, f, f"data store {data_path}")[0] for f in factors
+        }
+    heads = {probe: run_files.read_heads(paths) for probe, paths in heads_paths.items()}
+    first_rows, first_values = next(iter(heads.values()))
+    runs = list(dict.fromkeys(int(row["run"]) for row in first_rows))
+    layers = list(dict.fromkeys(row["layer"] for row in first_rows))
+    rows = []
+    for run in runs:
+        for layer in layers:
+            x = features[layer]
+            train_rows = first_values[f"{run}/{layer}/train_rows"]
+            test_rows = first_values[f"{run}/{layer}/test_rows"]
+            val_rows = np.setdiff1d(np.arange(len(labels)), np.r_[train_rows, test_rows])
+            mean, std = train_statistics(x, train_rows)
+            z = (x.astype(np.float32) - mean) / std
+            for factor in factors:
+                y = factor_labels[factor]
+                basis, before, after = inlp_basis(
+                    z[train_rows], y[train_rows], z[val_rows], y[val_rows], iterations
+                )
+                m = basis.shape[1]
+                draws = [
+                    random_basis(z.shape[1], m, [run, j, m, z.shape[1]])
+                    for j in range(RANDOM_DRAWS)
+                ]
+                k = int(y.max()) + 1
+                for probe, (_, values) in heads.items():
+                    key = f"{run}/{layer}"
+                    weights = [values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values]
+                    if not np.array_equal(values[f"{key}/test_rows"], test_rows):
+                        raise ValueError(f"{heads_paths[probe]}: other test images than the rest")
+
+                    y_test = labels[test_rows]
+                    test = z[test_rows].astype(np.float64)
+                    rows.append(
+                        {
+                            "dataset": feature_spec["dataset"]["name"],
+                            "backbone": feature_spec["backbone"]["name"],
+                            "representation": feature_spec["representation"]["name"],
+                            "layer": layer,
+                            "probe": probe,
+                            "run": run,
+                            "factor": factor,
+                            "factor_classes": k,
+                            "n_train": len(train_rows),
+                            "n_test": len(test_rows),
+                            "directions": m,
+                            "factor_majority": float(
+                                np.bincount(y[val_rows], minlength=k).max() / len(val_rows)
+                            ),
+                            "factor_accuracy_before": before,
+                            "factor_accuracy_after": after,
+                            "accuracy_intact": head_accuracy(weights, test, y_test),
+                            "accuracy_amnesic": head_accuracy(
+                                weights, removed(test, basis), y_test
+                            ),
+                            "accuracy_random": float(
+                                np.mean(
+                                    [
+                                        head_accuracy(weights, removed(test, r), y_test)
+                                        for r in draws
+                                    ]
+                                )
+                            ),
+                        }
+                    )
+            log.info("run %d, %s: %d factors removed", run, layer, len(factors))
+    return [{column: row[column] for column in ROW_COLUMNS} for row in rows]
+
+
+TABLE_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "factor"]
+
+
+def table(paths: list[str], resampled: bool) -> pd.DataFrame:
+    """amnesic.csv: per (dataset, backbone, layer, probe, factor), over runs: the
+    directions removed, the factor's accuracy before and after, the class heads' accuracy
+    intact, and the mean change in points when the factor's subspace or as many random
+    directions are removed, and their difference, with 95% t intervals over runs
+    (corrected for resampled splits when `resampled`)."""
+    rows = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    out = []
+    for key, group in rows.groupby(TABLE_KEYS, sort=False):
+        row = dict(zip(TABLE_KEYS, key, strict=True))
+        row["n_runs"] = int(group["run"].nunique())
+        for column in ("directions", "factor_majority", "factor_accuracy_before"):
+            row[column] = float(group[column].mean())
+        row["factor_accuracy_after"] = float(group["factor_accuracy_after"].mean())
+        row["accuracy_intact"] = float(group["accuracy_intact"].mean())
+        differences = {
+            "amnesic_change": group["accuracy_amnesic"] - group["accuracy_intact"],
+            "random_change": group["accuracy_random"] - group["accuracy_intact"],
+            "amnesic_minus_random": group["accuracy_amnesic"] - group["accuracy_random"],
+        }
+        for name, values in differences.items():
+            mean, _, low, high = inference.t_interval(
+                100.0 * values.to_numpy(), overlap=_overlap(resampled, group)
+            )
+            row |= {name: mean, f"{name}_ci_low": low, f"{name}_ci_high": high}
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _overlap(resampled: bool, group: pd.DataFrame) -> float:
+    """n_test / n_train of the runs' splits when each run drew its own, else 0
+    (analyses/inference.py t_interval)."""
+    return float(group["n_test"].iloc[0] / group["n_train"].iloc[0]) if resampled else 0.0

@@ -1,0 +1,78 @@
+"""The amnesic stage: each factor's decodable subspace removed from the reference store,
+the reference's class heads tested on what is left (analyses/amnesic.py)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from visual_ablation.data.sources import SOURCES
+from visual_ablation.spec import layout
+from visual_ablation.spec.plans import train
+from visual_ablation.spec.plans.jobs import RunJob
+from visual_ablation.vocabulary import CLASS
+
+
+class AmnesicJob(NamedTuple):
+    dataset: str
+    backbone: str
+    runs: tuple[int, ...]
+
+
+def factors(exp, dataset: str) -> list[str]:
+    """The factors removed on a dataset: `amnesic.factors` (every one its source stores
+    by default) that its source stores. None for a source that fixes its test images: its
+    class heads train where the cue is the class, so removing the cue removes the class."""
+    source = SOURCES[exp.datasets[dataset]["source"]]
+    if source.fixes_test:
+        return []
+    chosen = exp.amnesic["factors"]
+    return [f for f in source.factor_names if chosen is None or f in chosen]
+
+
+def jobs(exp) -> list[AmnesicJob]:
+    """One job per (dataset, backbone, group of runs) whose reference store has class
+    heads and whose dataset has factors to remove."""
+    if exp.reference is None:
+        return []
+    heads = {(j.dataset, j.backbone, j.runs) for j in train.jobs(exp) if j.target == CLASS}
+    return [
+        AmnesicJob(d, b, runs)
+        for d, b, runs in dict.fromkeys(
+            (j.dataset, j.backbone, j.runs)
+            for j in train.jobs(exp)
+            if j.representation == exp.reference
+        )
+        if (d, b, runs) in heads and factors(exp, d)
+    ]
+
+
+def job_file(exp, job: AmnesicJob) -> str:
+    return layout.fill(
+        exp.layout.amnesic_job,
+        dataset=job.dataset,
+        backbone=job.backbone,
+        run=layout.run_label(list(job.runs)),
+    )
+
+
+def heads(exp, dataset: str, backbone: str, runs: tuple[int, ...]) -> dict[str, str]:
+    """{probe: the heads file of the reference's class train job} of one amnesic job."""
+    return {
+        probe: RunJob(dataset, backbone, exp.reference, CLASS, probe, runs).file(
+            exp.layout.run_heads
+        )
+        for probe in exp.probes
+    }
+
+
+def figures(exp) -> list[str]:
+    """One figure per (dataset, backbone, probe) with amnesic jobs."""
+    return [
+        layout.fill(exp.layout.figure, dataset=d, backbone=b, probe=p, figure="amnesic")
+        for d, b in dict.fromkeys((j.dataset, j.backbone) for j in jobs(exp))
+        for p in exp.probes
+    ]
+
+
+def targets(exp) -> list[str]:
+    return [exp.layout.amnesic_table, *figures(exp)] if jobs(exp) else []

@@ -1,0 +1,16 @@
+"""Snakemake adapter: amnesic.csv -> the figure of one (dataset, backbone, probe)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    import pandas as pd
+
+    from visual_ablation.report import plots
+
+    w = smk.wildcards
+    plots.amnesic_by_layer(pd.read_csv(smk.input[0]), w.dataset, w.backbone, w.probe, smk.output[0])

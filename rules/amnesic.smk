@@ -6,14 +6,16 @@
 # and a figure per (dataset, backbone, probe).
 
 
-def amnesic_heads(wildcards):
-    runs = tuple(parse_run_label(wildcards.run))
-    return plans.amnesic.heads(EXPERIMENT, wildcards.dataset, wildcards.backbone, runs)
-
-
 rule amnesic:
     input:
-        unpack(amnesic_heads),
+        unpack(
+            lambda wildcards: plans.amnesic.heads(
+                EXPERIMENT,
+                wildcards.dataset,
+                wildcards.backbone,
+                tuple(parse_run_label(wildcards.run)),
+            )
+        ),
         features=lambda wildcards: EXPERIMENT.feature_store(
             wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
         ),

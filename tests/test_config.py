@@ -223,6 +223,8 @@ def test_the_schema_agrees_with_the_registries_and_vocabularies():
     params = set(defs["representation_params"]["properties"]) - {"kind"}
     used = {key for defaults in vocabulary.REPRESENTATION_DEFAULTS.values() for key in defaults}
     assert params == used
+    transfer = schema["properties"]["transfer"]
+    assert transfer["items"]["enum"] == transfer["default"] == list(vocabulary.TRANSFER_VARIANTS)
 
 
 def test_config_stage_modules_import_without_torch():

@@ -29,9 +29,9 @@ CONTROL = "control"
 # How the reference's heads are tested on another representation (`transfer`): as trained
 # (the reference's standardisation), or re-standardised with the tested store's own
 # train-split mean and std (no labels: Schneider et al. 2020's adaptation of normalisation
-# statistics). A run row's `transfer` column says which; WITHIN for a train job's rows.
+# statistics). A run row's `transfer` column says which (spec/layout.py WITHIN for a
+# train job's rows).
 TRANSFER_VARIANTS = ("as-trained", "restandardised")
-WITHIN = "none"
 
 # Probe config defaults (the schema fills the same ones); measured against scikit-learn's
 # LogisticRegression on digits (tests/test_probes.py).

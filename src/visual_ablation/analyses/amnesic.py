@@ -7,13 +7,13 @@ many dimensions costs whatever they hold.
 
 INLP, in the heads' standardised space (z = (x - mean) / std, the train rows'
 statistics): fit a linear classifier of the factor on the train images (ridge regression
-onto centred one-hot labels, its penalty chosen on validation from a grid), add the span of
+onto centred one-hot labels, its penalty chosen once on validation from a grid), add the span of
 its weight columns to the removed subspace (orthonormal basis B), project every image onto
 the complement (z - z B B^T), and repeat, at most `iterations` times. The classifier is
 refit each time on the projected features, so directions that carry the factor redundantly
-are found in later iterations, until the factor's validation accuracy is within two
-binomial standard errors of its majority share (what is left is then noise). The factor's
-accuracy before and after says whether it is gone.
+are found in later iterations, until the factor's validation accuracy is at its majority
+share. The factor's test accuracy before and after (`factor_removed`: after, within two
+binomial standard errors of the majority share) says whether it is gone.
 
 Rows per (run, layer, factor, probe): the class heads' test accuracy with the features
 intact, with the factor's subspace removed, and (mean over RANDOM_DRAWS draws) with as many
@@ -54,32 +54,55 @@ ROW_COLUMNS = [
     "factor_majority",
     "factor_accuracy_before",
     "factor_accuracy_after",
+    "factor_removed",
     "accuracy_intact",
     "accuracy_amnesic",
     "accuracy_random",
 ]
 
 
-def ridge_classifier(
+def _centred_onehot(y: np.ndarray, k: int) -> np.ndarray:
+    onehot = np.eye(k)[y]
+    return onehot - onehot.mean(axis=0)
+
+
+def ridge_penalty(
     z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
-) -> tuple[np.ndarray, float]:
-    """Weights [dim, k] of a ridge regression onto centred one-hot labels (in its dual
-    form: the train Gram matrix's eigenvectors give every penalty at once), the penalty
-    with the best validation accuracy; and that accuracy."""
-    onehot = np.eye(k)[y_train]
-    onehot -= onehot.mean(axis=0)
+) -> tuple[float, float]:
+    """The ridge penalty (absolute) of PENALTIES with the best validation accuracy of a
+    ridge regression onto centred one-hot labels, and that accuracy. Solved in its dual
+    form: the train Gram matrix's eigenvectors give every penalty at once."""
     gram = z_train @ z_train.T
     eigenvalues, vectors = np.linalg.eigh(gram)
     scale = max(float(eigenvalues.mean()), 1e-12)
-    projected = vectors.T @ onehot
+    projected = vectors.T @ _centred_onehot(y_train, k)
     cross = z_val @ z_train.T
-    best, best_accuracy = None, -1.0
+    best, best_accuracy = PENALTIES[0] * scale, -1.0
     for penalty in PENALTIES:
         alpha = vectors @ (projected / (eigenvalues + penalty * scale)[:, None])
         accuracy = float(((cross @ alpha).argmax(axis=1) == y_val).mean())
         if accuracy > best_accuracy:
-            best, best_accuracy = alpha, accuracy
-    return z_train.T @ best, best_accuracy
+            best, best_accuracy = penalty * scale, accuracy
+    return best, best_accuracy
+
+
+def ridge_weights(
+    z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
+) -> np.ndarray:
+    """Weights [dim, k] of the ridge classifier of y (penalty chosen on validation)."""
+    penalty, _ = ridge_penalty(z_train, y_train, z_val, y_val, k)
+    gram = z_train @ z_train.T + penalty * np.eye(len(z_train))
+    return z_train.T @ np.linalg.solve(gram, _centred_onehot(y_train, k))
+
+
+def factor_accuracy(
+    z: np.ndarray, y: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray], k: int
+) -> float:
+    """Test accuracy of the ridge classifier of y (penalty chosen on validation) on
+    features z; `parts`: the train, validation and test rows."""
+    train, val, test = parts
+    weights = ridge_weights(z[train], y[train], z[val], y[val], k)
+    return float(((z[test] @ weights).argmax(axis=1) == y[test]).mean())
 
 
 def _extend(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -92,37 +115,52 @@ def _extend(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return np.concatenate([basis, kept], axis=1)
 
 
+def chance_level(y: np.ndarray, k: int) -> float:
+    """Accuracy a classifier of no information reaches on labels y, with slack: the
+    majority share plus two binomial standard errors (one fit to noise beats the majority
+    about half of the time)."""
+    majority = float(np.bincount(y, minlength=k).max() / len(y))
+    return majority + 2.0 * float(np.sqrt(majority * (1.0 - majority) / len(y)))
+
+
 def inlp_basis(
     z_train: np.ndarray,
     y_train: np.ndarray,
     z_val: np.ndarray,
     y_val: np.ndarray,
     iterations: int,
-) -> tuple[np.ndarray, float, float]:
-    """The factor's linearly decodable subspace [dim, m] (orthonormal), and the factor's
-    validation accuracy before and after its removal."""
-    k = int(max(y_train.max(), y_val.max())) + 1
+    k: int | None = None,
+) -> np.ndarray:
+    """The factor's linearly decodable subspace [dim, m] (orthonormal). The ridge penalty
+    is chosen once, on the features as they are; each iteration refits the classifier on
+    the projected features (a Cholesky solve of the train Gram matrix, downdated by the
+    directions removed) and stops once its validation accuracy is at the majority share:
+    directions fit to noise then cost the heads what random ones do."""
+    k = k or int(max(y_train.max(), y_val.max())) + 1
     majority = float(np.bincount(y_val, minlength=k).max() / len(y_val))
-    # at chance: within two binomial standard errors of the majority share (a classifier
-    # fit to noise beats the majority on validation about half of the time)
-    chance = majority + 2.0 * np.sqrt(majority * (1.0 - majority) / len(y_val))
-    basis = np.zeros((z_train.shape[1], 0))
     train, val = z_train.astype(np.float64), z_val.astype(np.float64)
-    before = None
+    penalty, _ = ridge_penalty(train, y_train, val, y_val, k)
+    targets = _centred_onehot(y_train, k)
+    gram, cross = train @ train.T, val @ train.T
+    basis = np.zeros((train.shape[1], 0))
     for _ in range(iterations):
-        weights, accuracy = ridge_classifier(train, y_train, val, y_val, k)
-        before = accuracy if before is None else before
-        if accuracy <= chance:
+        factor = np.linalg.cholesky(gram + penalty * np.eye(len(train)))
+        alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, targets))
+        if float(((cross @ alpha).argmax(axis=1) == y_val).mean()) <= majority:
             break
-        grown = _extend(basis, weights)
+        grown = _extend(basis, train.T @ alpha)
         added = grown[:, basis.shape[1] :]
         if not added.shape[1]:
             break
         basis = grown
-        train -= (train @ added) @ added.T
-        val -= (val @ added) @ added.T
-    _, after = ridge_classifier(train, y_train, val, y_val, k)
-    return basis, float(before), after
+        # the directions are orthogonal to those removed: project them out of the
+        # features and downdate the Gram matrices by their rank
+        at_train, at_val = train @ added, val @ added
+        gram -= at_train @ at_train.T
+        cross -= at_val @ at_train.T
+        train -= at_train @ added.T
+        val -= at_val @ added.T
+    return basis
 
 
 def random_basis(dim: int, m: int, seed: list[int]) -> np.ndarray:
@@ -162,9 +200,11 @@ def amnesic_store(
     features = training.read_features(feature_path, feature_spec)
     with store.reading(data_path, data_spec) as group:
         labels = group["labels"][:]
-        factor_labels = {
-            f: preparation.read_target(group, f, f"data store {data_path}")[0] for f in factors
-        }
+        factor_labels, factor_names = {}, {}
+        for factor in factors:
+            factor_labels[factor], factor_names[factor] = preparation.read_target(
+                group, factor, f"data store {data_path}"
+            )
     heads = {probe: run_files.read_heads(paths) for probe, paths in heads_paths.items()}
     first_rows, first_values = next(iter(heads.values()))
     runs = list(dict.fromkeys(int(row["run"]) for row in first_rows))
@@ -180,15 +220,18 @@ def amnesic_store(
             z = (x.astype(np.float32) - mean) / std
             for factor in factors:
                 y = factor_labels[factor]
-                basis, before, after = inlp_basis(
-                    z[train_rows], y[train_rows], z[val_rows], y[val_rows], iterations
+                k = len(factor_names[factor])
+                basis = inlp_basis(
+                    z[train_rows], y[train_rows], z[val_rows], y[val_rows], iterations, k
                 )
+                parts = (train_rows, val_rows, test_rows)
+                before = factor_accuracy(z, y, parts, k)
+                after = factor_accuracy(removed(z, basis), y, parts, k)
                 m = basis.shape[1]
                 draws = [
                     random_basis(z.shape[1], m, [run, j, m, z.shape[1]])
                     for j in range(RANDOM_DRAWS)
                 ]
-                k = int(y.max()) + 1
                 for probe, (_, values) in heads.items():
                     key = f"{run}/{layer}"
                     weights = [values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values]
@@ -211,10 +254,11 @@ def amnesic_store(
                             "n_test": len(test_rows),
                             "directions": m,
                             "factor_majority": float(
-                                np.bincount(y[val_rows], minlength=k).max() / len(val_rows)
+                                np.bincount(y[test_rows], minlength=k).max() / len(test_rows)
                             ),
                             "factor_accuracy_before": before,
                             "factor_accuracy_after": after,
+                            "factor_removed": after <= chance_level(y[test_rows], k),
                             "accuracy_intact": head_accuracy(weights, test, y_test),
                             "accuracy_amnesic": head_accuracy(
                                 weights, removed(test, basis), y_test
@@ -250,6 +294,8 @@ def table(paths: list[str], resampled: bool) -> pd.DataFrame:
         for column in ("directions", "factor_majority", "factor_accuracy_before"):
             row[column] = float(group[column].mean())
         row["factor_accuracy_after"] = float(group["factor_accuracy_after"].mean())
+        # the share of runs whose factor is at chance after removal
+        row["factor_removed"] = float(group["factor_removed"].astype(bool).mean())
         row["accuracy_intact"] = float(group["accuracy_intact"].mean())
         differences = {
             "amnesic_change": group["accuracy_amnesic"] - group["accuracy_intact"],

@@ -73,7 +73,7 @@ class Experiment:
     # how the reference's heads are tested on the other representations (TRANSFER_VARIANTS)
     transfer: tuple[str, ...] = TRANSFER_VARIANTS
     # amnesic probing: {"iterations": int, "factors": list or None (every factor)}
-    amnesic: dict[str, Any] = field(default_factory=lambda: {"iterations": 10, "factors": None})
+    amnesic: dict[str, Any] = field(default_factory=lambda: {"iterations": 30, "factors": None})
     # dataset -> what its probes predict (`class` and/or factors of its source)
     targets: dict[str, list[str]] = field(default_factory=dict)
     # dataset -> the representations computed for it (a subset; absent: all)
@@ -365,7 +365,7 @@ def _resolve_amnesic(spec: dict[str, Any], datasets: dict[str, dict[str, Any]]) 
         for factor in factors:
             if factor not in known:
                 raise unknown_value("factor", "amnesic.factors", factor, known)
-    return {"iterations": int(spec.get("iterations", 10)), "factors": factors}
+    return {"iterations": int(spec.get("iterations", 30)), "factors": factors}
 
 
 def _resolve_subset(

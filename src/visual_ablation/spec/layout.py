@@ -15,7 +15,7 @@ from typing import NamedTuple
 # a transfer job's stage folder is transfer/{transfer} (its variant)
 RUN_JOB = "{dataset}/{backbone}/{representation}/{target}/{probe}/run{run}"
 TRAIN_STAGE, TRANSFER_STAGE = "runs", "transfer"
-WITHIN = "none"  # the `transfer` of a train job's model (vocabulary.WITHIN)
+WITHIN = "none"  # the `transfer` of a train job's model (vocabulary.TRANSFER_VARIANTS)
 
 
 class ModelKey(NamedTuple):

@@ -15,8 +15,8 @@ from visual_ablation.data.procedural import ShapesSource
 
 # tiny config: 1 dataset x 2 backbones x 2 representations x 2 probes x 3 runs
 TRAIN_JOBS = 2 * 2 * 2 * 3
-# original's heads on grayscale: one job per train job of grayscale
-TRANSFER_JOBS = 2 * 2 * 3
+# original's heads on grayscale: one job per train job of grayscale and transfer variant
+TRANSFER_JOBS = 2 * 2 * 3 * 2
 PLOT_JOBS = 2 * 2  # (dataset, backbone, probe)
 REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "all": 1}
 # linear CKA: one job per (backbone, representation other than original), table, 2 figures
@@ -61,8 +61,8 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     results = built.workdir / "results"
     rows = list(csv.DictReader(open(results / "metrics.csv")))
     # layers: effnet 2, pixels 1; x 2 representations x 2 probes x 3 runs, and the
-    # original's probes tested on grayscale
-    assert len(rows) == (2 + 1) * 2 * 2 * 3 + (2 + 1) * 2 * 3
+    # original's probes tested on grayscale, as trained and re-standardised
+    assert len(rows) == (2 + 1) * 2 * 2 * 3 + (2 + 1) * 2 * 3 * 2
     for column in ["dataset", "backbone", "representation", "train_representation"]:
         assert column in rows[0]
     for column in ["target", "layer", "probe", "run"]:
@@ -74,11 +74,15 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     assert {r["run"] for r in rows} == {"0", "1", "2"}
     assert {(r["n_train"], r["n_val"], r["n_test"]) for r in rows} == {("130", "30", "40")}
     summary = list(csv.DictReader(open(results / "summary.csv")))
-    assert len(summary) == (2 + 1) * 2 * 2 + (2 + 1) * 2
+    assert len(summary) == (2 + 1) * 2 * 2 + (2 + 1) * 2 * 2
     assert {s["n_runs"] for s in summary} == {"3"}
     assert {s["target"] for s in summary} == {"class"}
     gray = [s for s in summary if s["representation"] == "grayscale"]
-    assert {s["train_representation"] for s in gray} == {"grayscale", "original"}
+    assert {(s["train_representation"], s["transfer"]) for s in gray} == {
+        ("grayscale", "none"),
+        ("original", "as-trained"),
+        ("original", "restandardised"),
+    }
     assert all(s["n_pairs"] == "3" and s["accuracy_p_holm"] != "" for s in gray)
     # resampled splits (the default): the 3 runs' test sets of 40 images overlap
     assert all(40 < int(s["n_test_images"]) < 120 for s in gray)
@@ -111,7 +115,9 @@ def test_full_run_makes_runs_metrics_summary_and_figures(built):
     correct = predictions["predicted"][0, 0] == predictions["label"][0]
     assert correct.mean() == pytest.approx(float(row["accuracy"]))
     # the original's heads on grayscale: the original's test images of each run
-    moved = np.load(results / "transfer/digits/effnet/grayscale/class/mlp/run1.predictions.npz")
+    moved = np.load(
+        results / "transfer/as-trained/digits/effnet/grayscale/class/mlp/run1.predictions.npz"
+    )
     trained = np.load(results / "runs/digits/effnet/original/class/mlp/run1.predictions.npz")
     assert moved["predicted"].shape == (1, 2, 40)
     assert np.array_equal(moved["image"], trained["image"])

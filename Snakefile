@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 configfile: "config/config.yaml"
 
 
+from visual_ablation.features import backbones
 from visual_ablation.spec import layout, plans, preflight, resources
 from visual_ablation.plumbing.canonical import canonical
 from visual_ablation.spec.config import ConfigError

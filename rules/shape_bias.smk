@@ -47,5 +47,12 @@ rule shape_bias_plot:
         LAYOUT.log("shape_bias_plot", "{dataset}/{probe}"),
     conda:
         "../envs/report.yaml"
+    params:
+        # backbones whose layers are parallel measurements (image statistics): points
+        unordered=[
+            name
+            for name, spec in EXPERIMENT.backbones.items()
+            if not backbones.family(spec["model"]).layers_in_depth
+        ],
     script:
         "../workflow/scripts/shape_bias_plot.py"

@@ -13,5 +13,9 @@ with job_log(smk.log[0]):
     from visual_ablation.report import plots
 
     plots.shape_bias_by_layer(
-        pd.read_csv(smk.input[0]), smk.wildcards.dataset, smk.wildcards.probe, smk.output[0]
+        pd.read_csv(smk.input[0]),
+        smk.wildcards.dataset,
+        smk.wildcards.probe,
+        smk.output[0],
+        unordered=frozenset(smk.params.unordered),
     )

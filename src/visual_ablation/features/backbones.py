@@ -46,6 +46,9 @@ class Backbone:
     names: ClassVar[tuple[str, ...]] = ()  # the family's model names, when it has a list
     default_image_size: ClassVar[int] = 64
     uses_weights: ClassVar[bool] = True  # False: `weights` means nothing (pixels)
+    # False: the layers are parallel measurements, not stages in depth (figures then
+    # draw them as points, not a line)
+    layers_in_depth: ClassVar[bool] = True
 
     def __init__(self, model: str):
         self.model = model
@@ -183,6 +186,7 @@ class ImageStatistics(Backbone):
     names = ("image_statistics",)
     default_image_size = 64
     uses_weights = False
+    layers_in_depth = False
 
     def default_normalization(self, weights: str | None) -> str:
         return "none"

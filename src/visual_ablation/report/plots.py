@@ -223,12 +223,19 @@ def _finish(ax, ylabel: str, ylim: tuple[float, float], title: str) -> None:
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
 
 
-def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str) -> None:
+def shape_bias_by_layer(
+    table: pd.DataFrame,
+    dataset: str,
+    probe: str,
+    path: str,
+    unordered: frozenset[str] = frozenset(),
+) -> None:
     """Shape bias per layer (shape_bias.csv's rows of one dataset and probe, probes trained
     and tested on the reference), one line and 95% CI band per backbone; no point where
     the layer's decisions follow either cue no more often than a guesser (NaN). Below,
     its context: the shape's and the cue's decodability on the conflict images (where the
-    dataset lists those targets) and the share of decisions that follow either cue."""
+    dataset lists those targets) and the share of decisions that follow either cue.
+    `unordered`: backbones whose layers are not stages in depth, drawn as points."""
     part = table[(table["dataset"] == dataset) & (table["probe"] == probe)]
     part = part[part["representation"] == part["train_representation"]]
     part = part[part["representation"] == part["reference"]]
@@ -243,8 +250,16 @@ def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str
         value = rows["shape_bias"].to_numpy(dtype=float)
         below = value - rows["shape_bias_ci_low"].to_numpy(dtype=float)
         above = rows["shape_bias_ci_high"].to_numpy(dtype=float) - value
+        style = "none" if backbone in unordered else "-"
         line = bias_ax.errorbar(
-            depth, value, yerr=[below, above], marker="o", markersize=3, capsize=2, label=backbone
+            depth,
+            value,
+            yerr=[below, above],
+            marker="o",
+            markersize=3,
+            capsize=2,
+            linestyle=style,
+            label=backbone,
         )
         colour = line[0].get_color()
         for d, v, layer in zip(depth, value, rows["layer"], strict=True):
@@ -256,20 +271,20 @@ def shape_bias_by_layer(table: pd.DataFrame, dataset: str, probe: str, path: str
             depth,
             rows["either_fraction"],
             color=colour,
-            linestyle=":",
+            linestyle="none" if backbone in unordered else ":",
             marker=".",
             label=f"{backbone}: decisions following either",
         )
-        for name, style in (("shape", "-"), ("cue", "--")):
+        for name, line_style, marker in (("shape", "-", "o"), ("cue", "--", "x")):
             column = f"{name}_decodability"
             if column in rows and rows[column].notna().any():
                 context_ax.plot(
                     depth,
                     rows[column],
                     color=colour,
-                    linestyle=style,
-                    marker="o",
-                    markersize=3,
+                    linestyle="none" if backbone in unordered else line_style,
+                    marker=marker,
+                    markersize=4,
                     label=f"{backbone}: {name} decodable",
                 )
     bias_ax.set_xlabel("")

@@ -32,7 +32,6 @@ from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
 from visual_ablation.plumbing import store
 from visual_ablation.probes import run_files, transfer
-from visual_ablation.probes.standardisation import train_statistics
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +215,11 @@ def amnesic_store(
             train_rows = first_values[f"{run}/{layer}/train_rows"]
             test_rows = first_values[f"{run}/{layer}/test_rows"]
             val_rows = np.setdiff1d(np.arange(len(labels)), np.r_[train_rows, test_rows])
-            mean, std = train_statistics(x, train_rows)
+            # the heads' own standardisation (their train rows' statistics)
+            mean = first_values[f"{run}/{layer}/mean"]
+            std = first_values[f"{run}/{layer}/std"]
             z = (x.astype(np.float32) - mean) / std
+            y_test, test = labels[test_rows], z[test_rows].astype(np.float64)
             for factor in factors:
                 y = factor_labels[factor]
                 k = len(factor_names[factor])
@@ -237,9 +239,6 @@ def amnesic_store(
                     weights = [values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values]
                     if not np.array_equal(values[f"{key}/test_rows"], test_rows):
                         raise ValueError(f"{heads_paths[probe]}: other test images than the rest")
-
-                    y_test = labels[test_rows]
-                    test = z[test_rows].astype(np.float64)
                     rows.append(
                         {
                             "dataset": feature_spec["dataset"]["name"],
@@ -278,6 +277,14 @@ def amnesic_store(
 
 
 TABLE_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "factor"]
+MEANS = [
+    "directions",
+    "factor_majority",
+    "factor_accuracy_before",
+    "factor_accuracy_after",
+    "factor_removed",
+    "accuracy_intact",
+]
 
 
 def table(paths: list[str], resampled: bool) -> pd.DataFrame:
@@ -291,12 +298,9 @@ def table(paths: list[str], resampled: bool) -> pd.DataFrame:
     for key, group in rows.groupby(TABLE_KEYS, sort=False):
         row = dict(zip(TABLE_KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
-        for column in ("directions", "factor_majority", "factor_accuracy_before"):
-            row[column] = float(group[column].mean())
-        row["factor_accuracy_after"] = float(group["factor_accuracy_after"].mean())
-        # the share of runs whose factor is at chance after removal
-        row["factor_removed"] = float(group["factor_removed"].astype(bool).mean())
-        row["accuracy_intact"] = float(group["accuracy_intact"].mean())
+        # means over runs (`factor_removed`: the share of runs at chance after removal)
+        for column in MEANS:
+            row[column] = float(group[column].astype(float).mean())
         differences = {
             "amnesic_change": group["accuracy_amnesic"] - group["accuracy_intact"],
             "random_change": group["accuracy_random"] - group["accuracy_intact"],

@@ -47,7 +47,7 @@ class Source:
     control_factors: ClassVar[tuple[str, ...]] = ()
     # True: `fixed_test` is every run's test split of the class probes, and the images
     # where the source draws its factors apart from the class: factor targets are trained
-    # and tested within them (probes/training.py target_images)
+    # and tested within them (data/splits.py target_images)
     fixes_test: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
     # bump when this source's stores change: re-plans its datasets only (spec/config.py)

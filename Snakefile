@@ -1,5 +1,5 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> features (+ inventory) -> train -> transfer,
+# Stages (one rule file each): data -> (fetch_weights) -> features (+ inventory) -> train -> transfer,
 # amnesic; similarity -> report, shape bias.
 # Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
 # data/files.py, a backbone family one in features/backbones.py; a new artefact's path is one
@@ -49,6 +49,7 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/weights.smk"
 include: "rules/features.smk"
 include: "rules/inventory.smk"
 include: "rules/train.smk"
@@ -62,6 +63,7 @@ include: "rules/amnesic.smk"
 # cheap table and figure jobs run in the main process, not as cluster jobs
 localrules:
     all,
+    fetch_weights,
     feature_table,
     aggregate,
     plots,

@@ -51,10 +51,21 @@ def reference_heads(wildcards):
     return job.file(LAYOUT.run_heads)
 
 
-def checkpoint_inputs(wildcards):
-    """A checkpoint file given as weights is a file dependency of its feature jobs."""
-    weights = EXPERIMENT.backbones[wildcards.backbone]["weights"]
-    return [weights] if weights not in (None, "none", "pretrained") else []
+def weights_inputs(wildcards):
+    """A checkpoint file given as weights is a file dependency of its feature jobs; a
+    library's weights that are not in its cache yet are fetched first, by the
+    fetch_weights checkpoint (after it, Snakemake asks again: the feature spec then has
+    the files' hash)."""
+    spec = EXPERIMENT.backbones[wildcards.backbone]
+    if backbones.is_checkpoint_path(spec["weights"]):
+        return [spec["weights"]]
+    if backbones.needs_fetch(spec):
+        return checkpoints.fetch_weights.get(backbone=wildcards.backbone).output[0]
+    return []
+
+
+def backbone_params(wildcards):
+    return canonical(EXPERIMENT.backbones[wildcards.backbone])
 
 
 # Cluster requests (mem_mb, runtime in minutes) that grow with the dataset: see

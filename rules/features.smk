@@ -8,7 +8,7 @@ rule features:
         # not ancient(): Snakemake skips the params check of jobs downstream of a job
         # that reruns, so with ancient() a changed feature spec could go unnoticed
         data=rules.prepare_data.output[0],
-        weights=checkpoint_inputs,
+        weights=weights_inputs,
     output:
         directory(LAYOUT.feature_store),
     log:

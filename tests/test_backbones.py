@@ -89,7 +89,7 @@ def test_pretrained_efficientnet_weights_load_offline_and_differ_from_random():
     rnd = LayerExtractor({**spec, "weights": "none"})(x)["head"]
     assert not torch.allclose(pre, rnd)
     ident = backbones.weights_identity({**spec, "weights": "pretrained"})
-    assert ident["file"] == "efficientnet-lite0-57934424.pth"
+    assert ident["files"] == ["efficientnet-lite0-57934424.pth"]
     assert ident["sha256"].startswith("57934424")
 
 
@@ -256,7 +256,7 @@ def test_mobilenet_v2_features_are_imagenet_features_on_real_photos():
 def test_mobilenet_v2_features_layers_and_weights():
     family = backbones.family("mobilenet_v2_features")
     assert family.default_layers() == [f"features.{i}" for i in range(19)]
-    assert family.default_normalization("pretrained") == "imagenet"
+    assert family.default_normalization() == "imagenet"
     net = LayerExtractor(
         {
             "model": "mobilenet_v2_features",
@@ -282,7 +282,7 @@ def test_checkpoint_weights_are_loaded(tmp_path):
 
 
 def test_unknown_layer_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown layer.*blocks.99.*valid: stem, blocks.0"):
+    with pytest.raises(ValueError, match="unknown layer 'blocks.99'.*closest: blocks.9.*layers"):
         LayerExtractor(
             {
                 "model": "efficientnet_lite0",

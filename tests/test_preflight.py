@@ -58,10 +58,26 @@ def test_unknown_representation_param_is_named():
     assert "Valid parameters: sigma" in out
 
 
-def test_unknown_backbone_model_lists_valid_models():
+def test_unknown_backbone_model_names_its_source_and_the_closest_names():
     out = refusal(tiny_config(backbones={"net": {"model": "resnet1000"}}))
-    assert "config key 'backbones.net.model': unknown backbone model 'resnet1000'" in out
-    assert "pixels, image_statistics, efficientnet_lite0," in out and "resnet18" in out
+    assert "config key 'backbones.net.model': 'resnet1000' is not a torchvision model" in out
+    assert "Closest: resnet101" in out and len(out) < 300
+
+
+@pytest.mark.parametrize(
+    "model, source",
+    [("vit_small_patch16_224.dino", "timm"), ("timm/resnet18.a1_in1k", "timm")],
+)
+def test_a_model_of_another_source_says_which_source_knows_it(model, source):
+    out = refusal(tiny_config(backbones={"net": {"model": model}}))
+    assert "is not a torchvision model" in out and f"It is a {source} model" in out
+    assert f"add `source: {source}`" in out
+
+
+def test_a_source_key_is_taken_and_an_unknown_one_refused():
+    out = refusal(tiny_config(backbones={"net": {"model": "resnet18", "source": "caffe"}}))
+    assert "'caffe' is not one of ['bundled', 'torchvision', 'timm'," in out
+    assert "['backbones']['net']['source']" in out
 
 
 def test_unknown_layer_lists_valid_layers():
@@ -69,13 +85,14 @@ def test_unknown_layer_lists_valid_layers():
     config["backbones"]["effnet"]["layers"] = ["stem", "blocks.99"]
     out = refusal(config)
     assert "config key 'backbones.effnet.layers': unknown layer 'blocks.99'" in out
-    assert "blocks.15, head" in out
+    assert "closest: blocks.9" in out and "python -m visual_ablation.features.layers" in out
 
 
 def test_torchvision_layer_typo_lists_module_names():
     out = refusal(tiny_config(backbones={"r": {"model": "resnet18", "layers": ["layer9"]}}))
-    assert "unknown layer 'layer9' of resnet18" in out
-    assert "layer4.1.conv2" in out
+    assert "unknown layer 'layer9' of resnet18 (closest: layer4" in out
+    assert "--source torchvision --model resnet18 --image-size 64" in out
+    assert len(out) < 400  # not every module of the model
 
 
 def test_dataset_path_that_does_not_exist(tmp_path):
@@ -105,11 +122,29 @@ def test_a_key_of_another_source_is_refused_naming_both(tmp_path, source, key, v
     assert f"config key 'datasets.d.{key}': only" in out and f"not {source}" in out
 
 
-def test_pretrained_weights_missing_from_disk_stop_the_run(tmp_path, monkeypatch):
+def test_pretrained_weights_missing_with_fetching_off_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    out = refusal(tiny_config(backbones={"r": {"model": "resnet18", "weights": "pretrained"}}))
-    assert "'backbones.r.weights': pretrained weights for resnet18 are not on disk" in out
-    assert "never downloads" in out
+    config = tiny_config(backbones={"r": {"model": "resnet18", "weights": "IMAGENET1K_V1"}})
+    out = refusal({**config, "fetch_weights": False})
+    assert "'backbones.r.weights': pretrained weights ResNet18_Weights.IMAGENET1K_V1" in out
+    assert str(tmp_path / "empty-torch-home") in out and "fetch_weights: false" in out
+
+
+def test_hub_weights_missing_with_hf_hub_offline_stop_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    spec = {"model": "resnet18", "source": "timm", "weights": "a1_in1k", "image_size": 32}
+    out = refusal(tiny_config(backbones={"r": spec}))
+    assert "timm model resnet18.a1_in1k" in out and "HF_HUB_OFFLINE is set" in out
+
+
+def test_an_unknown_named_weights_lists_the_tags():
+    spec = {"model": "resnet18", "weights": "IMAGENET9K"}
+    out = refusal(tiny_config(backbones={"r": spec}))
+    assert "'backbones.r.weights': 'IMAGENET9K' is not a file" in out and "IMAGENET1K_V1" in out
 
 
 def test_a_cache_dir_that_cannot_be_created_is_refused(tmp_path):

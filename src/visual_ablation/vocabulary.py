@@ -55,5 +55,5 @@ NORMALIZATIONS: dict[str, dict[str, list[float]] | None] = {
     "weights": None,
 }
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "patches")
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"

@@ -7,6 +7,9 @@ import sys
 sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
 from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
+# a feature job never downloads (it may run on a compute node): weights not on disk were
+# fetched by the fetch_weights rule, or the job fails saying so
+os.environ["HF_HUB_OFFLINE"] = "1"
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     from visual_ablation.plumbing import devices

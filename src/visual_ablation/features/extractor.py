@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from visual_ablation.features.backbones import family, normalization_values
+from visual_ablation.features.backbones import family, normalization_values, preprocessing
 from visual_ablation.features.readout import Readout
 
 if TYPE_CHECKING:
@@ -18,19 +18,18 @@ class LayerExtractor:
     def __init__(self, spec: dict[str, Any], device: torch.device | str = "cpu"):
         import torch
 
-        self.family = family(spec["model"])
+        self.family = family(spec)
         self.model_name = spec["model"]
+        if spec.get("image_size") is None:  # the model's own (a feature spec has it)
+            spec = {**spec, "image_size": preprocessing(spec)["image_size"]}
         self.image_size = int(spec["image_size"])
         self.readout = Readout.from_spec(spec)
-        valid = self.family.layers()
+        valid = set(self.family.layers())
         layers = spec.get("layers", "all")
         self.layers = self.family.default_layers() if layers == "all" else list(layers)
-        unknown = [layer for layer in self.layers if layer not in valid]
-        if unknown:
-            raise ValueError(
-                f"unknown layer(s) {', '.join(unknown)} of {self.model_name}; "
-                f"valid: {', '.join(valid)}"
-            )
+        for layer in self.layers:
+            if layer not in valid:
+                raise ValueError(self.family.unknown_layer(layer, self.image_size))
         self.normalization = normalization_values(spec)
         self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
@@ -73,4 +72,6 @@ class LayerExtractor:
         import torch
 
         with torch.no_grad():
-            return self.net(self.preprocess(x)) if self.net is not None else x
+            if self.net is None:
+                return x
+            return self.family.run(self.net, self.preprocess(x))

@@ -21,7 +21,12 @@ class Readout:
       floor(sqrt(B / C)), at least 1), as Zhang et al. 2016 and Goyal et al. 2019 pool
       each ResNet stage to about 9k values (VirTex's FeatureExtractor9k). A grid never
       exceeds the map (no duplicated cells);
-    - tokens [N, T, D]: the first (`pooling: cls`) or the mean (`pooling: mean`);
+    - tokens [N, T, D] of a vision transformer whose patch tokens form a known grid (the
+      family's `token_layout`; the tokens before them are its class and register tokens):
+      the class token (`pooling: cls`), the mean of the patch tokens (`pooling: mean`, as
+      timm's `global_pool='avg'`), or the patch tokens as a [D, rows, cols] map read out
+      as a conv map is (`pooling: patches`, then `readout`). Tokens without a known grid:
+      the first or the mean of all;
     - vectors [N, D] as they are."""
 
     tokens: str = "mean"
@@ -44,7 +49,11 @@ class Readout:
             return 1
         return max(1, min(side, height, width))
 
-    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, activation: torch.Tensor, grid: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        if activation.dim() == 3 and grid is not None:
+            return self.tokens_on_grid(activation, grid)
         if activation.dim() == 4:
             side = self.side(*activation.shape[1:])
             if side == 1:
@@ -55,3 +64,20 @@ class Readout:
         if activation.dim() == 3:
             return activation[:, 0] if self.tokens == "cls" else activation.mean(dim=1)
         return activation.flatten(1)
+
+    def tokens_on_grid(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        rows, cols = grid
+        prefix = tokens.shape[1] - rows * cols
+        if prefix < 0:
+            raise ValueError(
+                f"{tokens.shape[1]} tokens cannot hold a {rows} x {cols} grid of patches"
+            )
+        if self.tokens == "cls":
+            if prefix == 0:
+                raise ValueError("pooling: cls, but this layer's tokens have no class token")
+            return tokens[:, 0]
+        patches = tokens[:, prefix:]
+        if self.tokens == "mean":
+            return patches.mean(dim=1)
+        n, _, dim = patches.shape
+        return self(patches.transpose(1, 2).reshape(n, dim, rows, cols))

@@ -49,6 +49,8 @@ PROBE_FORMAT_VERSION = 7
 
 
 CUE_CONFLICT = CueConflictSource.name
+# a backbone's weights_sha256 while its files are still to be fetched (fetch_weights)
+PENDING_WEIGHTS = "to be fetched"
 
 
 class ConfigError(ValueError):
@@ -70,6 +72,8 @@ class Experiment:
     probes: dict[str, dict[str, Any]]
     runs: int
     runs_per_job: int = 1
+    # whether the fetch_weights rule may download pretrained weights
+    fetch_weights: bool = True
     # how the reference's heads are tested on the other representations (TRANSFER_VARIANTS)
     transfer: tuple[str, ...] = TRANSFER_VARIANTS
     # amnesic probing: {"iterations": int, "factors": list or None (every factor)}
@@ -113,20 +117,39 @@ class Experiment:
             }
         return self._cache[key]
 
+    def backbone_spec(self, backbone: str) -> dict[str, Any]:
+        """A backbone's part of its feature specs: its config, plus what its library and
+        weights files resolve (`backbones.resolved`: the model's own image size, the
+        files' SHA-256). While its files are still to be fetched, `weights_sha256` says so
+        (PENDING_WEIGHTS) and nothing is cached: after the fetch_weights checkpoint,
+        Snakemake asks again."""
+        key = ("backbone", backbone)
+        if key not in self._cache:
+            spec = {"name": backbone, **self.backbones[backbone]}
+            try:
+                spec.update(backbones.resolved(spec))
+            except backbones.WeightsNotLocal:
+                return {**spec, "weights_sha256": PENDING_WEIGHTS}
+            self._cache[key] = spec
+        return self._cache[key]
+
     def feature_spec(self, dataset: str, backbone: str, representation: str) -> dict[str, Any]:
         """Everything that defines one feature store (the split does not: features are
         computed for every image)."""
         key = ("feature", dataset, backbone, representation)
         if key not in self._cache:
-            self._cache[key] = {
+            spec = {
                 "format_version": FEATURE_FORMAT_VERSION,
                 "dataset": self.data_spec(dataset),
                 "representation": {
                     "name": representation,
                     **self.representations[representation],
                 },
-                "backbone": {"name": backbone, **self.backbones[backbone]},
+                "backbone": self.backbone_spec(backbone),
             }
+            if spec["backbone"].get("weights_sha256") == PENDING_WEIGHTS:
+                return spec
+            self._cache[key] = spec
         return self._cache[key]
 
     def probe_spec(self, probe: str) -> dict[str, Any]:
@@ -144,7 +167,9 @@ class Experiment:
         found = self._cache.get(key)
         if found is None:
             spec = getattr(self, f"{kind}_spec")(*names)
-            found = self._cache[key] = canonical(spec)
+            found = canonical(spec)
+            if PENDING_WEIGHTS not in found:
+                self._cache[key] = found
         return found
 
     def representations_of(self, dataset: str, backbone: str | None = None) -> list[str]:
@@ -162,12 +187,12 @@ class Experiment:
         spec = self.backbones[backbone]
         if spec["weights"] in (None, "none"):
             return None
-        same = ("model", "layers", "image_size", "normalization", "readout", "pooling")
+        same = ("source", "model", "layers", "image_size", "normalization", "readout", "pooling")
         return next(
             (
                 name
                 for name, other in self.backbones.items()
-                if other["weights"] == "none" and all(other[k] == spec[k] for k in same)
+                if other["weights"] == "none" and all(other.get(k) == spec.get(k) for k in same)
             ),
             None,
         )
@@ -277,6 +302,9 @@ def _resolve_representations(reps: Any) -> dict[str, dict[str, Any]]:
 
 
 def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A backbone's config with its defaults (torch-free). Its `source` is kept only where
+    it is not the model name's default, so that existing specs stay as they were."""
+    key = f"backbones.{name}"
     out = {
         "weights": "none",
         "layers": "all",
@@ -285,28 +313,39 @@ def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, 
         "seed": 0,
         **spec,
     }
-    family = backbones.family(out["model"])
-    out.setdefault("image_size", family.default_image_size)
+    model = str(out["model"])
+    source = out.pop("source", None) or backbones.default_source(model)
+    try:
+        cls = backbones.family_class(model, source)
+    except ValueError as err:
+        raise ConfigError(f"config key '{key}.model': {err}.") from None
+    if source == "huggingface" and (base / Path(model).expanduser()).is_dir():
+        out["model"] = model = str((base / Path(model).expanduser()).resolve())
+    if source != backbones.default_source(model):
+        out["source"] = source
     weights = out["weights"]
-    out.setdefault("normalization", family.default_normalization(weights))
-    valid = family.normalizations(weights)
-    if out["normalization"] not in valid:  # the schema's enum leaves only `weights` here
-        raise ConfigError(
-            f"config key 'backbones.{name}.normalization': 'weights' takes the mean and std "
-            "from a torchvision model's pretrained weights, and this backbone has none. Use "
-            f"one of {', '.join(valid)}."
-        )
-    if not family.uses_weights:
-        out["weights"] = None
-    elif weights not in ("none", "pretrained"):
+    if not cls.uses_weights:
+        out["weights"] = weights = None
+    elif backbones.is_checkpoint_path(weights):
         path = Path(str(weights)).expanduser()
         path = path if path.is_absolute() else base / path
         if not path.is_file():
             raise ConfigError(
-                f"config key 'backbones.{name}.weights': checkpoint {path} does not exist. "
-                "Use 'none', 'pretrained' or the path of a saved state_dict."
+                f"config key '{key}.weights': checkpoint {path} does not exist. Use 'none', "
+                "'pretrained', a named tag of the model's library, or the path of a "
+                "checkpoint file (.pt, .pth, .bin, .safetensors)."
             )
-        out["weights"] = str(path.resolve())
+        out["weights"] = weights = str(path.resolve())
+    fam = cls(model, weights)
+    out.setdefault("image_size", fam.image_size_default())
+    out.setdefault("normalization", fam.default_normalization())
+    valid = fam.normalizations()
+    if out["normalization"] not in valid:  # the schema's enum leaves only `weights` here
+        raise ConfigError(
+            f"config key '{key}.normalization': 'weights' takes the mean and std of the "
+            "model's library for its pretrained weights, and this backbone has none. Use "
+            f"one of {', '.join(valid)}."
+        )
     return out
 
 
@@ -340,6 +379,7 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True, **config.get("split", {})},
         probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
         runs=int(config.get("runs", 10)),
+        fetch_weights=bool(config.get("fetch_weights", True)),
         transfer=tuple(config.get("transfer", TRANSFER_VARIANTS)),
         amnesic=_resolve_amnesic(config.get("amnesic") or {}, datasets),
         runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),

@@ -88,6 +88,12 @@ class Layout:
             self.cache_dir, "features", "{dataset}", "{backbone}", "{representation}.zarr"
         )
 
+    @property
+    def weights_fetched(self) -> str:
+        """The fetch_weights checkpoint's mark (temporary: the weights live in their
+        library's own cache)."""
+        return os.path.join(self.cache_dir, "weights", "{backbone}.fetched")
+
     def _run(self, stage: str, suffix: str) -> str:
         return os.path.join(self.results_dir, *stage.split("/"), *RUN_JOB.split("/")) + suffix
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from visual_ablation.features import backbones
 from visual_ablation.plumbing.canonical import canonical
-from visual_ablation.spec.config import ConfigError, Experiment, resolve, unknown_value
+from visual_ablation.spec.config import ConfigError, Experiment, resolve
 
 # where the main process remembers backbone specs that passed the check
 CHECKED_RECORD = os.path.join(".snakemake", "visual-ablation", "backbones-checked.json")
@@ -89,13 +89,21 @@ def check_writable(path: str, key: str) -> None:
 
 
 # what the layer and model names of a backbone check depend on, besides the specs
-CHECK_PACKAGES = ("torch", "torchvision", "efficientnet-lite-pytorch")
+CHECK_PACKAGES = (
+    "torch",
+    "torchvision",
+    "efficientnet-lite-pytorch",
+    "timm",
+    "transformers",
+    "open-clip-torch",
+)
 
 
 def check_backbones_once(experiment: Experiment, record: str) -> bool:
     """`check_backbones`, skipped when `record` says these exact backbone specs passed
-    with the same package versions: the check imports torch (2-3 s), and the Snakefile
-    runs on every `snakemake -n`. Returns whether the check ran."""
+    with the same package versions and the same weights files: the check imports torch
+    (2-3 s), and the Snakefile runs on every `snakemake -n`. Returns whether the check
+    ran."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str | None:
@@ -105,7 +113,13 @@ def check_backbones_once(experiment: Experiment, record: str) -> bool:
             return None
 
     key = canonical(
-        {"backbones": experiment.backbones, **{n: installed(n) for n in CHECK_PACKAGES}}
+        {
+            "backbones": experiment.backbones,
+            "files": {name: files_state(spec) for name, spec in experiment.backbones.items()},
+            "fetch_weights": experiment.fetch_weights,
+            "offline": backbones.hub_offline(),
+            **{n: installed(n) for n in CHECK_PACKAGES},
+        }
     )
     try:
         with open(record) as f:
@@ -122,28 +136,92 @@ def check_backbones_once(experiment: Experiment, record: str) -> bool:
     return True
 
 
-def check_backbones(experiment: Experiment) -> None:
-    """Check model and layer names against the real models (imports torch: ~2 s).
+def files_state(spec: dict[str, Any]) -> str | None:
+    """The weights files' hash, 'missing' while they are to be fetched, or None (an
+    unknown model or tag: the check says so)."""
+    try:
+        return backbones.files_sha256(backbones.weights_files(spec)) or None
+    except backbones.WeightsNotLocal:
+        return "missing"
+    except Exception:  # noqa: BLE001 (check_backbones phrases it)
+        return None
 
-    Called once in the main Snakemake process, so a typo stops the run before any job.
-    """
-    valid_models = backbones.available_models()
-    for name, spec in experiment.backbones.items():
-        if spec["model"] not in valid_models:
-            raise unknown_value(
-                "backbone model", f"backbones.{name}.model", spec["model"], valid_models
-            )
-        if spec["weights"] == "pretrained":
-            problem = backbones.family(spec["model"]).missing_weights()
-            if problem:
-                raise ConfigError(f"config key 'backbones.{name}.weights': {problem}")
-        if spec["layers"] == "all":
+
+def fetch_blocked(experiment: Experiment, family: backbones.Backbone) -> str | None:
+    """Why the fetch_weights rule may not download this family's files, or None."""
+    if not experiment.fetch_weights:
+        return "fetch_weights: false"
+    if family.source != "torchvision" and backbones.hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    return None
+
+
+def other_sources(model: str, source: str) -> list[str]:
+    """The other sources that know a model name (on a refusal only: imports them)."""
+    found = []
+    for name in backbones.source_names():
+        if name == source:
             continue
-        layers = backbones.available_layers(spec["model"])
-        for layer in spec["layers"]:
-            if layer not in layers:
+        try:
+            if backbones.family(model, name).known():
+                found.append(name)
+        except Exception:  # noqa: BLE001 (a library that cannot say: not this one)
+            continue
+    return found
+
+
+def check_backbones(experiment: Experiment) -> None:
+    """Check each backbone against its real model, before any job (imports torch and the
+    backbone's library): the model name in its source (with the closest names and the
+    sources that do know it), a named tag, weights on disk or fetchable, layer names (with
+    the closest names and the command that lists them), and a checkpoint path's fit."""
+    from visual_ablation.features.backbones.checkpoints import CheckpointError, check_fits
+
+    for name, spec in experiment.backbones.items():
+        key = f"backbones.{name}"
+        fam = backbones.family(spec)
+        if not fam.known():
+            others = other_sources(spec["model"], fam.source)
+            hint = (
+                f" It is a {' and a '.join(others)} model: add `source: {others[0]}`."
+                if others
+                else ""
+            )
+            raise ConfigError(f"config key '{key}.model': {fam.unknown_model()}{hint}")
+        weights = spec["weights"]
+        if fam.pretrained and weights != backbones.PRETRAINED:
+            tags = fam.tags()
+            if weights not in tags:
                 raise ConfigError(
-                    f"config key 'backbones.{name}.layers': unknown layer {layer!r} of "
-                    f"{spec['model']}. Valid layers: {', '.join(layers)} (or 'all': "
-                    f"{', '.join(backbones.default_layers(spec['model']))})."
+                    f"config key '{key}.weights': {weights!r} is not a file, and not a named "
+                    f"weights of {fam.source} model {spec['model']} "
+                    f"({', '.join(tags) or 'it has none'}). Use none, pretrained, one of "
+                    "those, or a checkpoint path."
                 )
+        if fam.pretrained or fam.fetched and fam.source == "huggingface":
+            problem = fam.missing_weights()
+            if problem and not fam.fetched:
+                raise ConfigError(f"config key '{key}.weights': {problem}")
+            if problem:
+                blocked = fetch_blocked(experiment, fam)
+                if blocked:
+                    raise ConfigError(
+                        f"config key '{key}.weights': {problem}, and fetching is off "
+                        f"({blocked}). Fetch them once where there is internet "
+                        "(snakemake -c1 --until fetch_weights), into the same cache "
+                        "(TORCH_HOME, HF_HOME), or give a checkpoint path."
+                    )
+                continue  # its layers are checked once fetched, by its feature job
+        image_size = spec["image_size"] or backbones.preprocessing(spec)["image_size"]
+        if spec["layers"] != "all":
+            layers = set(fam.layers())
+            for layer in spec["layers"]:
+                if layer not in layers:
+                    raise ConfigError(
+                        f"config key '{key}.layers': {fam.unknown_layer(layer, image_size)}"
+                    )
+        if backbones.is_checkpoint_path(weights) and fam.uses_weights:
+            try:
+                check_fits(fam.checkpoint_module(fam.structure(image_size)), weights)
+            except CheckpointError as err:
+                raise ConfigError(f"config key '{key}.weights': {err}") from None

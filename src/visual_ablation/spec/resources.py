@@ -102,7 +102,9 @@ def data_runtime(data_spec: dict[str, Any], attempt: int = 1) -> int:
 
 
 def _side_factor(feature_spec: dict[str, Any]) -> float:
-    return (int(feature_spec["backbone"]["image_size"]) / 64) ** 2
+    # a model whose own size is not known before its files are fetched: a ViT's 224
+    side = feature_spec["backbone"].get("image_size") or 224
+    return (int(side) / 64) ** 2
 
 
 def features_mem_mb(feature_spec: dict[str, Any], batch_size: int, attempt: int = 1) -> int:

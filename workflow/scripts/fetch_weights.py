@@ -1,0 +1,14 @@
+"""Snakemake adapter: fetch one backbone's pretrained weights into its library's cache."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, "..", "..", "src"))  # noqa: F821
+from visual_ablation.plumbing.logs import job_log  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0]):
+    from visual_ablation.features.backbones import fetching
+
+    fetching.fetch_to(json.loads(smk.params.spec), smk.output[0], allowed=smk.params.allowed)

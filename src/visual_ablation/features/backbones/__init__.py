@@ -63,7 +63,7 @@ def preprocessing(spec: dict[str, Any]) -> dict[str, Any]:
 
 def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
     """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
-    name = spec.get("normalization", "imagenet")
+    name = spec.get("normalization") or family(spec).default_normalization()
     if name == "weights":
         meta = preprocessing(spec)
         return {"mean": list(meta["mean"]), "std": list(meta["std"])}

@@ -298,10 +298,13 @@ class HookedBackbone(Backbone):
     def prepare(self, net, layers, pool):
         modules = dict(net.named_modules())
         self._captured: dict[str, torch.Tensor] = {}
+        self._reading = False
         grid = self.token_layout(net)
 
         def hook(name: str):
             def fn(_module, _inputs, output):
+                if not self._reading:  # the network's own forward (forward_bare)
+                    return
                 out = self.transform_output(name, first_tensor(output))
                 self._captured[name] = pool(out, grid)
                 if len(self._captured) == len(layers):
@@ -313,11 +316,13 @@ class HookedBackbone(Backbone):
             modules[name].register_forward_hook(hook(name))
 
     def forward(self, net, x, layers, pool):
-        self._captured = {}
+        self._captured, self._reading = {}, True
         try:
             self.run(net, x)
         except StopForward:
             pass
+        finally:
+            self._reading = False
         return self._captured
 
 

@@ -64,6 +64,22 @@ def weights_inputs(wildcards):
     return []
 
 
+def feature_table_params(wildcards):
+    """Every store of the experiment with its spec, sorted: the same stores written in
+    another key order are the same params."""
+    stores = [
+        {
+            "dataset": d,
+            "backbone": b,
+            "representation": r,
+            "path": EXPERIMENT.feature_store(d, b, r),
+            "spec": EXPERIMENT.feature_spec(d, b, r),
+        }
+        for d, b, r in plans.features.jobs(EXPERIMENT)
+    ]
+    return canonical(sorted(stores, key=lambda store: store["path"]))
+
+
 def backbone_params(wildcards):
     return canonical(EXPERIMENT.backbones[wildcards.backbone])
 

@@ -12,21 +12,7 @@ rule feature_table:
     conda:
         "../envs/data.yaml"
     params:
-        # sorted: the same stores written in another key order are the same params
-        stores=canonical(
-            sorted(
-                (
-                    {
-                        "dataset": d,
-                        "backbone": b,
-                        "representation": r,
-                        "path": EXPERIMENT.feature_store(d, b, r),
-                        "spec": EXPERIMENT.feature_spec(d, b, r),
-                    }
-                    for d, b, r in plans.features.jobs(EXPERIMENT)
-                ),
-                key=lambda store: store["path"],
-            )
-        ),
+        # a function: evaluated again after the fetch_weights checkpoint
+        stores=feature_table_params,
     script:
         "../workflow/scripts/feature_table.py"

@@ -214,7 +214,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_shortly(tmp_path):
     message = str(err.value)
     assert "read as ['model']" in message and "0 missing key(s)" in message
     assert "unexpected key(s) (layer1.2.conv1.weight, layer1.2.bn1.weight" in message
-    assert "wrapper keys state_dict, model" in message and "module., _orig_mod." in message
+    assert "wrapper keys state_dict, model" in message and "'module.', '_orig_mod.'" in message
     assert len(message) < 600
 
 

@@ -222,6 +222,6 @@ def check_backbones(experiment: Experiment) -> None:
                     )
         if backbones.is_checkpoint_path(weights) and fam.uses_weights:
             try:
-                check_fits(fam.checkpoint_module(fam.structure(image_size)), weights)
+                check_fits(fam.checkpoint_structure(image_size), weights)
             except CheckpointError as err:
                 raise ConfigError(f"config key '{key}.weights': {err}") from None

@@ -204,6 +204,10 @@ class Backbone:
         """The part of the model a checkpoint path is loaded into."""
         return net
 
+    def checkpoint_structure(self, image_size: int | None = None) -> nn.Module:
+        """What a checkpoint path must fit (names and shapes; meta device)."""
+        return self.checkpoint_module(self.structure(image_size))
+
     def build(self, spec: dict[str, Any]) -> nn.Module | None:
         """The model with its weights, in eval mode (None: no network)."""
         raise NotImplementedError

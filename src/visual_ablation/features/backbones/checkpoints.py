@@ -111,7 +111,8 @@ def fit(obj: Any, expected: dict[str, tuple[int, ...]], path: str) -> dict[str, 
         parts.append(f", {len(wrong)} of another shape{_first(wrong)}")
     parts.append(
         f". Tried: the file itself, wrapper keys {', '.join(WRAPPER_KEYS)}, prefixes "
-        f"{', '.join(PREFIXES)}. Check `model` (and `source`) against what was trained."
+        f"{', '.join(repr(p) for p in PREFIXES)}. Check `model` (and `source`) against "
+        "what was trained."
     )
     raise CheckpointError("".join(parts))
 

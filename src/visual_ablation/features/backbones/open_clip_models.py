@@ -30,11 +30,12 @@ def _models() -> tuple[str, ...]:
 
 
 @functools.cache
-def _structure(model: str, image_size: int | None):
+def _whole_structure(model: str, image_size: int | None):
+    """The whole CLIP model (image and text towers) on the meta device."""
     import torch
 
     with torch.device("meta"):
-        return _create(model, image_size, device="meta").visual
+        return _create(model, image_size, device="meta")
 
 
 def _create(model: str, image_size: int | None, quick_gelu: bool = False, device="cpu"):
@@ -107,7 +108,10 @@ class OpenClip(HookedBackbone):
         }
 
     def structure(self, image_size=None):
-        return _structure(self.model, image_size)
+        return _whole_structure(self.model, image_size).visual
+
+    def checkpoint_structure(self, image_size=None):
+        return _whole_structure(self.model, image_size)  # a checkpoint of the whole model
 
     def default_layers(self) -> list[str]:
         visual = self.structure()

@@ -128,9 +128,11 @@ class Workflow:
             raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.output[-6000:]}")
         return proc
 
-    def planned(self, *args: str, config: str = "config.yaml") -> list[tuple[str, str]]:
+    def planned(
+        self, *args: str, config: str = "config.yaml", env: dict[str, str] | None = None
+    ) -> list[tuple[str, str]]:
         """(rule, first output) of every job a dry run plans."""
-        out = self.run("-n", *args, config=config).output
+        out = self.run("-n", *args, config=config, env=env).output
         jobs = []
         for rule, body in JOB.findall(out):
             match = re.search(r"^\s+output: (.+)$", body, re.M)

@@ -104,7 +104,7 @@ def test_a_changed_weights_file_replans_only_its_stores(every_source):
     assert "Nothing to be done" in flow.run("-n", env=env).output
     dinov2_folder(dino, seed=1)  # the same folder, retrained
     try:
-        jobs = flow.planned()
+        jobs = flow.planned(env=env)
     finally:
         dinov2_folder(dino, seed=0)
     features = sorted(out for rule, out in jobs if rule == "features")

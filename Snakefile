@@ -1,8 +1,8 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> (fetch_weights) -> features (+ inventory) -> train -> transfer,
-# amnesic; similarity -> report, shape bias.
+# Stages (one rule file each): data -> (fetch_weights) -> features (+ inventory) -> train ->
+# transfer, amnesic; similarity -> report, shape bias.
 # Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
-# data/files.py, a backbone family one in features/backbones.py; a new artefact's path is one
+# data/files.py, a backbone source one module in features/backbones/; a new artefact's path is one
 # template in spec/layout.py; a new config key is the schema plus vocabulary.py or
 # spec/config.py.
 import os

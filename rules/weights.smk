@@ -9,6 +9,8 @@ checkpoint fetch_weights:
         temp(LAYOUT.weights_fetched),
     log:
         LAYOUT.log("fetch_weights", "{backbone}"),
+    conda:
+        "../envs/features.yaml"
     params:
         spec=backbone_params,
         allowed=EXPERIMENT.fetch_weights,

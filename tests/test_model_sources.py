@@ -276,3 +276,29 @@ def test_layer_listing_prints_every_layer_with_its_shape(caches, capsys):
     assert "* layer4" in out and "[1, 512, 2, 2]" in out
     assert layers.main(["--model", "resnet1000"]) == 2
     assert "Closest: resnet101" in capsys.readouterr().err
+
+
+def test_swin_stages_are_read_channels_first():
+    """torchvision's Swin keeps its maps [N, H, W, C]: a grid readout must pool space, so a
+    2 x 2 grid of stage features.1 (96 channels) gives 96 x 4 values."""
+    spec = {"model": "swin_t", "weights": "none", "layers": ["features.1"], "image_size": 64}
+    out = LayerExtractor({**spec, "readout": {"grid": 2}})(images(2, 64))["features.1"]
+    assert out.shape == (2, 96 * 4)
+
+
+def test_the_readme_layer_commands_run(capsys, monkeypatch):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # --backbone reads config/config.yaml
+    commands = [
+        line.split("visual_ablation.features.layers", 1)[1].split("#")[0].split()
+        for line in (repo / "README.md").read_text().splitlines()
+        if line.startswith(".venv/bin/python -m visual_ablation.features.layers")
+    ]
+    assert len(commands) == 2
+    for args in commands:
+        assert layers.main(args) == 0
+    out = capsys.readouterr().out
+    assert "* blocks.11" in out and "[1, 197, 384]" in out  # the class token + 14 x 14
+    assert "bundled model efficientnet_lite0 at 64 x 64" in out and "* head" in out

@@ -208,3 +208,33 @@ def test_two_targets_with_the_same_labels_are_refused():
     preflight.experiment(
         config, [], validate=lambda checked: validate(checked, SCHEMA), main_process=True
     )
+
+
+def readme_model_backbones() -> dict:
+    """The backbones of the README's "Your own model" section, as written."""
+    section = (Path(SCHEMA).parents[2] / "README.md").read_text().split("## Your own model")[1]
+    return yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])["backbones"]
+
+
+def test_the_readme_model_section_passes_the_checks_and_plans_fetching(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import torch
+    import torchvision
+
+    from visual_ablation.features import backbones
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    written = readme_model_backbones()
+    assert list(written) == ["dino", "dinov2", "clip", "mine"]
+    checkpoint = tmp_path / "r50-finetuned.pth"
+    torch.save({"model": torchvision.models.resnet50().state_dict(), "epoch": 90}, checkpoint)
+    written["mine"]["weights"] = str(checkpoint)
+    config = tiny_config(backbones=written)
+    exp = preflight.experiment(
+        copy.deepcopy(config), [], lambda c: validate(c, SCHEMA), main_process=True
+    )
+    fetched = {name: backbones.needs_fetch(spec) for name, spec in exp.backbones.items()}
+    assert fetched == {"dino": True, "dinov2": True, "clip": True, "mine": False}
+    out = refusal({**config, "fetch_weights": False})
+    assert "'backbones.dino.weights': pretrained weights of timm model" in out

@@ -52,7 +52,7 @@ rule shape_bias_plot:
         unordered=[
             name
             for name, spec in EXPERIMENT.backbones.items()
-            if not backbones.family(spec["model"]).layers_in_depth
+            if not backbones.family(spec).layers_in_depth
         ],
     script:
         "../workflow/scripts/shape_bias_plot.py"

@@ -3,7 +3,7 @@ their params, probe keys, input normalisations, poolings. spec/config.py resolve
 with them, features/representations.py and the probes package implement them, and
 tests/test_config.py checks that workflow/schemas/config.schema.yaml agrees with them.
 (Sources and backbone families live in their own registries, data/sources.py and
-features/backbones.py.)
+features/backbones/.)
 """
 
 from __future__ import annotations

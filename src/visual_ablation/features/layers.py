@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if spec.get("image_size") is None and fam.image_size_default() is not None:
         spec["image_size"] = fam.image_size_default()
-    shapes, size = output_shapes(spec)
+    try:
+        shapes, size = output_shapes(spec)
+    except (base.WeightsNotLocal, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     defaults = set(fam.default_layers())
     print(
         f"{fam.source} model {fam.model} at {size} x {size} ({len(shapes)} layers; * layers: all)"

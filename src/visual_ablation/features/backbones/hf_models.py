@@ -74,7 +74,8 @@ class HuggingFace(HookedBackbone):
             from huggingface_hub.constants import HF_HUB_CACHE
 
             raise WeightsNotLocal(
-                f"{CONFIG} of {self.model} is not in the Hugging Face cache ({HF_HUB_CACHE})"
+                f"{CONFIG} of {self.model} is not in the Hugging Face cache ({HF_HUB_CACHE}); "
+                "the rule fetch_weights fetches it (snakemake -c1 --until fetch_weights)"
             )
         return os.path.dirname(found)
 

@@ -39,6 +39,7 @@ try:
         workflow.configfiles,
         validate=lambda checked: validate(checked, SCHEMA),
         main_process=workflow.is_main_process,
+        schema=SCHEMA,
     )
 except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None

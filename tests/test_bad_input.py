@@ -150,9 +150,8 @@ def test_paths_with_spaces_work(workflow_copy):
 )
 def test_wrong_types_and_sizes_are_schema_errors_naming_the_key(workflow_copy, key, value):
     out = failing(workflow_copy, with_key(key, value), "-n")
-    where = "".join(f"['{part}']" for part in key.split("."))
-    assert f"On instance{where}:" in out, out[-3000:]
-    assert "ValidationError" in out
+    assert f"Invalid config: config key '{key}': {value!r} " in out, out[-3000:]
+    assert "Failed validating" not in out  # one line, not the schema
     assert not (workflow_copy.workdir / "results").exists()  # before any job
 
 

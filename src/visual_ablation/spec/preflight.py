@@ -26,11 +26,15 @@ def experiment(
     config_files: list[str],
     validate: Callable[[dict[str, Any]], None],
     main_process: bool,
+    schema: str | None = None,
 ) -> Experiment:
     """The checked, resolved experiment, or a ConfigError naming the key and the fix.
-    `validate` checks the config against the JSON schema and fills its defaults."""
+    `validate` checks the config against the JSON schema and fills its defaults; the
+    `schema` file, where given, is checked first for one short message."""
     for path in config_files:
         check_duplicate_keys(path)
+    if schema is not None:
+        check_schema(config, schema)
     validate(config)
     resolved = resolve(config)
     if main_process:
@@ -38,6 +42,55 @@ def experiment(
         check_writable(resolved.cache_dir, "cache_dir")
         check_backbones_once(resolved, CHECKED_RECORD)
     return resolved
+
+
+def check_schema(config: dict[str, Any], schema_path: str) -> None:
+    """The config against the JSON schema, refused with the most relevant error as one
+    short message that names the key (Snakemake's own validation prints the schema)."""
+    import yaml
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    with open(schema_path, encoding="utf-8") as f:
+        schema = yaml.safe_load(f)
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(schema_message(error))
+
+
+def schema_message(error) -> str:
+    """One line for a jsonschema error: the dotted key, what is wrong, what is valid."""
+    path = [str(p) for p in error.absolute_path]
+    key = ".".join(path)
+    shown = repr(error.instance) if not isinstance(error.instance, dict | list) else ""
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        name = f"{key}.{missing}" if key else missing
+        return (
+            f"config key '{name}' is required and missing. config/README.md says what it "
+            "holds; config/config.yaml has every required key."
+        )
+    if error.validator == "additionalProperties":
+        valid = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in valid]
+        where = f"{key}." if key else ""
+        return (
+            f"config key '{where}{extra[0]}' is not a key here. Valid keys: {', '.join(valid)}."
+        )
+    if error.validator == "enum":
+        valid = ", ".join(str(v) for v in error.validator_value)
+        return f"config key '{key}': {shown} is not one of {valid}."
+    if error.validator in ("oneOf", "anyOf"):
+        what = " ".join(str(error.schema.get("description", "")).split())
+        return f"config key '{key}': {shown or 'this value'} is not valid: {what}".rstrip(": ")
+    if error.validator == "type":
+        return f"config key '{key}': {shown or 'this value'} is not of type {error.validator_value}."
+    if error.validator in ("propertyNames", "pattern"):
+        return (
+            f"config key '{key}': name {shown} may use only letters, digits, _, . and - "
+            "(it becomes part of file paths)."
+        )
+    return f"config key '{key}': {error.message}."
 
 
 def check_duplicate_keys(path: str | os.PathLike) -> None:

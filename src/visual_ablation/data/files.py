@@ -81,6 +81,10 @@ class ImageFolderSource(Source):
     needs_path = True
 
     @classmethod
+    def read_file(cls, name: str) -> bool:
+        return not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+    @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
         return cls(spec["path"])
 

@@ -69,6 +69,39 @@ class Source:
         raise NotImplementedError
 
     @classmethod
+    def read_file(cls, name: str) -> bool:
+        """Whether a file name under a path source's `path` is part of what it reads (its
+        manifest)."""
+        return not name.startswith(".")
+
+    @classmethod
+    def manifest(cls, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """What a path source reads, as it is on disk now: the count of files under `path`
+        (or the file itself) and one SHA-256 of their relative paths, sizes and modification
+        times. Part of the data spec, so adding, removing or replacing a file re-plans the
+        dataset's store and everything after it (stat only: cheap enough for every parse)."""
+        if not cls.needs_path:
+            return None
+        import hashlib
+        import os
+
+        root = spec["path"]
+        if os.path.isfile(root):
+            entries = [(os.path.basename(root), os.stat(root))]
+        else:
+            entries = []
+            for dirpath, dirs, names in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    if cls.read_file(name):
+                        path = os.path.join(dirpath, name)
+                        entries.append((os.path.relpath(path, root), os.stat(path)))
+        digest = hashlib.sha256()
+        for name, stat in sorted(entries, key=lambda e: e[0]):
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return {"files": len(entries), "sha256": digest.hexdigest()}
+
+    @classmethod
     def coinciding(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:
         """Pairs of targets whose labels are the same on every image they are trained on
         under `spec` (the source's defaults filled in): two such targets would train the

@@ -106,14 +106,18 @@ class Experiment:
         key = ("data", dataset)
         if key not in self._cache:
             spec = self.datasets[dataset]
-            version = SOURCES[spec["source"]].version
+            source = SOURCES[spec["source"]]
+            manifest = source.manifest(spec)
             self._cache[key] = {
                 "format_version": DATA_FORMAT_VERSION,
                 # only where a source has changed its stores: the others' specs stay as
                 # they were, and so do their caches
-                **({"source_version": version} if version > 1 else {}),
+                **({"source_version": source.version} if source.version > 1 else {}),
                 "name": dataset,
                 **spec,
+                # what a path source reads now (files, sizes, times): a changed folder
+                # or file re-plans its store
+                **({"manifest": manifest} if manifest is not None else {}),
             }
         return self._cache[key]
 

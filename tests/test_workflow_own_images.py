@@ -58,3 +58,28 @@ def test_a_changed_folder_replans_its_data_store_and_what_follows(tmp_path, work
     assert ("prepare_data", "results/data/birds.zarr") in workflow_copy.planned(
         "--until", "features"
     )
+
+
+def test_the_own_images_config_runs_on_its_own(tmp_path, workflow_copy):
+    """config/own-images.yaml with --replace-workflow-config: only its dataset, at the
+    default experiment's sizes, under its own results folder; the data job names the
+    classes it found with their counts."""
+    import yaml
+    from conftest import REPO
+
+    folder = tmp_path / "pets"
+    write_images(folder, per_class=30)
+    Image.new("RGB", (20, 10)).save(folder / "dog" / "UPPER.JPG")
+    (folder / "README.txt").write_text("notes")
+    config = yaml.safe_load((REPO / "config" / "own-images.yaml").read_text())
+    config["datasets"]["mine"]["path"] = str(folder)
+    workflow_copy.write_config(config, "own.yaml")
+    jobs = workflow_copy.planned("--replace-workflow-config", config="own.yaml")
+    rules = [rule for rule, _ in jobs]
+    assert rules.count("prepare_data") == 1 and rules.count("features") == 8 * 2 + 1
+    assert rules.count("train") == (8 * 2 + 1) * 2  # every store's 3 runs in one job per probe
+    assert all(not out.startswith("results/data/shapes") for _, out in jobs)
+    assert ("prepare_data", "results/own-images/data/mine.zarr") in jobs
+    workflow_copy.run("--replace-workflow-config", "--until", "prepare_data", config="own.yaml")
+    log = (workflow_copy.workdir / "results/own-images/logs/prepare_data/mine.log").read_text()
+    assert "91 of 91 images" in log and "3 classes: cat 30, dog 31, owl 30" in log

@@ -159,6 +159,12 @@ def _prepare(
         size,
         size,
     )
+    counts = np.bincount(source.labels[indices], minlength=len(source.class_names))
+    log.info(
+        "%d classes: %s",
+        len(source.class_names),
+        ", ".join(f"{c} {k}" for c, k in zip(source.class_names, counts, strict=True)),
+    )
     skipped: list[dict[str, Any]] = []
 
     def on_bad(index: int, error: BadImageError) -> None:

@@ -84,7 +84,8 @@ def schema_message(error) -> str:
         what = " ".join(str(error.schema.get("description", "")).split())
         return f"config key '{key}': {shown or 'this value'} is not valid: {what}".rstrip(": ")
     if error.validator == "type":
-        return f"config key '{key}': {shown or 'this value'} is not of type {error.validator_value}."
+        wanted = error.validator_value
+        return f"config key '{key}': {shown or 'this value'} is not of type {wanted}."
     if error.validator in ("propertyNames", "pattern"):
         return (
             f"config key '{key}': name {shown} may use only letters, digits, _, . and - "

@@ -14,9 +14,12 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The package lives in src/ (scripts add it to their path too, so conda envs need
-# only third-party packages).
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+# This file's own folder: the workflow's, also where it is used as a module of another
+# workflow (workflow.basedir is then the other's). The package lives in its src/ (scripts
+# add it to their path too, so conda envs need only third-party packages); a module read
+# from GitHub imports the installed package instead (docs/operations.md).
+HERE = str(workflow.current_basedir)
+sys.path.insert(0, os.path.join(HERE, "src"))
 
 
 configfile: "config/config.yaml"
@@ -30,7 +33,7 @@ from visual_ablation.spec.layout import parse_run_label
 from visual_ablation.spec.plans.jobs import RunJob
 from visual_ablation.vocabulary import TRANSFER_VARIANTS
 
-SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+SCHEMA = os.path.join(HERE, "workflow", "schemas", "config.schema.yaml")
 # every check before any job: duplicate keys, the schema (which fills defaults), names,
 # and in the main process the directories and the backbones (see spec/preflight.py)
 try:
@@ -39,7 +42,7 @@ try:
         workflow.configfiles,
         validate=lambda checked: validate(checked, SCHEMA),
         main_process=workflow.is_main_process,
-        schema=SCHEMA,
+        schema=SCHEMA if os.path.exists(SCHEMA) else None,
     )
 except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None

@@ -4,6 +4,8 @@ store and what follows from it, and nothing else."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,6 +52,24 @@ def test_a_changed_folder_replans_its_data_store_and_what_follows(tmp_path, work
         ("features", "results/features/birds/pixels/original.zarr"),
         ("prepare_data", "results/data/birds.zarr"),
     ]
+    # what changed, per store, one key per line (the README's command)
+    changes = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visual_ablation.spec.changes",
+            "--configfile",
+            "config.yaml",
+            "--replace-workflow-config",
+        ],
+        cwd=workflow_copy.workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "results/data/birds.zarr\n  manifest.files: store has 24, config has 25" in changes
+    assert "dataset.manifest.files: store has 24, config has 25" in changes
+    assert "4 stores: 2 as configured, 2 changed, 0 not built" in changes
     os.remove(folder / "owl" / "new.png")  # as it was: nothing to do again
     assert workflow_copy.planned("--until", "features") == []
 

@@ -74,9 +74,7 @@ def schema_message(error) -> str:
         valid = sorted(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in valid]
         where = f"{key}." if key else ""
-        return (
-            f"config key '{where}{extra[0]}' is not a key here. Valid keys: {', '.join(valid)}."
-        )
+        return f"config key '{where}{extra[0]}' is not a key here. Valid keys: {', '.join(valid)}."
     if error.validator == "enum":
         valid = ", ".join(str(v) for v in error.validator_value)
         return f"config key '{key}': {shown} is not one of {valid}."

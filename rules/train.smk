@@ -13,6 +13,7 @@ rule train:
     output:
         table=LAYOUT.run_table,
         predictions=LAYOUT.run_predictions,
+        predictions_table=LAYOUT.run_predictions_table,
         heads=LAYOUT.run_heads,
     log:
         LAYOUT.run_log("train"),

@@ -15,6 +15,7 @@ rule transfer:
     output:
         table=LAYOUT.transfer_table,
         predictions=LAYOUT.transfer_predictions,
+        predictions_table=LAYOUT.transfer_predictions_table,
     log:
         LAYOUT.run_log("transfer"),
     conda:

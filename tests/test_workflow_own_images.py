@@ -103,3 +103,31 @@ def test_the_own_images_config_runs_on_its_own(tmp_path, workflow_copy):
     workflow_copy.run("--replace-workflow-config", "--until", "prepare_data", config="own.yaml")
     log = (workflow_copy.workdir / "results/own-images/logs/prepare_data/mine.log").read_text()
     assert "91 of 91 images" in log and "3 classes: cat 30, dog 31, owl 30" in log
+
+
+def test_predictions_name_each_test_images_file(tmp_path, workflow_copy):
+    """The per-image predictions table: every test image's file, its true label and each
+    layer's prediction, readable without numpy; the label is the file's class folder."""
+    import pandas as pd
+
+    folder = tmp_path / "pets"
+    write_images(folder, per_class=20)
+    config = tiny_config(
+        datasets={"pets": {"source": "imagefolder", "path": str(folder), "image_size": 16}},
+        representations=["original", "grayscale"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+        probes={"linear": {"hidden": 0, "max_epochs": 20, "patience": 5}},
+        runs=2,
+    )
+    workflow_copy.write_config(config)
+    workflow_copy.run()
+    runs = workflow_copy.workdir / "results" / "runs" / "pets" / "pixels"
+    table = pd.read_csv(runs / "original" / "class" / "linear" / "run0.predictions.csv")
+    assert list(table.columns) == ["run", "image", "file", "label", "pixels"]
+    assert len(table) == 12  # 60 images, test 0.2
+    assert (table["file"].str.split("/").str[0] == table["label"]).all()
+    assert set(table["pixels"]) <= {"cat", "dog", "owl"}
+    assert (table["pixels"] == table["label"]).mean() > 0.5  # each class has its colour
+    transfer = workflow_copy.workdir / "results" / "transfer" / "as-trained" / "pets" / "pixels"
+    moved = pd.read_csv(transfer / "grayscale" / "class" / "linear" / "run1.predictions.csv")
+    assert moved["file"].str.endswith(".png").all() and set(moved["run"]) == {1}

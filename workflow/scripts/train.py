@@ -31,4 +31,11 @@ with job_log(smk.log[0]):
     )
     run_files.write_heads(heads, rows, smk.output.heads)
     run_files.write_predictions(predictions, smk.output.predictions)
+    run_files.write_predictions_table(
+        predictions,
+        smk.input.data,
+        json.loads(smk.params.data),
+        smk.wildcards.target,
+        smk.output.predictions_table,
+    )
     run_files.write_csv(rows, smk.output.table)

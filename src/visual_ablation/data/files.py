@@ -110,7 +110,12 @@ class ImageFolderSource(Source):
                 f"extensions {', '.join(IMAGE_EXTENSIONS)}."
             )
         self.files = files
-        super().__init__(np.array(labels, dtype=np.int64), classes, f"imagefolder:{root}")
+        super().__init__(
+            np.array(labels, dtype=np.int64),
+            classes,
+            f"imagefolder:{root}",
+            file_names=[os.path.relpath(f, root) for f in files],
+        )
 
     def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         files = ((int(i), self.files[i], f"image {self.files[i]}") for i in indices)

@@ -6,6 +6,7 @@ Train jobs draw the split from the labels (data/splits.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 from collections import deque
@@ -30,6 +31,23 @@ FIXED_TEST = "fixed_test"  # bool per image: every run's test split, where a sou
 def factor_array(factor: str) -> str:
     """A factor's label array in a data store."""
     return f"factor_{factor}"
+
+
+FILE_NAMES = "file_names"
+
+
+def write_file_names(group, names: list[str]) -> None:
+    """Each stored image's file name, as UTF-8 JSON in a byte array (zarr 3 has no stable
+    string data type)."""
+    store.save_array(group, FILE_NAMES, np.frombuffer(json.dumps(names).encode(), np.uint8))
+
+
+def read_file_names(group) -> list[str] | None:
+    """Each stored image's file name (relative to the dataset's path), or None for a
+    source without files."""
+    if FILE_NAMES not in group:
+        return None
+    return json.loads(group[FILE_NAMES][:].tobytes().decode())
 
 
 def read_target(group, target: str, where: str) -> tuple[np.ndarray, list[str]]:
@@ -206,6 +224,8 @@ def _prepare(
         labels = source.labels[indices]
         store.save_array(group, "labels", labels)
         store.save_array(group, "source_index", indices.astype(np.int64))
+        if source.file_names is not None:
+            write_file_names(group, [source.file_names[i] for i in indices])
         # every factor the source knows, whichever targets the config asks for now: a new
         # target then re-plans train jobs only
         for factor, (values, _) in source.factors.items():

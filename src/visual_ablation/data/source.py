@@ -62,6 +62,8 @@ class Source:
     factors: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
     # images that are every run's test split (a source that fixes them), else None
     fixed_test: np.ndarray | None = None
+    # each image's file, relative to the source's path (file-based sources), else None
+    file_names: list[str] | None = None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:

@@ -42,6 +42,36 @@ def write_predictions(values: dict[str, np.ndarray], path: str) -> None:
         np.savez_compressed(out, **values)
 
 
+def write_predictions_table(
+    values: dict[str, np.ndarray], data_path: str, data_spec: dict[str, Any], target: str, path: str
+) -> None:
+    """The per-image predictions as a csv a person can read: one row per (run, test
+    image) with the image's data-store row, its file (file-based sources) and true label,
+    and each layer's predicted label (class names), so a mistake can be looked at."""
+    import pandas as pd
+
+    from visual_ablation.data import preparation
+    from visual_ablation.plumbing import store
+
+    with store.reading(data_path, data_spec) as group:
+        _, names = preparation.read_target(group, target, f"data store {data_path}")
+        files = preparation.read_file_names(group)
+    layers = [str(layer) for layer in values["layers"]]
+    frames = []
+    for r, run in enumerate(values["runs"]):
+        image = values["image"][r]
+        frame = {
+            "run": np.full(len(image), int(run)),
+            "image": image,
+            "file": [files[i] for i in image] if files is not None else [""] * len(image),
+            "label": [names[k] for k in values["label"][r]],
+        }
+        for j, layer in enumerate(layers):
+            frame[layer] = [names[k] for k in values["predicted"][r, j]]
+        frames.append(pd.DataFrame(frame))
+    outputs.write_table(pd.concat(frames, ignore_index=True), path)
+
+
 def write_heads(heads: list[stacking.HeadResult], rows: list[dict[str, Any]], path: str) -> None:
     """The heads of one train job (probes/transfer.py reads them): per (run, layer) the best
     weights and the standardisation, and the job's csv rows without their metrics (what a

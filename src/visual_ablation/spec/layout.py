@@ -108,6 +108,11 @@ class Layout:
         return self._run(TRAIN_STAGE, ".predictions.npz")
 
     @property
+    def run_predictions_table(self) -> str:
+        """...and the same as a table with class names and file names."""
+        return self._run(TRAIN_STAGE, ".predictions.csv")
+
+    @property
     def run_heads(self) -> str:
         """One train job's best head weights and standardisation (what transfer applies)."""
         return self._run(TRAIN_STAGE, ".heads.npz")
@@ -122,6 +127,10 @@ class Layout:
     def transfer_predictions(self) -> str:
         """...and its per-image test predictions."""
         return self._run(TRANSFER_STAGE + "/{transfer}", ".predictions.npz")
+
+    @property
+    def transfer_predictions_table(self) -> str:
+        return self._run(TRANSFER_STAGE + "/{transfer}", ".predictions.csv")
 
     @property
     def shape_bias_table(self) -> str:

@@ -262,3 +262,24 @@ def test_the_readme_model_section_passes_the_checks_and_plans_fetching(tmp_path,
     assert fetched == {"dino": True, "dinov2": True, "clip": True, "mine": False}
     out = refusal({**config, "fetch_weights": False})
     assert "'backbones.dino.weights': pretrained weights of timm model" in out
+
+
+def test_a_folder_with_a_given_split_is_refused_saying_where_to_point(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imagenet-style"
+    for part in ("train", "val"):
+        for name in ("cat", "dog"):
+            (root / part / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / part / name / "0.png")
+    out = refusal(tiny_config(datasets={"d": {"source": "imagefolder", "path": str(root)}}))
+    assert f"config key 'datasets.d.path': {root} holds train, val/ folders" in out
+    assert f"point path at one part ({root / 'train'})" in out
+    # one part is a folder of classes
+    exp = preflight.experiment(
+        tiny_config(datasets={"d": {"source": "imagefolder", "path": str(root / "train")}}),
+        [],
+        lambda c: validate(c, SCHEMA),
+        main_process=False,
+    )
+    assert exp.data_spec("d")["manifest"]["files"] == 2

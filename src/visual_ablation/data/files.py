@@ -24,6 +24,8 @@ from visual_ablation.data.source import (
     register,
 )
 
+# folder names of a split given with the data (ImageNet's train/ and val/)
+SPLIT_FOLDERS = {"train", "val", "valid", "validation", "test"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -83,6 +85,25 @@ class ImageFolderSource(Source):
     @classmethod
     def read_file(cls, name: str) -> bool:
         return not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+    @classmethod
+    def check_path(cls, spec: dict[str, Any]) -> str | None:
+        """Refuse a folder laid out as a given split (train/, val/, test/ over class
+        folders, as ImageNet's): read as classes, its parts would become the classes."""
+        root = spec["path"]
+        if not os.path.isdir(root):
+            return f"{root} is not a folder (an imagefolder is <path>/<class>/<image>)"
+        folders = {e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name)}
+        parts = folders & SPLIT_FOLDERS
+        if parts and parts == folders:
+            part = "train" if "train" in parts else sorted(parts)[0]
+            return (
+                f"{root} holds {', '.join(sorted(parts))}/ folders: a split given with the "
+                "data, not classes. This workflow draws its own splits (split.val, "
+                f"split.test) from one folder of classes: point path at one part "
+                f"({os.path.join(root, part)}), or merge the parts' class folders."
+            )
+        return None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:

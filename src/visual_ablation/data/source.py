@@ -71,6 +71,11 @@ class Source:
         raise NotImplementedError
 
     @classmethod
+    def check_path(cls, spec: dict[str, Any]) -> str | None:
+        """Why `path` cannot be this source's (checked at parse time, cheaply), or None."""
+        return None
+
+    @classmethod
     def read_file(cls, name: str) -> bool:
         """Whether a file name under a path source's `path` is part of what it reads (its
         manifest)."""

@@ -273,6 +273,9 @@ def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, A
                 "Point it at the dataset (absolute, or relative to the working directory)."
             )
         out["path"] = str(path.resolve())
+        problem = source.check_path(out)
+        if problem:
+            raise ConfigError(f"config key '{key}.path': {problem}")
     elif "path" in out:
         raise ConfigError(f"config key '{key}.path': source {source.name} takes no path.")
     return out

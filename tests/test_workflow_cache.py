@@ -293,6 +293,9 @@ def test_report_html_contains_the_figures(built):
     assert "targets_by_layer.png" in html
     assert "similarity.png" in html
     assert "summary.csv" in html and "similarity.csv" in html  # browsable tables
+    # the landing text says what this experiment ran, and nothing it did not
+    assert "Layer-wise visual ablation of 1 dataset(s)" in html
+    assert "shape bias" not in html.lower().split("tables:")[0]
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):

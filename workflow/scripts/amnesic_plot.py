@@ -12,5 +12,7 @@ with job_log(smk.log[0]):
 
     from visual_ablation.report import plots
 
+    plots.configure(smk.config.get("figures"))
+
     w = smk.wildcards
     plots.amnesic_by_layer(pd.read_csv(smk.input[0]), w.dataset, w.backbone, w.probe, smk.output[0])

@@ -8,7 +8,9 @@ from visual_ablation.plumbing.logs import job_log  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
-    from visual_ablation.report import tables
+    from visual_ablation.report import plots, tables
+
+    plots.configure(smk.config.get("figures"))
 
     tables.figures(
         smk.input[0],

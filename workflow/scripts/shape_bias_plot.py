@@ -12,6 +12,8 @@ with job_log(smk.log[0]):
 
     from visual_ablation.report import plots
 
+    plots.configure(smk.config.get("figures"))
+
     plots.shape_bias_by_layer(
         pd.read_csv(smk.input[0]),
         smk.wildcards.dataset,

@@ -12,6 +12,8 @@ with job_log(smk.log[0]):
 
     from visual_ablation.report import plots
 
+    plots.configure(smk.config.get("figures"))
+
     plots.similarity_heatmap(
         pd.read_csv(smk.input[0]), smk.wildcards.dataset, smk.wildcards.backbone, smk.output[0]
     )

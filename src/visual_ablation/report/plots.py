@@ -488,8 +488,22 @@ def representation_grid(
     _save(fig, path)
 
 
+# the config's `figures`: the PNG's resolution and the formats written beside it
+FIGURES = {"dpi": 120, "formats": []}
+
+
+def configure(figures: dict | None) -> None:
+    """Take the config's `figures` key (a plotting job calls this once)."""
+    FIGURES.update(figures or {})
+
+
 def _save(fig: plt.Figure, path: str) -> None:
+    """The figure as `path` (PNG, what the rules declare and the report shows) and, for
+    each of `figures.formats`, beside it with that suffix (PDF, SVG: vector copies)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=FIGURES["dpi"])
+    stem = os.path.splitext(path)[0]
+    for fmt in FIGURES["formats"]:
+        fig.savefig(f"{stem}.{fmt}")
     plt.close(fig)

@@ -62,6 +62,7 @@ include: "rules/similarity.smk"
 include: "rules/report.smk"
 include: "rules/shape_bias.smk"
 include: "rules/amnesic.smk"
+include: "rules/tables.smk"
 
 
 # cheap table and figure jobs run in the main process, not as cluster jobs
@@ -78,6 +79,7 @@ localrules:
     shape_bias_plot,
     amnesic_table,
     amnesic_plot,
+    table_page,
 
 
 rule all:

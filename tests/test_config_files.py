@@ -57,6 +57,7 @@ def test_default_config_plans_the_documented_grid(shipped):
         "amnesic": 4,  # shapes' original per backbone (conflict: none, its cue is the class)
         "amnesic_table": 1,
         "amnesic_plot": 4 * 2,
+        "table_page": 4,  # summary, similarity, shape_bias, amnesic as report pages
         "all": 1,
     }
 
@@ -79,6 +80,7 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
         "amnesic": 4,
         "amnesic_table": 1,
         "amnesic_plot": 8,
+        "table_page": 4,
         "shape_bias": 1,
         "shape_bias_plot": 2,
         "all": 1,
@@ -106,6 +108,7 @@ def test_scale_config_is_the_full_grid(shipped):
         "amnesic": 4 * train_jobs_per_store(10),
         "amnesic_table": 1,
         "amnesic_plot": 8,
+        "table_page": 4,
         "shape_bias": 1,
         "shape_bias_plot": 2,
         "all": 1,
@@ -139,6 +142,7 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
         "similarity": 2 * 7,
         "similarity_table": 1,
         "similarity_plot": 2,
+        "table_page": 2,  # summary and similarity
         "all": 1,
     }
     # the default experiment's shapes are not in it: its own dataset and results only

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 from conftest import Workflow, copy_workflow, tiny_config
@@ -293,6 +294,10 @@ def test_report_html_contains_the_figures(built):
     assert "targets_by_layer.png" in html
     assert "similarity.png" in html
     assert "summary.csv" in html and "similarity.csv" in html  # browsable tables
+    # ... and shown as tables: their HTML pages are in the report
+    assert "summary.html" in html and "similarity.html" in html
+    page = (built.workdir / "results" / "tables" / "summary.html").read_text()
+    assert page.count("<tr") == len(pd.read_csv(built.workdir / "results" / "summary.csv")) + 1
     # the landing text says what this experiment ran, and nothing it did not
     assert "Layer-wise visual ablation of 1 dataset(s)" in html
     assert "shape bias" not in html.lower().split("tables:")[0]

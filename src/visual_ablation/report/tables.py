@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 
@@ -109,3 +110,23 @@ def representation_figure(
         y = transforms.build(rep["kind"], rep["params"])(x, torch.from_numpy(index))
         shown[name] = y.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     plots.representation_grid(shown, [names[c] for c in classes], data_spec["name"], path)
+
+
+def html_page(csv_path: str, path: str, title: str) -> None:
+    """A csv as an HTML table for the report (numbers to 4 significant digits; the csv
+    keeps them all)."""
+    table = pd.read_csv(csv_path)
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+    style = (
+        "body{font-family:sans-serif;font-size:12px}table{border-collapse:collapse}"
+        "th,td{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}"
+        "th{position:sticky;top:0;background:#f4f4f4}"
+    )
+    html = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body><h3>{title}</h3>"
+        f"<p>{len(table)} rows; the full numbers are in {os.path.basename(csv_path)}.</p>"
+        f"{body}</body></html>"
+    )
+    with outputs.replacing(path) as partial, open(partial, "w", encoding="utf-8") as f:
+        f.write(html)

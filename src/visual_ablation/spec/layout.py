@@ -191,6 +191,11 @@ class Layout:
     def summary(self) -> str:
         return os.path.join(self.results_dir, "summary.csv")
 
+    @property
+    def table_page(self) -> str:
+        """A results table as an HTML page of the report."""
+        return os.path.join(self.results_dir, "tables", "{table}.html")
+
     def log(self, rule: str, name: str | None = None) -> str:
         """A job's log: `logs/{rule}/{name}.log` (`name` may hold wildcards), or
         `logs/{rule}.log` for a rule with one job."""

@@ -11,12 +11,13 @@ from visual_ablation.spec.plans import (
     report,
     shape_bias,
     similarity,
+    tables,
     train,
     transfer,
 )
 
 # the stages whose final files `rule all` collects, in the order the report shows them
-STAGES = (features, train, transfer, report, similarity, shape_bias, amnesic)
+STAGES = (features, train, transfer, report, similarity, shape_bias, amnesic, tables)
 
 
 def targets(exp) -> list[str]:

@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from visual_ablation.features.readout import Readout
+from visual_ablation.plumbing import records
 from visual_ablation.vocabulary import NORMALIZATIONS
 
 if TYPE_CHECKING:
@@ -136,22 +137,7 @@ class Backbone:
         from importlib.metadata import version
 
         key = json.dumps([self.source, self.model, self.weights, version(self.library)])
-        try:
-            with open(METADATA_RECORD) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            record = {}
-        if key not in record:
-            record[key] = self.metadata()
-            try:
-                os.makedirs(os.path.dirname(METADATA_RECORD), exist_ok=True)
-                tmp = f"{METADATA_RECORD}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(dict(list(record.items())[-100:]), f)
-                os.replace(tmp, METADATA_RECORD)
-            except OSError:
-                pass  # a read-only working directory: ask the library next time
-        return record[key]
+        return records.remembered(METADATA_RECORD, key, self.metadata, keep=100)
 
     def preprocessing(self) -> dict[str, Any]:
         """{image_size, mean, std} the model's source preprocesses with."""

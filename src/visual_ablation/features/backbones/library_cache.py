@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from visual_ablation.features.backbones.base import WeightsNotLocal, hub_offline
+from visual_ablation.plumbing import records
 
 # where file hashes are remembered (the working directory's Snakemake folder)
 HASH_RECORD = os.path.join(".snakemake", "visual-ablation", "file-sha256.json")
@@ -102,27 +103,15 @@ def sha256(path: str) -> str:
     """The SHA-256 of a file, remembered in HASH_RECORD by (path, size, mtime)."""
     stat = os.stat(path)
     key = f"{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        with open(HASH_RECORD) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        record = {}
-    if key in record:
-        return record[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    record[key] = digest.hexdigest()
-    try:
-        os.makedirs(os.path.dirname(HASH_RECORD), exist_ok=True)
-        tmp = f"{HASH_RECORD}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(list(record.items())[-200:]), f)
-        os.replace(tmp, HASH_RECORD)
-    except OSError:
-        pass  # a read-only working directory: hash again next time
-    return record[key]
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return records.remembered(HASH_RECORD, key, compute)
 
 
 def files_sha256(paths: Sequence[str]) -> str:

@@ -68,7 +68,7 @@ def schema_message(error) -> str:
         name = f"{key}.{missing}" if key else missing
         return (
             f"config key '{name}' is required and missing. config/README.md says what it "
-            "holds; config/config.yaml has every required key."
+            "holds; config/own-images.yaml is a complete experiment to copy."
         )
     if error.validator == "additionalProperties":
         valid = sorted(error.schema.get("properties", {}))

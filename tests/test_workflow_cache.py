@@ -19,9 +19,11 @@ TRAIN_JOBS = 2 * 2 * 2 * 3
 # original's heads on grayscale: one job per train job of grayscale and transfer variant
 TRANSFER_JOBS = 2 * 2 * 3 * 2
 PLOT_JOBS = 2 * 2  # (dataset, backbone, probe)
-REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "all": 1}
+# the summary's report page (table_page) follows the summary
+REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "table_page": 1, "all": 1}
 # linear CKA: one job per (backbone, representation other than original), table, 2 figures
-SIMILARITY_JOBS = {"similarity": 2, "similarity_table": 1, "similarity_plot": 2}
+# (with REPORT_JOBS: the summary's and the similarity table's pages)
+SIMILARITY_JOBS = {"similarity": 2, "similarity_table": 1, "similarity_plot": 2, "table_page": 2}
 
 pytestmark = pytest.mark.workflow
 
@@ -167,6 +169,7 @@ def test_a_new_probe_config_plans_only_its_train_jobs(built):
         "transfer": 2 * 2 * 3,
         "aggregate": 1,
         "plots": PLOT_JOBS + 2,
+        "table_page": 1,
         "all": 1,
     }
     assert all("/wide/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
@@ -319,10 +322,11 @@ def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):
         "train": 2 * 2 * 3,  # effnet's stores only
         "transfer": 2 * 2 * 3,
         **REPORT_JOBS,
-        # effnet's grayscale CKA; the table and both figures read it
+        # effnet's grayscale CKA; the table, its page and both figures read it
         "similarity": 1,
         "similarity_table": 1,
         "similarity_plot": 2,
+        "table_page": 2,
     }
     assert all("/effnet/" in out for out in outputs(jobs, "train"))
 

@@ -13,7 +13,7 @@ wildcard_constraints:
     ),
     run=r"\d+(-\d+)?",
     transfer="|".join(map(re.escape, TRANSFER_VARIANTS)),
-    table="summary|similarity|shape_bias|amnesic",
+    table="|".join(plans.tables.TABLES),
 
 
 # params: one canonical string per spec (Snakemake re-plans a job whose params changed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from visual_ablation.features.backbones import family, normalization_values, preprocessing
+from visual_ablation.features.backbones import family, image_size, normalization_values
 from visual_ablation.features.readout import Readout
 
 if TYPE_CHECKING:
@@ -20,9 +20,8 @@ class LayerExtractor:
 
         self.family = family(spec)
         self.model_name = spec["model"]
-        if spec.get("image_size") is None:  # the model's own (a feature spec has it)
-            spec = {**spec, "image_size": preprocessing(spec)["image_size"]}
-        self.image_size = int(spec["image_size"])
+        self.image_size = image_size(spec)  # a feature spec has it; else the model's own
+        spec = {**spec, "image_size": self.image_size}
         self.readout = Readout.from_spec(spec)
         valid = set(self.family.layers())
         layers = spec.get("layers", "all")

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from visual_ablation.features.backbones import base, family, preprocessing
+from visual_ablation.features.backbones import base, family, image_size
 
 
 def unpooled(activation, grid=None):
@@ -29,7 +29,7 @@ def output_shapes(spec: dict[str, Any]) -> tuple[list[tuple[str, tuple[int, ...]
     import torch
 
     fam = family({**spec, "weights": "none"})
-    size = spec.get("image_size") or preprocessing(spec)["image_size"]
+    size = image_size(spec)
     net = fam.build({**spec, "weights": "none", "image_size": size, "seed": 0})
     if not isinstance(fam, base.HookedBackbone):  # its own layer names: ask its forward
         x = torch.zeros(1, 3, size, size)
@@ -88,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     if not fam.known():
         print(f"error: {fam.unknown_model()}", file=sys.stderr)
         return 2
-    if spec.get("image_size") is None and fam.image_size_default() is not None:
-        spec["image_size"] = fam.image_size_default()
     try:
         shapes, size = output_shapes(spec)
     except (base.WeightsNotLocal, ValueError) as err:

@@ -250,7 +250,7 @@ def check_manifest(path: str, expected: dict[str, int]) -> None:
         raise StoreError(f"store {path} is damaged ({shown}): it is not read. {rebuild_hint(path)}")
 
 
-def _differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
+def spec_differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
     if isinstance(expected, dict) and isinstance(found, dict):
         out = []
         for key in sorted(set(expected) | set(found)):
@@ -260,7 +260,7 @@ def _differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
             elif key not in expected:
                 out.append(f"{where}: store has {found[key]!r}, config has none")
             else:
-                out.extend(_differences(expected[key], found[key], where))
+                out.extend(spec_differences(expected[key], found[key], where))
         return out
     if canonical({"v": expected}) != canonical({"v": found}):
         return [f"{prefix}: store has {found!r}, config has {expected!r}"]
@@ -285,7 +285,7 @@ def open_checked(path: str, expected_spec: dict[str, Any]) -> zarr.Group:
     attrs = group.attrs.asdict()
     if attrs.get("complete") is not True or not isinstance(attrs.get("manifest"), dict):
         raise StoreError(f"store {path} is incomplete (no completion mark). {rebuild_hint(path)}")
-    diffs = _differences(expected_spec, attrs.get("spec", {}))
+    diffs = spec_differences(expected_spec, attrs.get("spec", {}))
     if diffs:
         raise StoreError(
             f"store {path} was built for another config and is not reused:\n  "

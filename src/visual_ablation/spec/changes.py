@@ -46,7 +46,7 @@ def store_changes(path: str, expected: dict[str, Any]) -> list[str] | None:
     `key: old -> new`; None when the store is not on disk."""
     import zarr
 
-    from visual_ablation.plumbing.store import _differences
+    from visual_ablation.plumbing.store import spec_differences
 
     if not os.path.isdir(path):
         return None
@@ -54,7 +54,7 @@ def store_changes(path: str, expected: dict[str, Any]) -> list[str] | None:
         found = zarr.open_group(path, mode="r").attrs.asdict().get("spec", {})
     except Exception as err:  # noqa: BLE001 (a broken store: say so)
         return [f"cannot be read ({err})"]
-    return _differences(expected, found)
+    return spec_differences(expected, found)
 
 
 def main(argv: list[str] | None = None) -> int:

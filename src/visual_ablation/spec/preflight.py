@@ -250,7 +250,7 @@ def check_backbones(experiment: Experiment) -> None:
                     f"({', '.join(tags) or 'it has none'}). Use none, pretrained, one of "
                     "those, or a checkpoint path."
                 )
-        if fam.pretrained or fam.fetched and fam.source == "huggingface":
+        if fam.pretrained or fam.library_files:
             problem = fam.missing_weights()
             if problem and not fam.fetched:
                 raise ConfigError(f"config key '{key}.weights': {problem}")
@@ -264,7 +264,7 @@ def check_backbones(experiment: Experiment) -> None:
                         "(TORCH_HOME, HF_HOME), or give a checkpoint path."
                     )
                 continue  # its layers are checked once fetched, by its feature job
-        image_size = spec["image_size"] or backbones.preprocessing(spec)["image_size"]
+        image_size = backbones.image_size(spec)
         if spec["layers"] != "all":
             layers = set(fam.layers())
             for layer in spec["layers"]:

@@ -61,6 +61,14 @@ def preprocessing(spec: dict[str, Any]) -> dict[str, Any]:
     return family(spec).preprocessing()
 
 
+def image_size(spec: dict[str, Any]) -> int:
+    """The input side of a backbone spec: its own, else its family's default, else the
+    model's own (its library's preprocessing)."""
+    fam = family(spec)
+    size = spec.get("image_size") or fam.image_size_default()
+    return int(size or fam.preprocessing()["image_size"])
+
+
 def normalization_values(spec: dict[str, Any]) -> dict[str, list[float]]:
     """The (x - mean) / std of a backbone spec's `normalization`, as numbers."""
     name = spec.get("normalization") or family(spec).default_normalization()
@@ -75,9 +83,7 @@ def weights_files(spec: dict[str, Any]) -> list[str]:
     package's: the library's own (pretrained or a tag, and a Hugging Face model's configs)
     and a checkpoint path. WeightsNotLocal where the library's are not on disk."""
     fam = family(spec)
-    files = []
-    if fam.fetched and (fam.pretrained or fam.source == "huggingface"):
-        files += fam.weights_files()
+    files = fam.weights_files() if fam.library_files else []
     if is_checkpoint_path(spec.get("weights")) and fam.uses_weights:
         files.append(str(spec["weights"]))
     return files
@@ -86,7 +92,7 @@ def weights_files(spec: dict[str, Any]) -> list[str]:
 def needs_fetch(spec: dict[str, Any]) -> bool:
     """Whether the fetch_weights rule must fetch this backbone's files first."""
     fam = family(spec)
-    if not fam.fetched or not (fam.pretrained or fam.source == "huggingface"):
+    if not fam.library_files:
         return False
     try:
         fam.weights_files()
@@ -109,7 +115,7 @@ def resolved(spec: dict[str, Any]) -> dict[str, Any]:
     if fam.version > 1:
         out["family_version"] = fam.version
     if spec.get("image_size") is None:
-        out["image_size"] = int(preprocessing(spec)["image_size"])
+        out["image_size"] = image_size(spec)
     files = weights_files(spec)
     if files:
         out["weights_sha256"] = files_sha256(files)

@@ -100,6 +100,12 @@ class Backbone:
         return []
 
     @property
+    def library_files(self) -> bool:
+        """Whether these weights need files from the library's cache (`weights_files`):
+        its pretrained weights or a tag, for a family whose weights are fetched."""
+        return self.fetched and self.pretrained
+
+    @property
     def pretrained(self) -> bool:
         """The weights are the library's own (pretrained or a named tag), not a file."""
         return self.weights not in NO_WEIGHTS and not is_checkpoint_path(self.weights)

@@ -63,6 +63,10 @@ class HuggingFace(HookedBackbone):
             "Face hub id (organisation/name, e.g. facebook/dinov2-small)."
         )
 
+    @property
+    def library_files(self) -> bool:
+        return True  # its config.json even for `none` or a checkpoint path
+
     def folder(self) -> str:
         """The folder that holds config.json (a saved model, or the hub cache's snapshot)."""
         if is_folder(self.model):

@@ -7,15 +7,14 @@ from __future__ import annotations
 from visual_ablation.spec import layout
 from visual_ablation.spec.plans import amnesic, report, shape_bias, similarity
 
-TABLES = ("summary", "similarity", "shape_bias", "amnesic")
+# each table (the stem of its csv) and the stage that writes it
+TABLES = {"summary": report, "similarity": similarity, "shape_bias": shape_bias, "amnesic": amnesic}
 
 
 def jobs(exp) -> list[str]:
     """The tables this experiment writes: the summary, and each analysis's table where it
     plans that analysis."""
-    stages = {"summary": report, "similarity": similarity, "shape_bias": shape_bias}
-    stages["amnesic"] = amnesic
-    return [table for table in TABLES if stages[table].targets(exp)]
+    return [table for table, stage in TABLES.items() if stage.targets(exp)]
 
 
 def targets(exp) -> list[str]:

@@ -64,7 +64,7 @@ def main() -> None:
         path = exp.feature_store("fashion", "pixels", "original")
         extraction.extract(exp.data_store("fashion"), path, spec, "cpu", 512, args.threads, False)
         x = training.read_features(path, spec)["pixels"]
-        labels, n_classes, _, _ = training.read_labels(
+        labels, n_classes, *_ = training.read_labels(
             exp.data_store("fashion"), exp.data_spec("fashion")
         )
         print(f"data and pixel store: {len(labels)} images in {time.perf_counter() - t0:.1f} s")

@@ -403,7 +403,7 @@ def main() -> None:
         )
 
     # probes: the first n images' features, each run's own split (the default)
-    all_labels, n_classes, _, _ = training.read_labels(data_path, exp.data_spec("shapes"))
+    all_labels, n_classes, *_ = training.read_labels(data_path, exp.data_spec("shapes"))
 
     def probe_inputs(n: int) -> str:
         labels = all_labels[:n]

@@ -188,7 +188,7 @@ def main() -> None:
         )
         devices.set_cpu_threads(1)  # a train job's default threads
         feats = training.read_features(feature_path, feature_spec)
-        labels, n_classes, _, _ = training.read_labels(exp.data_store("shapes"), data_spec)
+        labels, n_classes, *_ = training.read_labels(exp.data_store("shapes"), data_spec)
         split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
         config = stacking.ProbeConfig.from_spec(exp.probe_spec(args.probe))
         train, test = split == splits.TRAIN, split == splits.TEST

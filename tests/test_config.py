@@ -291,3 +291,22 @@ def test_a_dataset_may_compute_a_subset_of_the_representations():
     assert "representations" not in exp.data_spec("b")
     with pytest.raises(ConfigError, match=r"datasets\.b\.representations.*'blur'"):
         resolve(base(datasets={"b": {**datasets["b"], "representations": ["blur"]}}))
+
+
+def test_a_given_split_gets_the_plain_interval_over_runs(tmp_path):
+    """Runs of a dataset with `split: given` share their test set (the data's own), so its
+    summary uses the plain t over runs, not the corrected resampled t of drawn splits."""
+    for part in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "given" / part / cls).mkdir(parents=True)
+            (tmp_path / "given" / part / cls / "0.png").write_bytes(b"")
+    exp = resolve(
+        base(
+            datasets={
+                "digits": {"source": "sklearn-digits"},
+                "own": {"source": "imagefolder", "path": str(tmp_path / "given"), "split": "given"},
+            },
+            split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
+        )
+    )
+    assert plans.report.resampled_test_datasets(exp) == ["digits"]

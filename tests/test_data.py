@@ -328,5 +328,144 @@ def test_fashion_mnist_from_debian_is_the_real_set():
     assert source.images.shape == (70000, 28, 28)
     assert list(np.bincount(source.labels[:60000])) == [6000] * 10
     assert list(np.bincount(source.labels[60000:])) == [1000] * 10
+    # its own partition (config/fashion-mnist.yaml): t10k is every run's test set
+    given = sources.open_source(
+        spec("idx", path=FASHION_MNIST, idx_parts=["train", "t10k"], split="given")
+    )
+    split = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
+    by_run = splits.run_splits(given.labels, split, [0, 1], "fashion", given=given.given_split)
+    assert splits.split_sizes(by_run[0]) == {"train": 48750, "val": 11250, "test": 10000}
+    assert (by_run[0][60000:] == splits.TEST).all() and (by_run[1][60000:] == splits.TEST).all()
     assert source.labels[0] == 9 and source.labels[60000] == 9
     assert 70 < source.images.mean() < 80  # Fashion-MNIST's mean pixel is about 72.9
+
+
+def make_split_folder(root, parts=("train", "val"), per_part=(12, 6)):
+    """ImageNet's layout: <part>/<class>/<image>, each class its own colour."""
+    rng = np.random.default_rng(3)
+    for part, count in zip(parts, per_part, strict=True):
+        for c, cls in enumerate(("cat", "dog", "eel")):
+            (root / part / cls).mkdir(parents=True)
+            for i in range(count):
+                img = rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)
+                img[..., c] = 255
+                Image.fromarray(img).save(root / part / cls / f"{i}.png")
+
+
+def test_imagefolder_uses_a_given_train_val_split(tmp_path):
+    """train/ and val/: val/ is every run's test set, validation is drawn from train/ by
+    each run, and every stored image keeps its part and its file."""
+    root = tmp_path / "imagenet-style"
+    make_split_folder(root)
+    s = spec("imagefolder", path=str(root), split="given")
+    assert files.ImageFolderSource.check_path(s) is None
+    group = build(tmp_path, s)
+    check_store(group, 54, 3)
+    assert group.attrs["class_names"] == ["cat", "dog", "eel"]
+    given = preparation.read_given_split(group)
+    names = preparation.read_file_names(group)
+    assert [n.split("/")[0] for n in names] == ["train"] * 36 + ["val"] * 18
+    assert (given == np.where(np.arange(54) < 36, splits.TRAIN, splits.TEST)).all()
+    labels = group["labels"][:]
+    assert [n.split("/")[1] for n in names] == [["cat", "dog", "eel"][k] for k in labels]
+    split = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
+    by_run = splits.run_splits(labels, split, [0, 1], "ds", given=given)
+    for run_split in by_run.values():
+        assert (run_split[36:] == splits.TEST).all()  # the val/ folder, every run
+        # ceil(0.15 / 0.8 * 36) = 7 of train/'s images, shared among the classes
+        assert sorted(np.bincount(labels[run_split == splits.VAL])) == [2, 2, 3]
+    assert not np.array_equal(by_run[0], by_run[1])  # each run its own validation draw
+    # a subset keeps each part's share of every class
+    sub = build(tmp_path / "sub", spec("imagefolder", path=str(root), split="given", n=27))
+    sub_given, sub_labels = preparation.read_given_split(sub), sub["labels"][:]
+    assert list(np.bincount(sub_labels[sub_given == splits.TRAIN])) == [6, 6, 6]
+    assert list(np.bincount(sub_labels[sub_given == splits.TEST])) == [3, 3, 3]
+
+
+def test_imagefolder_given_three_parts_are_used_as_they_are(tmp_path):
+    root = tmp_path / "three"
+    make_split_folder(root, ("train", "validation", "test"), (8, 3, 4))
+    source = sources.open_source(spec("imagefolder", path=str(root), split="given"))
+    assert list(source.given_split) == [0] * 24 + [1] * 9 + [2] * 12
+    split = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
+    by_run = splits.run_splits(source.labels, split, [0, 3], "ds", given=source.given_split)
+    assert all(np.array_equal(s, source.given_split) for s in by_run.values())
+
+
+def test_imagefolder_given_split_is_refused_where_it_cannot_be_used(tmp_path):
+    plain = tmp_path / "plain"
+    make_folder(plain)
+    problem = files.ImageFolderSource.check_path(
+        spec("imagefolder", path=str(plain), split="given")
+    )
+    assert problem.startswith("split: given reads <path>/train/<class>/<image>")
+    assert "holds cat, dog, eel" in problem and "Remove `split: given`" in problem
+    no_train = tmp_path / "no-train"
+    make_split_folder(no_train, ("val", "test"), (2, 2))
+    problem = files.ImageFolderSource.check_path(
+        spec("imagefolder", path=str(no_train), split="given")
+    )
+    assert "needs a train part and a val or test part, found test, val" in problem
+    missing = tmp_path / "missing"
+    make_split_folder(missing)
+    for image in (missing / "train" / "eel").iterdir():
+        image.unlink()
+    (missing / "train" / "eel").rmdir()
+    with pytest.raises(
+        decode.DatasetError, match="class 'eel' is in another part but not in train/"
+    ):
+        sources.open_source(spec("imagefolder", path=str(missing), split="given"))
+
+
+def parquet_part(path, rows, seed, with_paths=True):
+    rng = np.random.default_rng(seed)
+    blobs, labels = [], []
+    for i in range(rows):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(buf, "PNG")
+        name = f"{path.stem}/{i}.png" if with_paths else None
+        blobs.append({"bytes": buf.getvalue(), "path": name})
+        labels.append(["no", "yes"][i % 2])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": blobs, "label": labels}), path, row_group_size=5)
+    return blobs
+
+
+def test_parquet_folder_as_hugging_face_writes_it_gives_its_split(tmp_path):
+    """data/train-*.parquet and data/test-*.parquet: read in name order, the test file is
+    every run's test set, and each image's name is its struct's path (or file:row)."""
+    root = tmp_path / "data"
+    train = parquet_part(root / "train-00000-of-00002.parquet", 12, 0)
+    train += parquet_part(root / "train-00001-of-00002.parquet", 8, 1, with_paths=False)
+    test = parquet_part(root / "test-00000-of-00001.parquet", 10, 2)
+    s = spec("parquet", path=str(root), image_column="image", label_column="label")
+    assert files.ParquetSource.check_path({**s, "split": "given"}) is None
+    drawn = sources.open_source(s)
+    assert drawn.given_split is None and len(drawn.labels) == 30
+    # name order: test-00000 first, then the two train files
+    assert drawn.file_names[:2] == ["test-00000-of-00001/0.png", "test-00000-of-00001/1.png"]
+    assert drawn.file_names[-1] == "train-00001-of-00002.parquet:7"
+    group = build(tmp_path, {**s, "split": "given"})
+    assert list(preparation.read_given_split(group)) == [2] * 10 + [0] * 20
+    rows = group["source_index"][:]
+    blobs = test + train
+    assert np.array_equal(
+        group["images"][25],
+        decode.to_rgb_square(Image.open(io.BytesIO(blobs[rows[25]]["bytes"])), 16),
+    )
+    one_file = files.ParquetSource.check_path(
+        {**s, "path": str(root / "test-00000-of-00001.parquet"), "split": "given"}
+    )
+    assert "is one file. Point path at the folder" in one_file
+
+
+def test_idx_parts_give_their_split(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((30, 4, 4)), False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(30) % 3, False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.ones((9, 4, 4)), False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(9) % 3, False)
+    s = spec("idx", path=str(tmp_path), idx_parts=["train", "t10k"], split="given")
+    source = sources.open_source(s)
+    assert list(source.given_split) == [splits.TRAIN] * 30 + [splits.TEST] * 9
+    problem = files.IdxSource.check_path({**s, "idx_parts": ["train"]})
+    assert "idx_parts in the order train, (val,) test, and they are ['train']" in problem

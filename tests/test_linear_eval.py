@@ -47,7 +47,7 @@ def stored(exp, dataset: str, backbone: str):
     build_stores(exp, dataset, [(backbone, "original")])
     spec = exp.feature_spec(dataset, backbone, "original")
     x = training.read_features(exp.feature_store(dataset, backbone, "original"), spec)
-    return x, *training.read_labels(exp.data_store(dataset), exp.data_spec(dataset))
+    return x, *training.read_labels(exp.data_store(dataset), exp.data_spec(dataset))[:4]
 
 
 @pytest.fixture(scope="module")

@@ -264,6 +264,23 @@ def test_the_readme_model_section_passes_the_checks_and_plans_fetching(tmp_path,
     assert "'backbones.dino.weights': pretrained weights of timm model" in out
 
 
+def test_split_given_is_refused_for_a_source_without_one_and_left_out_when_drawn():
+    digits = {"source": "sklearn-digits", "n": 200, "split": "given"}
+    out = refusal(tiny_config(datasets={"digits": digits}))
+    assert out.startswith(
+        "config key 'datasets.digits.split': sklearn-digits has no split of its own to give"
+    )
+    assert "imagefolder: train/ and val/ or test/ folders over class folders" in out
+    drawn = {**digits, "split": "drawn"}
+    exp = preflight.experiment(
+        tiny_config(datasets={"digits": drawn}),
+        [],
+        lambda c: validate(c, SCHEMA),
+        main_process=False,
+    )
+    assert "split" not in exp.data_spec("digits")  # the default: specs as before the key
+
+
 def test_a_folder_with_a_given_split_is_refused_saying_where_to_point(tmp_path):
     from PIL import Image
 
@@ -274,7 +291,14 @@ def test_a_folder_with_a_given_split_is_refused_saying_where_to_point(tmp_path):
             Image.new("RGB", (8, 8)).save(root / part / name / "0.png")
     out = refusal(tiny_config(datasets={"d": {"source": "imagefolder", "path": str(root)}}))
     assert f"config key 'datasets.d.path': {root} holds train, val/ folders" in out
+    assert "Add `split: given` to the dataset to use that split" in out
     assert f"point path at one part ({root / 'train'})" in out
+    # with split: given, its parts are the split; the key is in the data spec
+    given = {"source": "imagefolder", "path": str(root), "split": "given"}
+    exp = preflight.experiment(
+        tiny_config(datasets={"d": given}), [], lambda c: validate(c, SCHEMA), main_process=False
+    )
+    assert exp.data_spec("d")["split"] == "given" and exp.data_spec("d")["manifest"]["files"] == 4
     # one part is a folder of classes
     exp = preflight.experiment(
         tiny_config(datasets={"d": {"source": "imagefolder", "path": str(root / "train")}}),

@@ -79,9 +79,7 @@ def engines() -> list:
 
 def labels_and_split(exp):
     """The digits' labels, classes and the split every run shares (resample: false)."""
-    labels, n_classes, _, _ = training.read_labels(
-        exp.data_store("digits"), exp.data_spec("digits")
-    )
+    labels, n_classes, *_ = training.read_labels(exp.data_store("digits"), exp.data_spec("digits"))
     return labels, splits.stratified_split(labels, 0.15, 0.2, 0, "digits"), n_classes
 
 

@@ -131,3 +131,46 @@ def test_predictions_name_each_test_images_file(tmp_path, workflow_copy):
     transfer = workflow_copy.workdir / "results" / "transfer" / "as-trained" / "pets" / "pixels"
     moved = pd.read_csv(transfer / "grayscale" / "class" / "linear" / "run1.predictions.csv")
     assert moved["file"].str.endswith(".png").all() and set(moved["run"]) == {1}
+
+
+def test_a_train_val_folder_is_used_as_its_split(tmp_path, workflow_copy):
+    """An ImageNet-style folder with `split: given`, as the README shows: val/ is every
+    run's test set (each prediction's file is in val/, the same images in every run),
+    validation is drawn from train/, and the data job names the parts."""
+    import pandas as pd
+    import yaml
+    from conftest import REPO
+
+    folder = tmp_path / "imagenet-style"
+    write_images(folder / "train", per_class=16)
+    write_images(folder / "val", per_class=5, seed=1)
+    section = (REPO / "README.md").read_text().split("## Your own images")[1]
+    as_written = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    dataset = {**as_written["datasets"]["mine"], "path": str(folder), "image_size": 16}
+    assert dataset.pop("split") == "given"
+    config = tiny_config(
+        datasets={"mine": dataset},
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+        probes={"linear": {"hidden": 0, "max_epochs": 20, "patience": 5}},
+        runs=2,
+        split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
+    )
+    workflow_copy.write_config(config)
+    refused = workflow_copy.run("-n", check=False)
+    assert refused.returncode != 0 and "Add `split: given` to the dataset" in refused.output
+    dataset["split"] = "given"
+    workflow_copy.write_config(config)
+    workflow_copy.run()
+    results = workflow_copy.workdir / "results"
+    log = (results / "logs/prepare_data/mine.log").read_text()
+    assert "3 classes: cat 21, dog 21, owl 21" in log
+    assert "the split given with the data: train 48, test 15" in log
+    runs = results / "runs" / "mine" / "pixels" / "original" / "class" / "linear"
+    tables = [pd.read_csv(runs / f"run{r}.predictions.csv") for r in (0, 1)]
+    for table in tables:
+        assert len(table) == 15 and table["file"].str.startswith("val/").all()
+        assert (table["file"].str.split("/").str[1] == table["label"]).all()
+    assert list(tables[0]["file"]) == list(tables[1]["file"])
+    metrics = pd.read_csv(results / "metrics.csv")
+    assert set(metrics["n_test"]) == {15} and set(metrics["n_val"]) == {9}  # ceil(0.1875 * 48)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from visual_ablation.data import splits
 from visual_ablation.data.decode import (
     DECODE_BATCH,
     DatasetError,
@@ -25,7 +27,7 @@ from visual_ablation.data.source import (
 )
 
 # folder names of a split given with the data (ImageNet's train/ and val/)
-SPLIT_FOLDERS = {"train", "val", "valid", "validation", "test"}
+SPLIT_FOLDERS = set(splits.GIVEN_PART_NAMES)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -61,6 +63,19 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _folders(root: str) -> list[str]:
+    """The folders in `root`, sorted, hidden ones (.ipynb_checkpoints, ...) left out, as
+    in Hugging Face's imagefolder."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
+
+
+def _given_split_folders(root: str) -> list[str]:
+    """The part folders of a split given with the data (train/, val/, test/ over class
+    folders), or [] when `root`'s folders are not all parts."""
+    folders = _folders(root)
+    return folders if folders and set(folders) <= SPLIT_FOLDERS else []
+
+
 def _images_under(folder: str) -> list[str]:
     """Image files under `folder` and its subfolders, sorted, skipping hidden ones."""
     walked = []
@@ -75,12 +90,34 @@ def _images_under(folder: str) -> list[str]:
     ]
 
 
+def _class_images(
+    root: str, folders: list[str], classes: list[str] | None = None
+) -> tuple[list[str], list[int]]:
+    """The images of each class folder in `root`, and their labels: the folder's place
+    in `classes` (default `folders`)."""
+    classes = folders if classes is None else classes
+    files, labels = [], []
+    for name in folders:
+        found = _images_under(os.path.join(root, name))
+        if not found:
+            raise DatasetError(
+                f"imagefolder {root}: class folder {name!r} has no image (extensions "
+                f"{', '.join(IMAGE_EXTENSIONS)}). Every folder under {root} is a class: "
+                "add its images, or move the folder out (names starting with '.' are "
+                "ignored)."
+            )
+        files += found
+        labels += [classes.index(name)] * len(found)
+    return files, labels
+
+
 @register
 class ImageFolderSource(Source):
     """root/<class>/<image>: one subfolder per class, images of any size and format."""
 
     name = "imagefolder"
     needs_path = True
+    gives_split = "imagefolder: train/ and val/ or test/ folders over class folders"
 
     @classmethod
     def read_file(cls, name: str) -> bool:
@@ -89,42 +126,61 @@ class ImageFolderSource(Source):
     @classmethod
     def check_path(cls, spec: dict[str, Any]) -> str | None:
         """Refuse a folder laid out as a given split (train/, val/, test/ over class
-        folders, as ImageNet's): read as classes, its parts would become the classes."""
+        folders, as ImageNet's) unless the dataset says `split: given`: read as classes, its
+        parts would become the classes. With `split: given`, refuse any other layout."""
         root = spec["path"]
         if not os.path.isdir(root):
             return f"{root} is not a folder (an imagefolder is <path>/<class>/<image>)"
-        folders = {e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name)}
-        parts = folders & SPLIT_FOLDERS
-        if parts and parts == folders:
-            part = "train" if "train" in parts else sorted(parts)[0]
+        parts = _given_split_folders(root)
+        if spec.get("split") == "given":
+            if not parts:
+                found = ", ".join(_folders(root)[:4]) or "no folders"
+                return (
+                    f"split: given reads <path>/train/<class>/<image> with val/ or test/ "
+                    f"beside train/, and {root} holds {found}. Remove `split: given` to draw "
+                    "the splits from its class folders."
+                )
+            try:
+                splits.given_parts(parts, root)
+            except splits.SplitError as err:
+                return str(err)
+            return None
+        if parts:
+            part = "train" if "train" in parts else parts[0]
             return (
-                f"{root} holds {', '.join(sorted(parts))}/ folders: a split given with the "
-                "data, not classes. This workflow draws its own splits (split.val, "
-                f"split.test) from one folder of classes: point path at one part "
-                f"({os.path.join(root, part)}), or merge the parts' class folders."
+                f"{root} holds {', '.join(parts)}/ folders: a split given with the data, not "
+                "classes. Add `split: given` to the dataset to use that split, or point path "
+                f"at one part ({os.path.join(root, part)}) for splits drawn from its images."
             )
         return None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(spec["path"])
+        return cls(spec["path"], given=spec.get("split") == "given")
 
-    def __init__(self, root: str) -> None:
-        # hidden entries (.ipynb_checkpoints, .DS_Store, ...) are neither classes nor
-        # images, as in Hugging Face's imagefolder
-        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _hidden(e.name))
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            found = _images_under(os.path.join(root, name))
-            if not found:
+    def __init__(self, root: str, given: bool = False) -> None:
+        if not given:
+            classes = _folders(root)
+            files, labels = _class_images(root, classes)
+            part_of = None
+        else:
+            codes = splits.given_parts(_given_split_folders(root), root)
+            parts = sorted(codes, key=codes.get)  # train, then val, then test
+            classes = sorted({c for part in parts for c in _folders(os.path.join(root, part))})
+            missing = sorted(set(classes) - set(_folders(os.path.join(root, parts[0]))))
+            if missing:
                 raise DatasetError(
-                    f"imagefolder {root}: class folder {name!r} has no image (extensions "
-                    f"{', '.join(IMAGE_EXTENSIONS)}). Every folder under {root} is a class: "
-                    "add its images, or move the folder out (names starting with '.' are "
-                    "ignored)."
+                    f"imagefolder {root}: class {missing[0]!r} is in another part but not in "
+                    f"{parts[0]}/, so no probe could learn it. Add its training images, or "
+                    "move it out of every part."
                 )
-            files += found
-            labels += [label] * len(found)
+            files, labels, part_of = [], [], []
+            for part in parts:
+                folder = os.path.join(root, part)
+                found, found_labels = _class_images(folder, _folders(folder), classes)
+                files += found
+                labels += found_labels
+                part_of += [codes[part]] * len(found)
         if not files:
             raise DatasetError(
                 f"imagefolder {root}: no images found. Expected {root}/<class>/<image> with "
@@ -136,6 +192,7 @@ class ImageFolderSource(Source):
             classes,
             f"imagefolder:{root}",
             file_names=[os.path.relpath(f, root) for f in files],
+            given_split=None if part_of is None else np.array(part_of, dtype=np.int8),
         )
 
     def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
@@ -143,33 +200,120 @@ class ImageFolderSource(Source):
         yield from decoded(files, size, on_bad)
 
 
+def _parquet_files(path: str) -> list[str]:
+    """`path` itself, or the parquet files under the folder `path`, sorted."""
+    if os.path.isfile(path):
+        return [path]
+    walked = []
+    for dirpath, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        walked += [os.path.join(dirpath, f) for f in names if ParquetSource.read_file(f)]
+    return sorted(walked)
+
+
+def _parquet_part(relative: str) -> str | None:
+    """The part of a split a parquet file holds, from its folders or name as Hugging Face
+    writes them (`train-00000-of-00001.parquet`, `default/test/0000.parquet`), or None."""
+    for component in relative.split(os.sep):
+        prefix = re.split(r"[-_.]", component.lower())[0]
+        if prefix in SPLIT_FOLDERS:
+            return prefix
+    return None
+
+
 @register
 class ParquetSource(Source):
-    """A parquet file with an image column (bytes, or {bytes, path} structs as written by
-    Hugging Face datasets) and a label column; read in column batches."""
+    """A parquet file, or a folder of them (read in name order), with an image column
+    (bytes, or {bytes, path} structs as written by Hugging Face datasets) and a label
+    column; read in column batches. With `split: given`, each file's part of the split comes
+    from its name (`train-*.parquet`, `test-*.parquet`). An image's file name is its
+    struct's `path`, or `<parquet file>:<row>`."""
 
     name = "parquet"
     needs_path = True
     defaults = {"image_column": "image", "label_column": "label"}
+    gives_split = "parquet: a folder of parquet files named train-*.parquet and test-*.parquet"
+
+    @classmethod
+    def read_file(cls, name: str) -> bool:
+        return not _hidden(name) and name.endswith(".parquet")
+
+    @classmethod
+    def check_path(cls, spec: dict[str, Any]) -> str | None:
+        path = spec["path"]
+        found = _parquet_files(path)
+        if not found:
+            return f"{path} holds no .parquet file"
+        if spec.get("split") != "given":
+            return None
+        if os.path.isfile(path):
+            return (
+                f"split: given reads a folder of parquet files named by part, as Hugging "
+                f"Face writes them (train-00000-of-00001.parquet, test-...); {path} is one "
+                "file. Point path at the folder, or remove `split: given`."
+            )
+        parts = {}
+        for file in found:
+            relative = os.path.relpath(file, path)
+            part = _parquet_part(relative)
+            if part is None:
+                return (
+                    f"split: given, but the name of {relative} does not say its part "
+                    f"({', '.join(sorted(SPLIT_FOLDERS))}): rename it, or remove `split: given`."
+                )
+            parts[part] = relative
+        try:
+            splits.given_parts(sorted(parts), path)
+        except splits.SplitError as err:
+            return str(err)
+        return None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(spec["path"], spec["image_column"], spec["label_column"])
+        return cls(
+            spec["path"],
+            spec["image_column"],
+            spec["label_column"],
+            given=spec.get("split") == "given",
+        )
 
-    def __init__(self, path: str, image_column: str, label_column: str) -> None:
+    def __init__(self, path: str, image_column: str, label_column: str, given=False) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.path, self.image_column = path, image_column
-        meta = pq.ParquetFile(path)
-        columns = meta.schema_arrow.names
-        for key, col in (("image_column", image_column), ("label_column", label_column)):
-            if col not in columns:
-                raise DatasetError(
-                    f"parquet {path}: no column {col!r} ({key}). Columns: {', '.join(columns)}."
-                )
-        raw = pq.read_table(path, columns=[label_column]).column(0).to_pylist()
-        labels, names = encode_labels(raw, f"parquet {path} column {label_column!r}")
-        super().__init__(labels, names, f"parquet:{path}")
+        self.image_column = image_column
+        self.files = _parquet_files(path)
+        root = path if os.path.isdir(path) else os.path.dirname(path)
+        raw, names, self.rows = [], [], []
+        part_names = []
+        for file in self.files:
+            columns = pq.ParquetFile(file).schema_arrow
+            for key, col in (("image_column", image_column), ("label_column", label_column)):
+                if col not in columns.names:
+                    raise DatasetError(
+                        f"parquet {file}: no column {col!r} ({key}). Columns: "
+                        f"{', '.join(columns.names)}."
+                    )
+            labels = pq.read_table(file, columns=[label_column]).column(0).to_pylist()
+            relative = os.path.relpath(file, root)
+            image_type = columns.field(image_column).type
+            if pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0:
+                paths = pq.read_table(file, columns=[f"{image_column}.path"]).column(0)
+                paths = paths.to_pylist()
+            else:
+                paths = [None] * len(labels)
+            names += [p or f"{relative}:{row}" for row, p in enumerate(paths)]
+            raw += labels
+            self.rows.append(len(labels))
+            part_names.append(_parquet_part(relative) if given else None)
+        labels, classes = encode_labels(raw, f"parquet {path} column {label_column!r}")
+        given_split = None
+        if given:
+            codes = splits.given_parts(sorted(set(part_names)), path)
+            given_split = np.repeat(np.array([codes[p] for p in part_names], np.int8), self.rows)
+        super().__init__(
+            labels, classes, f"parquet:{path}", file_names=names, given_split=given_split
+        )
 
     def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         yield from decoded(self._cells(indices), size, on_bad)
@@ -180,15 +324,21 @@ class ParquetSource(Source):
         # Indices are sorted, so file order is output order: stream, keep wanted rows.
         assert np.all(np.diff(indices) > 0), "parquet rows must be requested in file order"
         wanted = set(int(i) for i in indices)
-        row = 0
-        for batch in pq.ParquetFile(self.path).iter_batches(
-            batch_size=DECODE_BATCH, columns=[self.image_column]
-        ):
-            for cell in batch.column(0).to_pylist():
-                if row in wanted:
-                    data = cell.get("bytes") if isinstance(cell, dict) else cell
-                    yield row, io.BytesIO(data or b""), f"parquet {self.path} row {row}"
-                row += 1
+        first = 0
+        for file, rows in zip(self.files, self.rows, strict=True):
+            if not wanted.intersection(range(first, first + rows)):
+                first += rows
+                continue
+            row = first
+            for batch in pq.ParquetFile(file).iter_batches(
+                batch_size=DECODE_BATCH, columns=[self.image_column]
+            ):
+                for cell in batch.column(0).to_pylist():
+                    if row in wanted:
+                        data = cell.get("bytes") if isinstance(cell, dict) else cell
+                        yield row, io.BytesIO(data or b""), f"parquet {file} row {row - first}"
+                    row += 1
+            first += rows
 
 
 @register
@@ -281,12 +431,23 @@ class IdxSource(Source):
     needs_path = True
     default_image_size = 28
     defaults = {"idx_parts": ["train", "t10k"]}
+    gives_split = "idx: idx_parts in the order train, (val,) test"
+
+    @classmethod
+    def check_path(cls, spec: dict[str, Any]) -> str | None:
+        parts = spec["idx_parts"]
+        if spec.get("split") == "given" and len(parts) not in (2, 3):
+            return (
+                f"split: given takes idx_parts in the order train, (val,) test, and they are "
+                f"{parts}: list two or three parts, or remove `split: given`."
+            )
+        return None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
-        return cls(spec["path"], list(spec["idx_parts"]))
+        return cls(spec["path"], list(spec["idx_parts"]), given=spec.get("split") == "given")
 
-    def __init__(self, folder: str, parts: list[str]) -> None:
+    def __init__(self, folder: str, parts: list[str], given: bool = False) -> None:
         if not os.path.isdir(folder):
             raise DatasetError(
                 f"idx {folder}: no such folder. For Fashion-MNIST: apt-get install "
@@ -309,7 +470,13 @@ class IdxSource(Source):
         self.part = np.concatenate(part_of)  # index into `parts` for each image
         raw = np.concatenate(labels).astype(np.int64)
         names = [str(c) for c in range(int(raw.max()) + 1)]
-        super().__init__(raw, names, f"idx:{folder}:{'+'.join(parts)}")
+        given_split = None
+        if given:  # the parts in order: train, (val,) test
+            codes = [splits.TRAIN, splits.VAL, splits.TEST]
+            if len(parts) == 2:
+                codes.remove(splits.VAL)
+            given_split = np.array(codes, np.int8)[self.part]
+        super().__init__(raw, names, f"idx:{folder}:{'+'.join(parts)}", given_split=given_split)
 
     def decode(self, indices, size, on_bad=fail_on_bad_image) -> Iterator[np.ndarray]:
         for chunk in batches(indices):

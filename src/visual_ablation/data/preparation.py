@@ -26,6 +26,7 @@ from visual_ablation.vocabulary import CLASS, CONTROL
 log = logging.getLogger(__name__)
 
 FIXED_TEST = "fixed_test"  # bool per image: every run's test split, where a source fixes it
+GIVEN_SPLIT = "given_split"  # part code per image of the data's own split (`split: given`)
 
 
 def factor_array(factor: str) -> str:
@@ -104,6 +105,11 @@ def read_fixed_test(group) -> np.ndarray | None:
     return group[FIXED_TEST][:] if FIXED_TEST in group else None
 
 
+def read_given_split(group) -> np.ndarray | None:
+    """Each image's part of the split the data comes with (`split: given`), else None."""
+    return group[GIVEN_SPLIT][:] if GIVEN_SPLIT in group else None
+
+
 def prepare(
     spec: dict[str, Any],
     path: str,
@@ -163,10 +169,20 @@ def _prepare(
     n_source = len(source.labels)
     # a source that draws n images has exactly n; other sources are subset by class
     n = None if source.draws_n else spec.get("n")
-    indices = splits.stratified_subset(source.labels, n, int(spec.get("seed", 0)), name)
+    given = source.given_split
+    # a subset of a given split keeps each part's share of every class
+    strata = source.labels if given is None else given * len(source.class_names) + source.labels
+    indices = splits.stratified_subset(strata, n, int(spec.get("seed", 0)), name)
     if split is not None:
         fixed = None if source.fixed_test is None else source.fixed_test[indices]
-        splits.run_splits(source.labels[indices], split, [0], name, fixed)
+        splits.run_splits(
+            source.labels[indices],
+            split,
+            [0],
+            name,
+            fixed,
+            given=None if given is None else given[indices],
+        )
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",
@@ -183,6 +199,12 @@ def _prepare(
         len(source.class_names),
         ", ".join(f"{c} {k}" for c, k in zip(source.class_names, counts, strict=True)),
     )
+    if given is not None:
+        sizes = splits.split_sizes(given[indices])
+        log.info(
+            "the split given with the data: %s",
+            ", ".join(f"{part} {size}" for part, size in sizes.items() if size),
+        )
     skipped: list[dict[str, Any]] = []
 
     def on_bad(index: int, error: BadImageError) -> None:
@@ -232,6 +254,8 @@ def _prepare(
             store.save_array(group, factor_array(factor), values[indices].astype(np.int64))
         if source.fixed_test is not None:
             store.save_array(group, FIXED_TEST, source.fixed_test[indices])
+        if given is not None:
+            store.save_array(group, GIVEN_SPLIT, given[indices])
         group.attrs.update(
             {
                 "class_names": source.class_names,

@@ -50,6 +50,9 @@ class Source:
     # and tested within them (data/splits.py target_images)
     fixes_test: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}  # the source's own config keys
+    # the source can read a split given with the data (a dataset's `split: given`); what
+    # that split is made of, for the message refusing it elsewhere
+    gives_split: ClassVar[str | None] = None
     # bump when this source's stores change: re-plans its datasets only (spec/config.py)
     version: ClassVar[int] = 1
     # decode is a pure function of the indices (no files, no bad images): a data job may
@@ -64,6 +67,8 @@ class Source:
     fixed_test: np.ndarray | None = None
     # each image's file, relative to the source's path (file-based sources), else None
     file_names: list[str] | None = None
+    # with `split: given`, each image's part of the data's own split (data/splits.py codes)
+    given_split: np.ndarray | None = None
 
     @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:

@@ -6,6 +6,10 @@ deterministic, from the labels, the `split` fractions and a seed. So a new split
 train jobs only, never a data or feature store. With `split.resample`, run `r` gets its own
 split (seed from `split.seed` and `r`): runs then vary the data as well as the probe, and
 their test sets overlap (analyses/stats.py corrects the interval over runs for that).
+
+A dataset with `split: given` keeps the split its data comes with (`given_parts`): its test
+part is every run's test set, and its validation part too where it has one; where it has
+only train and test, each run draws validation from the train part.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from visual_ablation.vocabulary import CLASS, CONTROL
 TRAIN, VAL, TEST = 0, 1, 2
 UNUSED = -1  # an image outside the ones a target is decoded on (`run_splits` within)
 PARTS = (("train", TRAIN), ("val", VAL), ("test", TEST))
+# what the parts of a split given with the data are called (folders, file name prefixes)
+GIVEN_PART_NAMES = {
+    "train": TRAIN,
+    "val": VAL,
+    "valid": VAL,
+    "validation": VAL,
+    "test": TEST,
+}
 
 
 class SplitError(ValueError):
@@ -41,6 +53,35 @@ def target_images(target: str, fixed_test: np.ndarray | None) -> np.ndarray | No
     if fixed_test is None or not within_fixed_test(target):
         return None
     return fixed_test
+
+
+def given_parts(names: list[str], where: str) -> dict[str, int]:
+    """Each part of a split given with the data (`GIVEN_PART_NAMES`) and its code: train,
+    validation and test as named; with only train and one other part, that part is the test
+    set (ImageNet's val/ is what results are reported on) and validation is drawn from train
+    by every run (`run_splits`)."""
+    unknown = sorted(set(names) - set(GIVEN_PART_NAMES))
+    if unknown:
+        raise SplitError(
+            f"{where}: {', '.join(unknown)} is not a part of a split "
+            f"({', '.join(GIVEN_PART_NAMES)})."
+        )
+    by_code: dict[int, list[str]] = {}
+    for name in names:
+        by_code.setdefault(GIVEN_PART_NAMES[name], []).append(name)
+    twice = [parts for parts in by_code.values() if len(parts) > 1]
+    if twice:
+        raise SplitError(
+            f"{where}: {' and '.join(twice[0])} are the same part of a split; keep one."
+        )
+    if TRAIN not in by_code or len(by_code) < 2:
+        raise SplitError(
+            f"{where}: a given split needs a train part and a val or test part, found "
+            f"{', '.join(names) or 'none'}."
+        )
+    if len(by_code) == 2:
+        return {name: TRAIN if code == TRAIN else TEST for code, [name] in by_code.items()}
+    return {parts[0]: code for code, parts in by_code.items()}
 
 
 def split_sizes(split: np.ndarray) -> dict[str, int]:
@@ -175,10 +216,18 @@ def run_splits(
     name: str,
     fixed_test: np.ndarray | None = None,
     within: np.ndarray | None = None,
+    given: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Each run's split of `labels` (computed once per distinct seed); with `fixed_test`
     (a source's own test images), only train and validation are drawn; with `within`
-    (bool per image), all three parts are drawn among those images only."""
+    (bool per image), all three parts are drawn among those images only; with `given`
+    (the data's own split, a part code per image), that split, validation drawn from its
+    train part where it has no validation part."""
+    if given is not None:
+        if (given == VAL).any():
+            check_split(given, f"dataset '{name}': the given split")
+            return {run: given for run in runs}
+        fixed_test = given == TEST
     by_seed: dict[int, np.ndarray] = {}
     out = {}
     for run in runs:

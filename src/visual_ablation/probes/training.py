@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,14 +35,25 @@ def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
         return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
 
 
-def read_labels(
-    path: str, spec: dict[str, Any], target: str = CLASS
-) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
-    """A checked data store's labels of `target`, its number of classes, the class labels
-    (what splits are stratified by) and the source's fixed test images (or None)."""
+class StoreLabels(NamedTuple):
+    labels: np.ndarray  # the target's
+    n_classes: int  # the target's
+    classes: np.ndarray  # the class labels: what splits are stratified by
+    fixed_test: np.ndarray | None  # the source's fixed test images
+    given_split: np.ndarray | None  # the split the data comes with (`split: given`)
+
+
+def read_labels(path: str, spec: dict[str, Any], target: str = CLASS) -> StoreLabels:
+    """A checked data store's labels of `target` and what its splits are drawn from."""
     with store.reading(path, spec) as group:
         labels, names = preparation.read_target(group, target, f"data store {path}")
-        return labels, len(names), group["labels"][:], preparation.read_fixed_test(group)
+        return StoreLabels(
+            labels,
+            len(names),
+            group["labels"][:],
+            preparation.read_fixed_test(group),
+            preparation.read_given_split(group),
+        )
 
 
 def same_up_to_names(a: np.ndarray, b: np.ndarray) -> bool:
@@ -75,6 +86,16 @@ def check_not_class(
         )
 
 
+def split_note(split_spec: dict[str, Any], given: np.ndarray | None) -> str:
+    """How the runs' splits relate, for the log."""
+    if given is not None:
+        if (given == splits.VAL).any():
+            return ", given with the data"
+        per_run = " per run" if split_spec.get("resample") else ""
+        return f", given with the data (validation drawn from train{per_run})"
+    return ", resampled per run" if split_spec.get("resample") else ""
+
+
 def train_store(
     feature_path: str,
     data_path: str,
@@ -97,10 +118,10 @@ def train_store(
     set_cpu_threads(threads)
     runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
-    labels, n_classes, classes, fixed_test = read_labels(data_path, data_spec, target)
+    labels, n_classes, classes, fixed_test, given = read_labels(data_path, data_spec, target)
     within = splits.target_images(target, fixed_test)
     split_of = splits.run_splits(
-        classes, split_spec, runs, data_spec["name"], fixed_test, within=within
+        classes, split_spec, runs, data_spec["name"], fixed_test, within=within, given=given
     )
     if within is None:  # within them, the class probe does not train at all
         check_not_class(target, labels, classes, split_of, f"data store {data_path}")
@@ -113,7 +134,7 @@ def train_store(
         feature_path,
         time.perf_counter() - t0,
         sizes,
-        ", resampled per run" if split_spec.get("resample") else "",
+        split_note(split_spec, given),
         "" if within is None else f", within the {int(within.sum())} conflict images",
     )
     config = stacking.ProbeConfig.from_spec(probe_spec)

@@ -255,6 +255,15 @@ def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, A
             raise ConfigError(
                 f"config key '{key}.{option}': only {other.name} takes it, not {source.name}."
             )
+    # `split: drawn` (the default) is left out of the spec: it is what a spec without it meant
+    if out.get("split", "drawn") == "drawn":
+        out.pop("split", None)
+    elif not source.gives_split:
+        givers = "; ".join(s.gives_split for s in SOURCES.values() if s.gives_split)
+        raise ConfigError(
+            f"config key '{key}.split': {source.name} has no split of its own to give; "
+            f"remove `split: given` to draw the splits. Sources that give one: {givers}."
+        )
     out = {**source.defaults, **out}
     out.setdefault("image_size", source.default_image_size)
     out.setdefault("seed", 0)

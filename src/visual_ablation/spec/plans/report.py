@@ -32,11 +32,14 @@ def resampled_test_datasets(exp) -> list[str]:
     test split (`split.resample`): a source that does not fix the test images, and the
     factor targets of one that does, decoded on a split of its fixed images
     (probes/training.py target_images). Their intervals over runs get the corrected
-    resampled t (analyses/stats.py t_interval)."""
+    resampled t (analyses/stats.py t_interval). A split given with the data is every run's
+    test set: its runs share their test images, as without resampling."""
     if not exp.split.get("resample"):
         return []
     out = []
     for d, spec in exp.datasets.items():
+        if spec.get("split") == "given":
+            continue
         if not SOURCES[spec["source"]].fixes_test:
             out.append(d)
         else:

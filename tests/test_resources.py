@@ -46,6 +46,10 @@ def test_train_requests_come_from_the_stores_it_reads(tmp_path):
     spec = {"n": None, "image_size": 64}  # a whole folder: its size known once decoded
     assert resources.n_images(spec, data) == 50_000
     assert resources.n_images(spec) == resources.UNKNOWN_N
+    # an image folder's manifest counts its images before anything is decoded
+    folder = {**spec, "source": "imagefolder", "manifest": {"files": 24, "sha256": "-"}}
+    assert resources.n_images(folder) == 24
+    assert resources.data_runtime(folder) == resources.MIN_RUNTIME + 1
     mem_narrow = resources.train_mem_mb(spec, data, narrow)
     mem_wide = resources.train_mem_mb(spec, data, wide)
     extra = (50_000 * (1280 + 2048)) * resources.TRAIN_BYTES_PER_VALUE / 2**20

@@ -52,6 +52,9 @@ def test_a_changed_folder_replans_its_data_store_and_what_follows(tmp_path, work
         ("features", "results/features/birds/pixels/original.zarr"),
         ("prepare_data", "results/data/birds.zarr"),
     ]
+    # why, as the README says `snakemake -n` tells it
+    dry_run = workflow_copy.run("-n", "--until", "features").output
+    assert "reason: Params have changed since last execution" in dry_run
     # what changed, per store, one key per line (the README's command)
     changes = subprocess.run(
         [

@@ -61,12 +61,17 @@ def _stored_attrs(store_path: str) -> dict[str, Any]:
 
 
 def n_images(data_spec: dict[str, Any], data_store: str | None = None) -> int:
-    """Images of a dataset: its data store's count when built, else the config's `n`."""
+    """Images of a dataset: its data store's count when built, else the config's `n`, else
+    an image folder's count of image files (its manifest)."""
     if data_store:
         stored = _stored_attrs(data_store).get("n")
         if stored:
             return int(stored)
-    return int(data_spec.get("n") or UNKNOWN_N)
+    if data_spec.get("n"):
+        return int(data_spec["n"])
+    if data_spec.get("source") == "imagefolder" and data_spec.get("manifest"):
+        return int(data_spec["manifest"]["files"])  # one file, one image
+    return UNKNOWN_N
 
 
 def total_width(feature_store: str | None) -> int:

@@ -168,7 +168,10 @@ def test_a_train_val_folder_is_used_as_its_split(tmp_path, workflow_copy):
     results = workflow_copy.workdir / "results"
     log = (results / "logs/prepare_data/mine.log").read_text()
     assert "3 classes: cat 21, dog 21, owl 21" in log
-    assert "the split given with the data: train 48, test 15" in log
+    assert (
+        "the split given with the data: train 48, test 15; each run draws its validation "
+        "images from train" in log
+    )
     runs = results / "runs" / "mine" / "pixels" / "original" / "class" / "linear"
     tables = [pd.read_csv(runs / f"run{r}.predictions.csv") for r in (0, 1)]
     for table in tables:

@@ -202,8 +202,9 @@ def _prepare(
     if given is not None:
         sizes = splits.split_sizes(given[indices])
         log.info(
-            "the split given with the data: %s",
+            "the split given with the data: %s%s",
             ", ".join(f"{part} {size}" for part, size in sizes.items() if size),
+            "" if sizes["val"] else "; each run draws its validation images from train",
         )
     skipped: list[dict[str, Any]] = []
 

@@ -6,23 +6,23 @@ size in `--n` (both datasets at that size), and prints for each:
 
 - the end-to-end seconds of the one command, Snakemake's start-up and planning included;
 - per rule: jobs, summed job seconds and the span from the first job's start to the last
-  one's end (from the benchmark files Snakemake writes for every job);
+  one's end (from Snakemake's log, every rule);
 - GPU utilisation over the run (`nvidia-smi` sampled every second; none on a CPU machine);
 - the disk the results took, per kind of store;
 - the projection of benchmarks/README.md ("The seed grid on one GPU") beside the measured
   stages, and with two sizes, a linear extrapolation of each stage to 100k images.
 
-Rehearse on a CPU with a small n and fewer runs (a CPU trains one run per job), then run
-it once on the GPU machine:
+Rehearse on a CPU with a small n and one run (a CPU trains one run per job; below about
+600 images the cue-conflict set's conflict images are too few to split per class, and its
+train jobs stop with a SplitError), then run it once on the GPU machine:
 
-    .venv/bin/python benchmarks/grid.py --n 200 --runs 2 --cores 2
+    .venv/bin/python benchmarks/grid.py --n 600,1000 --runs 1 --cores 2
     .venv/bin/python benchmarks/grid.py --n 20000,100000 --cores 16 --gpus 1 --budget 560
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -97,21 +97,36 @@ class GpuSampler:
         }
 
 
-def rule_times(results: Path) -> dict[str, dict[str, float]]:
-    """Per rule: jobs, summed job seconds and the span first start to last end, from the
-    benchmark files (a job's end is its file's modification time, its start that less its
-    seconds)."""
+def rule_times(log: Path) -> dict[str, dict[str, float]]:
+    """Per rule: jobs, summed job seconds and the span first start to last end, from
+    Snakemake's log (a `[date]` line before each job's `rule X:` and each `Finished jobid`;
+    every rule, whether or not it writes a benchmark file; one-second resolution)."""
+    started: dict[str, tuple[str, float]] = {}
     out: dict[str, dict[str, float]] = {}
-    for tsv in (results / "benchmarks").rglob("*.tsv"):
-        rule = tsv.relative_to(results / "benchmarks").parts[0]
-        with open(tsv) as f:
-            seconds = float(next(csv.DictReader(f, delimiter="\t"))["s"])
-        end = tsv.stat().st_mtime
-        row = out.setdefault(rule, {"jobs": 0, "seconds": 0.0, "first": end, "last": end})
-        row["jobs"] += 1
-        row["seconds"] += seconds
-        row["first"] = min(row["first"], end - seconds)
-        row["last"] = max(row["last"], end)
+    stamp, rule = 0.0, None
+    for line in log.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            try:
+                stamp = time.mktime(time.strptime(line[1:-1], "%a %b %d %H:%M:%S %Y"))
+            except ValueError:
+                pass
+            continue
+        head = line.removeprefix("local")
+        if head.startswith("rule ") and head.endswith(":"):
+            rule = head[5:-1]
+        elif rule and line.strip().startswith("jobid: "):
+            started[line.split(":")[1].strip()] = (rule, stamp)
+            rule = None
+        elif line.startswith("Finished jobid: "):
+            job = line.split()[2]
+            if job in started:
+                name, begin = started.pop(job)
+                row = out.setdefault(name, {"jobs": 0, "seconds": 0.0, "first": begin})
+                row["jobs"] += 1
+                row["seconds"] += stamp - begin
+                row["first"] = min(row["first"], begin)
+                row["last"] = max(row.get("last", stamp), stamp)
+    out.pop("all", None)
     return out
 
 
@@ -156,7 +171,7 @@ def run_grid(n: int, args, workdir: Path, budget: float) -> dict:
     seconds = time.perf_counter() - t0
     gpu = sampler.stop()
     results = workdir / "results"
-    rules = rule_times(results) if (results / "benchmarks").is_dir() else {}
+    rules = rule_times(workdir / "snakemake.log")
     return {
         "n": n,
         "returncode": code,
@@ -191,6 +206,7 @@ def report(run: dict) -> None:
         span = row["last"] - row["first"]
         print(f"{rule:26s}{row['jobs']:6.0f}{row['seconds']:13.1f}{span:9.1f}")
     measured = stages(run["rules"])
+    # the scheduler interleaves stages (train starts once a store is done): spans overlap
     print(f"\n{'stage':12s}{'measured span s':>17s}{'projected at 100k':>19s}")
     for stage, projected in PROJECTED.items():
         print(f"{stage:12s}{measured.get(stage, float('nan')):17.1f}{projected:19d}")
@@ -208,6 +224,10 @@ def report(run: dict) -> None:
 def extrapolate(small: dict, large: dict, to: int = 100_000) -> None:
     """Each stage's span, linear in n through the two measured sizes, at `to` images."""
     a, b = stages(small["rules"]), stages(large["rules"])
+    if sum(b.values()) <= sum(a.values()):
+        # at sizes where start-up dominates, or on a shared machine, the larger can be faster
+        print(f"\nnot extrapolated: n={large['n']} took no longer than n={small['n']}")
+        return
     print(f"\nextrapolated to n={to} (linear through n={small['n']} and n={large['n']}):")
     total = 0.0
     for stage in PROJECTED:

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from seed_scale import snakemake_command
+
+from visual_ablation.plumbing import store
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "config" / "scale-100k.yaml"
@@ -132,12 +133,10 @@ def rule_times(log: Path) -> dict[str, dict[str, float]]:
 
 def disk(results: Path) -> dict[str, int]:
     """Bytes under each folder of the results (data, features, runs, transfer, ...)."""
-    sizes = {}
-    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
-        sizes[folder.name] = sum(
-            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files
-        )
-    return sizes
+    return {
+        folder.name: store.store_bytes(str(folder))
+        for folder in sorted(p for p in results.iterdir() if p.is_dir())
+    }
 
 
 def run_grid(n: int, args, workdir: Path, budget: float) -> dict:
@@ -145,22 +144,9 @@ def run_grid(n: int, args, workdir: Path, budget: float) -> dict:
     (workdir / "grid.yaml").write_text(
         yaml.safe_dump(overlay(n, args.runs, args.cores), sort_keys=False)
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(workdir / "grid.yaml"),
-        "--cores",
-        str(args.cores),
-        "--resources",
-        f"gpu={args.gpus or args.cores}",
-    ]
+    # the README's command: the grid merged into the default config
+    configs = ["--configfile", str(REPO / "config" / "config.yaml"), str(workdir / "grid.yaml")]
+    cmd = snakemake_command(workdir, configs, args.cores, args.gpus)
     sampler = GpuSampler(workdir / "nvidia-smi.csv")
     t0 = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:

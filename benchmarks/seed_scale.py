@@ -64,9 +64,9 @@ def config(n: int, runs: int, runs_per_job: int | str = "auto", cores: int = 2) 
 EXTRA: list[str] = []  # --snakemake-arg: more options for every snakemake call
 
 
-def snakemake(workdir: Path, cores: int, gpus: int, *args: str) -> tuple[float, int]:
-    """Seconds of one snakemake invocation and the number of jobs it ran."""
-    cmd = [
+def snakemake_command(workdir: Path, configs: list[str], cores: int, gpus: int) -> list[str]:
+    """The workflow run in `workdir` with these config options (gpu=cores when gpus is 0)."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -74,16 +74,18 @@ def snakemake(workdir: Path, cores: int, gpus: int, *args: str) -> tuple[float, 
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        "--replace-workflow-config",
-        "--configfile",
-        str(workdir / "config.yaml"),
+        *configs,
         "--cores",
         str(cores),
         "--resources",
         f"gpu={gpus or cores}",
-        *EXTRA,
-        *args,
     ]
+
+
+def snakemake(workdir: Path, cores: int, gpus: int, *args: str) -> tuple[float, int]:
+    """Seconds of one snakemake invocation and the number of jobs it ran."""
+    configs = ["--replace-workflow-config", "--configfile", str(workdir / "config.yaml")]
+    cmd = [*snakemake_command(workdir, configs, cores, gpus), *EXTRA, *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     seconds = time.perf_counter() - t0

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml Makefile; echo $(EXTRAS)
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test check lint format features bench clean
+.PHONY: run test check check-portable lint format features bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ test: $(STAMP)
 
 ## The fast tests, while working: no Snakemake runs, nothing at the default size.
 check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not workflow and not slow"
+
+## The fast tests as another CPU runs them: no AVX-512 (numpy X86_V3, OpenBLAS Haswell,
+## torch and MKL AVX2) and one thread. A test that passes here and under `make check`
+## states a tolerance that holds on either kind of machine.
+check-portable: $(STAMP)
+	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell \
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(BIN)/python -m pytest -q -m "not workflow and not slow"
 
 lint: $(STAMP)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from conftest import build_stores
 
@@ -281,6 +282,45 @@ def test_early_stopping_keeps_the_best_epoch(experiment, device, engine):
     (best,), _ = fitting.train(feats, labels, split, n_classes, short, runs=0, **kwargs)
     np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
     assert head.best_val_loss == pytest.approx(best.best_val_loss)
+
+
+def test_the_accuracy_monitor_counts_a_higher_accuracy_and_at_a_tie_a_lower_loss():
+    loss, accuracy = torch.tensor([1.0, 0.5, 2.0, 1.0]), torch.tensor([0.5, 0.5, 0.6, 0.4])
+    best = (torch.full((4,), 0.9), torch.full((4,), 0.5))
+    assert stacking.improves("accuracy", (loss, accuracy), best).tolist() == [
+        False,  # same accuracy, higher loss
+        True,  # same accuracy, lower loss
+        True,  # higher accuracy, whatever the loss
+        False,  # lower accuracy, even at a lower loss
+    ]
+    assert stacking.improves("loss", (loss, accuracy), best).tolist() == [False, True, False, False]
+
+
+@pytest.mark.parametrize("device,engine", engines())
+def test_early_stopping_on_validation_accuracy_keeps_its_best_epoch(experiment, device, engine):
+    """monitor: accuracy stops `patience` epochs after the best validation accuracy and
+    keeps that epoch's weights, where the loss would have kept another (on a probe whose
+    validation loss turns up before its accuracy stops rising)."""
+    spec = experiment.feature_spec("digits", "pixels", "original")
+    feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
+    labels, split, n_classes = labels_and_split(experiment)
+    kwargs = {"device": device, "engine": engine, "runs": 0}
+    config = stacking.ProbeConfig(hidden=8, lr=0.1, patience=6, max_epochs=200)
+    watched = {}
+    for monitor in ("loss", "accuracy"):
+        (head,), _ = fitting.train(
+            feats, labels, split, n_classes, replace(config, monitor=monitor), **kwargs
+        )
+        watched[monitor] = head
+    head = watched["accuracy"]
+    assert head.epochs == head.best_epoch + 6 < 200
+    assert head.best_epoch != watched["loss"].best_epoch
+    assert head.best_val_accuracy >= watched["loss"].best_val_accuracy
+    # the kept weights are the best epoch's: training only that long gives the same head
+    short = replace(config, monitor="accuracy", patience=10_000, max_epochs=head.best_epoch)
+    (best,), _ = fitting.train(feats, labels, split, n_classes, short, **kwargs)
+    np.testing.assert_allclose(head.test_proba, best.test_proba, rtol=1e-5, atol=1e-7)
+    assert head.best_val_accuracy == best.best_val_accuracy
 
 
 def test_non_finite_features_fail_naming_the_layer(experiment, tmp_path):

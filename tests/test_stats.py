@@ -346,8 +346,12 @@ def test_a_family_tested_together_and_in_threads_equals_each_comparison_alone():
         for metric in METRICS:
             se = np.nanstd(alone["replicates"][metric], ddof=1)
             mean = row[f"{metric}_diff"]
-            assert row[f"{metric}_diff_ci_low"] == pytest.approx(mean - z * se, rel=1e-6)
-            assert row[f"{metric}_diff_ci_high"] == pytest.approx(mean + z * se, rel=1e-6)
+            # the family's bootstrap sums are float32 in another order than the lone
+            # comparison's (another BLAS kernel on another CPU): the standard error agrees
+            # to float32's precision, which the replicates' variance amplifies (measured:
+            # 1.1e-6 on an AVX2 machine); 1e-4 still tells another replicate draw apart
+            assert row[f"{metric}_diff_ci_low"] == pytest.approx(mean - z * se, rel=1e-4)
+            assert row[f"{metric}_diff_ci_high"] == pytest.approx(mean + z * se, rel=1e-4)
         assert row["accuracy_p"] >= alone["accuracy_p"]
         assert row["n_test_images"] == n
 

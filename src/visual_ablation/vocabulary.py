@@ -43,6 +43,7 @@ PROBE_DEFAULTS: dict[str, Any] = {
     "patience": 15,
     "batch_size": 128,
     "solver": "adamw",
+    "monitor": "loss",
 }
 
 # Input normalisation, (x - mean) / std on [0, 1] images: each backbone gets the one of

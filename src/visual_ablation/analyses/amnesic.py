@@ -23,10 +23,12 @@ random orthonormal directions removed. numpy only (no torch).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
@@ -65,33 +67,57 @@ def _centred_onehot(y: np.ndarray, k: int) -> np.ndarray:
     return onehot - onehot.mean(axis=0)
 
 
+class RidgeFits:
+    """Ridge classifiers (onto centred one-hot labels) of any labels on one set of features,
+    solved in their dual form: the train Gram matrix's eigendecomposition gives every
+    penalty of PENALTIES at once, and it and the validation (and test) rows' products with
+    the train rows are computed once, for every factor decoded from these features."""
+
+    def __init__(self, z_train: np.ndarray, z_val: np.ndarray, z_test: np.ndarray | None = None):
+        train = z_train.astype(np.float64)
+        self.gram = train @ train.T
+        self.eigenvalues, self.vectors = np.linalg.eigh(self.gram)
+        self.scale = max(float(self.eigenvalues.mean()), 1e-12)
+        self.cross_val = z_val.astype(np.float64) @ train.T
+        self.cross_test = None if z_test is None else z_test.astype(np.float64) @ train.T
+
+    def duals(self, y_train: np.ndarray, k: int) -> Iterator[tuple[float, np.ndarray]]:
+        """(penalty, dual coefficients [n_train, k]) for each penalty of PENALTIES."""
+        projected = self.vectors.T @ _centred_onehot(y_train, k)
+        for penalty in PENALTIES:
+            shrunk = projected / (self.eigenvalues + penalty * self.scale)[:, None]
+            yield penalty * self.scale, self.vectors @ shrunk
+
+    def penalty(self, y_train: np.ndarray, y_val: np.ndarray, k: int) -> tuple[float, float, np.ndarray]:
+        """The penalty (absolute) with the best validation accuracy, that accuracy, and
+        its dual coefficients."""
+        best = None
+        for penalty, alpha in self.duals(y_train, k):
+            accuracy = float(((self.cross_val @ alpha).argmax(axis=1) == y_val).mean())
+            if best is None or accuracy > best[1]:
+                best = (penalty, accuracy, alpha)
+        return best
+
+    def test_accuracy(self, y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray, k: int) -> float:
+        """Test accuracy of the classifier with the penalty chosen on validation."""
+        _, _, alpha = self.penalty(y_train, y_val, k)
+        return float(((self.cross_test @ alpha).argmax(axis=1) == y_test).mean())
+
+
 def ridge_penalty(
     z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
 ) -> tuple[float, float]:
     """The ridge penalty (absolute) of PENALTIES with the best validation accuracy of a
-    ridge regression onto centred one-hot labels, and that accuracy. Solved in its dual
-    form: the train Gram matrix's eigenvectors give every penalty at once."""
-    gram = z_train @ z_train.T
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    scale = max(float(eigenvalues.mean()), 1e-12)
-    projected = vectors.T @ _centred_onehot(y_train, k)
-    cross = z_val @ z_train.T
-    best, best_accuracy = PENALTIES[0] * scale, -1.0
-    for penalty in PENALTIES:
-        alpha = vectors @ (projected / (eigenvalues + penalty * scale)[:, None])
-        accuracy = float(((cross @ alpha).argmax(axis=1) == y_val).mean())
-        if accuracy > best_accuracy:
-            best, best_accuracy = penalty * scale, accuracy
-    return best, best_accuracy
+    ridge regression onto centred one-hot labels, and that accuracy."""
+    return RidgeFits(z_train, z_val).penalty(y_train, y_val, k)[:2]
 
 
 def ridge_weights(
     z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
 ) -> np.ndarray:
     """Weights [dim, k] of the ridge classifier of y (penalty chosen on validation)."""
-    penalty, _ = ridge_penalty(z_train, y_train, z_val, y_val, k)
-    gram = z_train @ z_train.T + penalty * np.eye(len(z_train))
-    return z_train.T @ np.linalg.solve(gram, _centred_onehot(y_train, k))
+    _, _, alpha = RidgeFits(z_train, z_val).penalty(y_train, y_val, k)
+    return z_train.astype(np.float64).T @ alpha
 
 
 def factor_accuracy(
@@ -100,8 +126,7 @@ def factor_accuracy(
     """Test accuracy of the ridge classifier of y (penalty chosen on validation) on
     features z; `parts`: the train, validation and test rows."""
     train, val, test = parts
-    weights = ridge_weights(z[train], y[train], z[val], y[val], k)
-    return float(((z[test] @ weights).argmax(axis=1) == y[test]).mean())
+    return RidgeFits(z[train], z[val], z[test]).test_accuracy(y[train], y[val], y[test], k)
 
 
 def _extend(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -129,22 +154,25 @@ def inlp_basis(
     y_val: np.ndarray,
     iterations: int,
     k: int | None = None,
+    fits: RidgeFits | None = None,
 ) -> np.ndarray:
     """The factor's linearly decodable subspace [dim, m] (orthonormal). The ridge penalty
     is chosen once, on the features as they are; each iteration refits the classifier on
     the projected features (a Cholesky solve of the train Gram matrix, downdated by the
     directions removed) and stops once its validation accuracy is at the majority share:
-    directions fit to noise then cost the heads what random ones do."""
+    directions fit to noise then cost the heads what random ones do. `fits`: the
+    features' RidgeFits, where other factors share it."""
     k = k or int(max(y_train.max(), y_val.max())) + 1
     majority = float(np.bincount(y_val, minlength=k).max() / len(y_val))
     train, val = z_train.astype(np.float64), z_val.astype(np.float64)
-    penalty, _ = ridge_penalty(train, y_train, val, y_val, k)
+    fits = fits or RidgeFits(train, val)
+    penalty, _, _ = fits.penalty(y_train, y_val, k)
     targets = _centred_onehot(y_train, k)
-    gram, cross = train @ train.T, val @ train.T
+    gram, cross = fits.gram.copy(), fits.cross_val.copy()
     basis = np.zeros((train.shape[1], 0))
     for _ in range(iterations):
         factor = np.linalg.cholesky(gram + penalty * np.eye(len(train)))
-        alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, targets))
+        alpha = scipy.linalg.cho_solve((factor, True), targets)
         if float(((cross @ alpha).argmax(axis=1) == y_val).mean()) <= majority:
             break
         grown = _extend(basis, train.T @ alpha)
@@ -220,14 +248,17 @@ def amnesic_store(
             std = first_values[f"{run}/{layer}/std"]
             z = (x.astype(np.float32) - mean) / std
             y_test, test = labels[test_rows], z[test_rows].astype(np.float64)
+            # the features' Gram matrix and its eigendecomposition, once for every factor
+            fits = RidgeFits(z[train_rows], z[val_rows], z[test_rows])
             for factor in factors:
                 y = factor_labels[factor]
                 k = len(factor_names[factor])
+                y_parts = (y[train_rows], y[val_rows], y[test_rows])
                 basis = inlp_basis(
-                    z[train_rows], y[train_rows], z[val_rows], y[val_rows], iterations, k
+                    z[train_rows], y_parts[0], z[val_rows], y_parts[1], iterations, k, fits
                 )
                 parts = (train_rows, val_rows, test_rows)
-                before = factor_accuracy(z, y, parts, k)
+                before = fits.test_accuracy(*y_parts, k)
                 after = factor_accuracy(removed(z, basis), y, parts, k)
                 m = basis.shape[1]
                 draws = [

@@ -2,6 +2,8 @@
 
 Snakemake shows a failed job's log only with --show-failed-logs (set in the default
 profile); printing the one-line reason to the real stderr makes it visible either way.
+Every job enters here first, so it also sets what each job's process needs: malloc
+keeping freed memory (plumbing/allocator.py).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 
+from visual_ablation.plumbing.allocator import keep_freed_memory
+
 
 @contextmanager
 def job_log(path: str) -> Iterator[None]:
+    keep_freed_memory()
     console = sys.stderr
     with open(path, "w", buffering=1) as log_file:
         handler = logging.StreamHandler(log_file)

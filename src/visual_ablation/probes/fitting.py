@@ -31,12 +31,18 @@ from visual_ablation.probes.stacking import (
     HeadStack,
     ProbeConfig,
     check_finite,
+    cross_entropy_sums,
     head_gradients,
+    head_logits,
+    improves,
     stack_groups,
 )
 from visual_ablation.probes.standardisation import train_statistics
 
 ENGINES = ("auto", "eager", "static")
+# each run's standardised copy of the features, on the CPU, up to this size: what a train
+# job's memory request (spec/resources.py, TRAIN_BASE_MB) leaves room for beside the rest
+PER_RUN_VALUES_CPU_BYTES = 512 * 2**20
 
 
 def train(
@@ -49,7 +55,7 @@ def train(
     device: torch.device | str = "cpu",
     where: str = "features",
     engine: str = "auto",
-    max_padding: float = 2.0,
+    max_padding: float | None = None,
     per_run_values: bool | None = None,
 ) -> tuple[list[HeadResult], float]:
     """Train one head per (run, layer of `features` ({layer: [n, dim]}), weight decay of
@@ -60,10 +66,13 @@ def train(
     split of the same labels does). The heads of one run's decays share its split, init and
     minibatch order: they are more heads in the same stacks (`slots`), trained in the same
     steps. `engine`: `eager`, `static` (see the module's docstring) or `auto`: static on
-    CUDA, eager elsewhere. `max_padding`: see `stack_groups`; `per_run_values`: keep each
-    run's standardised features (runs times the memory) rather than standardising every
-    minibatch (None: on CUDA when they fit in a quarter of the free memory; 1.16 times as
-    fast there, benchmarks/README.md); neither changes a number."""
+    CUDA, eager elsewhere. `max_padding`: see `stack_groups` (None: 2 for the static
+    engine, whose steps are bound by kernel launches; 1, no padding, for the eager one,
+    whose steps are bound by arithmetic: 1.4 times as fast on the default experiment's
+    stores, benchmarks/README.md); `per_run_values`: keep each run's standardised features
+    (runs times the memory) rather than standardising every minibatch (None: on CUDA when
+    they fit in a quarter of the free memory, 1.16 times as fast there; on the CPU when
+    they take at most PER_RUN_VALUES_CPU_BYTES); neither changes a number."""
     device = torch.device(device)
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
@@ -90,13 +99,18 @@ def train(
     # one split for every run (one run, or `resample: false`): standardise once, up front;
     # else each run's statistics are applied to its minibatches (the same float32 ops)
     shared = all(np.array_equal(rows[TRAIN][0], r) for r in rows[TRAIN][1:])
+    if max_padding is None:
+        max_padding = 2.0 if engine == "static" else 1.0
     groups = stack_groups({layer: features[layer].shape[1] for layer in layers}, max_padding)
     if per_run_values is None:
-        per_run_values = not shared and device.type == "cuda" and engine == "static"
-        if per_run_values:
-            widths = sum(len(g) * max(features[layer].shape[1] for layer in g) for g in groups)
-            free, _ = torch.cuda.mem_get_info(device)
-            per_run_values = 4 * widths * len(labels) * len(slots) <= free // 4
+        widths = sum(len(g) * max(features[layer].shape[1] for layer in g) for g in groups)
+        copies = 4 * widths * len(labels) * len(slots)
+        if shared:
+            per_run_values = False
+        elif device.type == "cuda" and engine == "static":
+            per_run_values = copies <= torch.cuda.mem_get_info(device)[0] // 4
+        else:
+            per_run_values = device.type == "cpu" and copies <= PER_RUN_VALUES_CPU_BYTES
     stacks, statistics = [], []
     for group in groups:
         dims = [features[layer].shape[1] for layer in group]
@@ -164,6 +178,7 @@ def train(
             epochs = torch.where(stack.active, probe.max_epochs, stack.epochs).cpu()
             capped = stack.active.cpu()
             best_epoch, best_loss = stack.best_epoch.cpu(), stack.best_loss.cpu()
+            best_accuracy = stack.best_accuracy.cpu()
             proba = stack.best_proba(TEST)
             best = [p.cpu().numpy() for p in stack.best]
             for h in range(len(epochs)):
@@ -171,8 +186,13 @@ def train(
                 run, decay = slots[h % len(slots)]
                 r = runs.index(run)
                 kept = results.get((run, layer))
-                # the lowest validation loss over the decays (ties: the first listed)
-                if kept is not None and not float(best_loss[h]) < kept.best_val_loss:
+                # the best validation score over the decays, as `monitor` counts (ties:
+                # the first listed); the linear solver's is its loss
+                val = (float(best_loss[h]), float(best_accuracy[h]))
+                monitor = "loss" if probe.solver == "lbfgs" else probe.monitor
+                if kept is not None and not improves(
+                    monitor, val, (kept.best_val_loss, kept.best_val_accuracy)
+                ):
                     continue
                 dim = int(features[layer].shape[1])
                 i, s = stack.layers.index(layer), 0 if shared else r
@@ -188,7 +208,8 @@ def train(
                     best_epoch=int(best_epoch[h]),
                     epochs=int(epochs[h]),
                     hit_max_epochs=bool(capped[h]),
-                    best_val_loss=float(best_loss[h]),
+                    best_val_loss=val[0],
+                    best_val_accuracy=val[1],
                     n_features=dim,
                     weight_decay=decay,
                     weights=[np.ascontiguousarray(w) for w in weights],
@@ -203,31 +224,107 @@ def _epoch_orders(orders: list[torch.Generator], n_train: int) -> torch.Tensor:
     return torch.stack([torch.randperm(n_train, generator=g) for g in orders])
 
 
+class _LiveHeads:
+    """The eager engine's working set of one stack: the heads still training, with their
+    parameters, AdamW state and decay, and each one's layer and slot (run, decay). A head
+    that stops leaves it, so that no step computes, updates or copies it again; the
+    stack keeps its best weights, losses and epochs."""
+
+    def __init__(self, stack: HeadStack, lr: float, weight_decay) -> None:
+        self.stack = stack
+        self.index = torch.arange(len(stack.active), device=stack.active.device)
+        self.layer = torch.div(self.index, len(stack.runs), rounding_mode="floor")
+        self.slot = self.index % len(stack.runs)
+        self.optimizer = AdamW([p.clone() for p in stack.params], lr, weight_decay)
+
+    def inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        """The live heads' standardised inputs [live, k, width] of image rows per slot
+        [slots, k]: the same float32 ops as HeadStack.inputs, for these heads only."""
+        stack = self.stack
+        if stack.run_index is not None:
+            return stack.values[self.layer.unsqueeze(1), self.slot.unsqueeze(1), rows[self.slot]]
+        x = stack.values[self.layer.unsqueeze(1), rows[self.slot]]
+        if stack.mean is not None:
+            x = (x - stack.mean[self.layer, self.slot]) / stack.std[self.layer, self.slot]
+        return x
+
+    def step(self, rows: torch.Tensor, y: torch.Tensor) -> None:
+        """One AdamW step on a minibatch (image rows and labels per slot, [slots, k])."""
+        labels = y[self.slot].flatten()
+        weight = torch.full((labels.numel(),), 1.0 / rows.shape[1], device=rows.device)  # a mean
+        inputs = [(self.optimizer.params, self.inputs(rows))]
+        self.optimizer.step(head_gradients(inputs, labels, weight))
+
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each live head's mean cross-entropy and accuracy on its slot's rows [slots, m]
+        (float64), as HeadStack.scores."""
+        total = torch.zeros(len(self.index), dtype=torch.float64, device=y.device)
+        correct = torch.zeros_like(total)
+        width = self.stack.values.shape[-1]
+        chunk = max(1, HeadStack.CHUNK_VALUES // (len(self.index) * width))
+        labels = y[self.slot]
+        for start in range(0, rows.shape[1], chunk):
+            where = slice(start, min(start + chunk, rows.shape[1]))
+            logits = head_logits(self.optimizer.params, self.inputs(rows[:, where]))
+            total += cross_entropy_sums(logits, labels[:, where])
+            correct += (logits.argmax(2) == labels[:, where]).sum(1)
+        return total / rows.shape[1], correct / rows.shape[1]
+
+    @torch.no_grad()
+    def end_epoch(
+        self, epoch: int, rows: torch.Tensor, y: torch.Tensor, patience: int, monitor: str
+    ) -> None:
+        """HeadStack.end_epoch for the live heads, on their validation rows and labels;
+        then the heads out of patience leave."""
+        stack, i = self.stack, self.index
+        val_loss, val_accuracy = val = self.scores(rows, y)
+        improved = improves(monitor, val, (stack.best_loss[i], stack.best_accuracy[i]))
+        if bool(improved.any()):
+            for best, p in zip(stack.best, self.optimizer.params, strict=True):
+                best[i[improved]] = p[improved]
+            stack.best_loss[i] = torch.where(improved, val_loss, stack.best_loss[i])
+            stack.best_accuracy[i] = torch.where(improved, val_accuracy, stack.best_accuracy[i])
+            stack.best_epoch[i] = torch.where(improved, epoch, stack.best_epoch[i])
+        stop = epoch - stack.best_epoch[i] >= patience
+        if bool(stop.any()):
+            stack.epochs[i[stop]] = epoch
+            stack.active[i[stop]] = False
+            keep = torch.nonzero(~stop).squeeze(1)
+            self.index, self.layer, self.slot = i[keep], self.layer[keep], self.slot[keep]
+            self.optimizer.keep(keep)
+
+    @property
+    def training(self) -> bool:
+        return len(self.index) > 0
+
+
 def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig, weight_decay) -> None:
-    """Live heads only, step by step (the CPU's engine). `weight_decay`: AdamW's, one
-    value or one per parameter."""
-    optimizer = AdamW(
-        [p for stack in stacks for p in stack.params], lr=probe.lr, weight_decay=weight_decay
-    )
+    """Live heads only, step by step (the CPU's engine): each stack's heads that stopped
+    leave its arithmetic (`_LiveHeads`). `weight_decay`: AdamW's, one value or one per
+    parameter (stack by stack)."""
+    live = []
+    for stack in stacks:
+        if isinstance(weight_decay, list):
+            decay, weight_decay = weight_decay[: len(stack.params)], weight_decay[len(stack.params) :]
+        else:
+            decay = weight_decay
+        live.append(_LiveHeads(stack, probe.lr, decay))
     n_train = parts[TRAIN].shape[1]
     device = parts[TRAIN].device
     for epoch in range(1, probe.max_epochs + 1):
         perms = _epoch_orders(orders, n_train).to(device)
-        live = [stack for stack in stacks if bool(stack.active.any())]
         for start in range(0, n_train, probe.batch_size):
             positions = perms[:, start : start + probe.batch_size]  # [runs, batch]
             batch_rows = parts[TRAIN].gather(1, positions)
             y = ys[TRAIN].gather(1, positions)
-            grads = []
-            for stack in stacks:  # a stack whose heads have all stopped takes no step
-                if stack in live:
-                    grads += stack.live_gradients(batch_rows, y)
-                else:
-                    grads += [None] * len(stack.params)
-            optimizer.step(grads)
-        for stack in live:
-            stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
-        if not any(bool(stack.active.any()) for stack in stacks):
+            for heads in live:
+                if heads.training:
+                    heads.step(batch_rows, y)
+        for heads in live:
+            if heads.training:
+                heads.end_epoch(epoch, parts[VAL], ys[VAL], probe.patience, probe.monitor)
+        if not any(heads.training for heads in live):
             break
 
 
@@ -290,7 +387,7 @@ def _fit_static(stacks, parts, ys, orders, probe: ProbeConfig, weight_decay) -> 
         for size in sizes:
             steps[size]()
         for stack in stacks:
-            stack.end_epoch(epoch, stack.losses(VAL, ys[VAL]), probe.patience)
+            stack.end_epoch(epoch, stack.scores(VAL, ys[VAL]), probe.patience, probe.monitor)
         refresh_row_weights()
         upcoming = _epoch_orders(orders, n_train)  # drawn while the device works
         if not bool(torch.stack([stack.active.any() for stack in stacks]).any()):

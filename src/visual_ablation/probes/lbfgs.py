@@ -12,10 +12,25 @@ n_train). The problem is convex, so the head it ends at does not depend on the i
 minibatch order or a learning rate, and no early stopping is needed: `probe.max_epochs`
 bounds the iterations (each one full pass, more where the line search backtracks).
 
-Every head runs its own L-BFGS (its own curvature pairs, step and stopping test), written
-with per-head reductions so that all heads of a stack step together. The heads of one
-(layer, run) differ only in their weight decay and see the same inputs: they are one
-matmul whose output columns are the decays' logits side by side.
+Two changes of coordinates make it fast and leave the optimum where it is:
+- **the span of the training rows**: the penalised optimum's W lies in it (the representer
+  theorem; the unpenalised bias does not change that, since standardised train columns
+  have mean 0), so each (layer, run)'s heads are fitted in an orthonormal basis V of that
+  span (`span_basis`: a QR factorisation, rotated to the Gram matrix's eigenvectors)
+  and W = V Z after. A layer
+  wider than its training rows is fitted in n_train coordinates; ||V Z|| = ||Z||, so the
+  objective is the same one.
+- **a preconditioner**: in that basis the objective's curvature along basis direction i is
+  about CURVATURE * e_i / n + weight_decay (e_i the Gram matrix's eigenvalue), a spread of
+  several decades for weak penalties; L-BFGS's initial inverse Hessian is the inverse of
+  that diagonal (scaled each iteration by the last curvature pair), not a multiple of the
+  identity.
+
+Every head runs its own L-BFGS (its own curvature pairs, step and stopping test) on a
+head-major layout, so that every vector operation is one kernel over all live heads; a head
+that has converged leaves the arithmetic. The heads of one (layer, run) differ only in their
+weight decay and share its inputs: their logits are one matmul, side by side.
+benchmarks/linear_fit.py times it against scikit-learn (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import torch
 
 from visual_ablation.data.splits import TRAIN, VAL
+from visual_ablation.probes.stacking import stack_groups
 
 HISTORY = 10  # curvature pairs kept (scipy's L-BFGS-B default)
 GRADIENT_TOLERANCE = 1e-4  # largest |gradient| entry at convergence (scikit-learn's tol)
@@ -31,184 +47,251 @@ GRADIENT_TOLERANCE = 1e-4  # largest |gradient| entry at convergence (scikit-lea
 RELATIVE_DECREASE = 1e-9
 ARMIJO = 1e-4  # sufficient decrease of the backtracking line search
 MAX_HALVINGS = 30
+# the softmax cross-entropy's curvature per unit of squared input, as the preconditioner
+# assumes it: at most 1/C at uniform probabilities over C classes, less as the fit grows
+# confident. Only the speed depends on it: of 0.0003 to 1, 0.01 took the fewest
+# iterations on the default experiment's stores (benchmarks/linear_fit.py)
+CURVATURE = 0.01
+def span_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An orthonormal basis of the span of each group's rows, x [groups, n, d], in which
+    their Gram matrix is diagonal: (the rows in it [groups, n, r], the basis [groups, d,
+    r], each basis direction's Gram eigenvalue [groups, r]), r = min(n, d). Orthogonal
+    factorisations only (QR, eigh), so the basis is orthonormal to float32's precision
+    however ill-conditioned the rows: no direction is dropped or divided by its size (the
+    weakly penalised optimum of features that separate the classes uses the small ones)."""
+    n, d = x.shape[1:]
+    if n < d:  # x^T = Q R: the span's basis Q [d, n], the rows in it R^T [n, n]
+        basis, r = torch.linalg.qr(x.transpose(1, 2))
+        coords = r.transpose(1, 2)
+    else:
+        basis, coords = None, x
+    # rotated within the span so that the Gram matrix is diagonal: the preconditioner's
+    eigenvalues, rotation = torch.linalg.eigh(coords.transpose(1, 2) @ coords)
+    basis = rotation if basis is None else basis @ rotation
+    return coords @ rotation, basis, eigenvalues.clamp_min(0.0)
 
 
 class _Heads:
-    """One layer's linear heads as G groups (its runs) x D weight decays, with each
-    group's train inputs [G, n, width] gathered once."""
+    """G groups (a (layer, run) each: its train rows in span coordinates, with a column of
+    ones for the bias, x [G, n, R + 1]) x D weight decays: head h is group h // D with
+    decay h % D, its parameters one [R + 1, C] block (W's rows, then the bias's)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, decays: torch.Tensor, n_classes: int):
-        self.x, self.y = x, y  # [G, n, width], [G, n]
+    def __init__(self, x, y, eigenvalues, decays: torch.Tensor, n_classes: int):
+        self.x, self.y = x, y  # [G, n, R + 1], [G, n]
         self.decays = decays  # [D], float32
         self.n_classes = n_classes
+        n = x.shape[1]
+        # each head's diagonal inverse curvature [H, R + 1, 1]: the bias's curvature is
+        # CURVATURE (its column of ones has eigenvalue n)
+        curvature = CURVATURE * eigenvalues / n  # [G, R]
+        curvature = torch.cat([curvature, torch.full_like(curvature[:, :1], CURVATURE)], 1)
+        penalty = torch.cat([decays.view(-1, 1).expand(-1, x.shape[2] - 1), decays.new_zeros(len(decays), 1)], 1)
+        self.preconditioner = (1.0 / (curvature.unsqueeze(1) + penalty)).flatten(0, 1).unsqueeze(2)
+        self._inputs = (torch.arange(x.shape[0], device=x.device), x)  # (groups, their x)
 
-    def objective(self, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """Each head's objective [G, D] (float64) and its gradient (W's [G, width, D*C],
-        b's [G, 1, D*C])."""
-        g, n, _ = self.x.shape
+    def inputs(self, groups: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """x of some groups (sorted), and each group's position in it. `keep`: the live
+        heads' groups, gathered once each time they change; else (the line search's few
+        heads) the kept inputs where they hold those groups (the others' heads are zero
+        columns), or those groups gathered."""
+        kept, x = self._inputs
+        if torch.equal(kept, groups):
+            return x, torch.arange(len(groups), device=groups.device)
+        if not keep and len(groups) * 2 >= len(kept):
+            positions = torch.searchsorted(kept, groups).clamp_(max=len(kept) - 1)
+            if torch.equal(kept[positions], groups):
+                return x, positions
+        x = self.x.index_select(0, groups)
+        if keep:
+            self._inputs = (groups, x)
+        return x, torch.arange(len(groups), device=groups.device)
+
+    def objective(self, heads: torch.Tensor, theta: torch.Tensor, keep: bool = True):
+        """The objective [L] (float64) and gradient [L, R + 1, C] of some heads (sorted),
+        theta [L, R + 1, C]. `keep`: see `inputs`."""
         d, c = len(self.decays), self.n_classes
-        logits = torch.baddbmm(b, self.x, w).view(g, n, d, c)
-        logp = torch.log_softmax(logits, dim=3)
-        labels = self.y.view(g, n, 1, 1).expand(g, n, d, 1)
-        ce = -logp.gather(3, labels).squeeze(3).sum(1, dtype=torch.float64) / n  # [G, D]
-        w4 = w.view(g, -1, d, c)
-        penalty = 0.5 * self.decays.double() * w4.square().sum((1, 3), dtype=torch.float64)
-        grad = logp.exp_()
-        grad.scatter_add_(3, labels, torch.full_like(grad[..., :1], -1.0))
-        grad = grad.div_(n).view(g, n, d * c)
-        grad_w = torch.baddbmm(
-            (w4 * self.decays.view(1, 1, d, 1)).view_as(w), self.x.transpose(1, 2), grad
+        groups, counts = torch.unique_consecutive(
+            torch.div(heads, d, rounding_mode="floor"), return_counts=True
         )
-        return ce + penalty, [grad_w, grad.sum(1, keepdim=True)]
+        x, positions = self.inputs(groups, keep)
+        local = torch.repeat_interleave(positions, counts)  # each head's group in x
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(heads), device=heads.device) - torch.repeat_interleave(first, counts)
+        k = int(counts.max())
+        g, n, width = x.shape
+        # the heads' blocks side by side per group: [g, R + 1, k * C] (absent heads zero)
+        w = theta.new_zeros((g, k, width, c))
+        w[local, slot] = theta
+        logits = torch.bmm(x, w.permute(0, 2, 1, 3).reshape(g, width, k * c)).view(g, n, k, c)
+        groups_y = self.y.index_select(0, groups)
+        if g != len(groups):  # kept inputs: the labels in their places
+            groups_y = self.y.new_zeros((g, n)).index_copy_(0, positions, groups_y)
+        labels = groups_y.view(g, n, 1, 1).expand(g, n, k, 1)
+        # cross-entropy and its gradient to full relative precision where a head is
+        # confident (weak penalties on separable features): with the top logit subtracted,
+        # -log p_y = (top - logit_y) + log1p(sum of the others' exp), and 1 - p_y is the
+        # others' share; the sums that hold 1 + something small are float64. In float32,
+        # log(1 + 1e-8) is 0, and the line search could not tell the last steps apart
+        logits -= logits.amax(3, keepdim=True)
+        grad = logits.exp()  # the numerators, the top one exactly 1
+        total = grad.sum(3, keepdim=True, dtype=torch.float64)
+        others = total - grad.gather(3, labels).double()
+        ce = torch.log1p(total - 1.0) - logits.gather(3, labels).double()
+        ce = ce.squeeze(3).sum(1) / n  # [g, k]
+        grad /= total.float()  # the probabilities
+        grad.scatter_(3, labels, (-others / total).float())  # p_y - 1 = -(the others' share)
+        grad = torch.bmm(x.transpose(1, 2), grad.div_(n).view(g, n, k * c))
+        grad = grad.view(g, width, k, c)[local, :, slot]  # [L, R + 1, C]
+        decay = self.decays[heads % d].view(-1, 1, 1)
+        weights = theta[:, :-1]
+        grad[:, :-1] += decay * weights
+        penalty = 0.5 * decay.view(-1).double() * weights.square().sum((1, 2), dtype=torch.float64)
+        return ce[local, slot] + penalty, grad
 
-    def subset(self, groups: torch.Tensor) -> _Heads:
-        return _Heads(self.x[groups], self.y[groups], self.decays, self.n_classes)
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-head inner products of [L, rows, C] blocks: [L], float64."""
+    return (a * b).sum((1, 2), dtype=torch.float64)
 
 
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor], d: int) -> torch.Tensor:
-    """Per-head inner products of two parameter lists ([G, rows, D*C] each): [G, D]."""
-    total = 0
-    for x, y in zip(a, b, strict=True):
-        total = total + (x * y).view(x.shape[0], x.shape[1], d, -1).sum((1, 3), dtype=torch.float64)
-    return total
+def _times(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v [L, rows, C] with each head's block times its scalar t [L]."""
+    return v * t.to(v.dtype).view(-1, 1, 1)
 
 
-def _scale(v: torch.Tensor, t: torch.Tensor, d: int) -> torch.Tensor:
-    """v [G, rows, D*C] with each head's block times its scalar t [G, D]."""
-    g, rows, _ = v.shape
-    return (v.view(g, rows, d, -1) * t.to(v.dtype).view(g, 1, d, 1)).view_as(v)
-
-
-def minimise(heads: _Heads, w: torch.Tensor, b: torch.Tensor, max_iter: int):
-    """Run each head's L-BFGS from (w, b) to convergence or `max_iter` iterations; returns
-    (w, b, iterations [G, D], converged [G, D]). Groups whose heads have all stopped leave
-    the arithmetic."""
-    d = len(heads.decays)
-    n_groups = w.shape[0]
-    theta = [w.clone(), b.clone()]
-    iters = torch.zeros((n_groups, d), dtype=torch.int64, device=w.device)
-    converged = torch.zeros((n_groups, d), dtype=torch.bool, device=w.device)
-    live = torch.arange(n_groups, device=w.device)  # groups with a head still running
-    part, p = heads, [t.clone() for t in theta]
-    f, grad = part.objective(*p)
-    pairs: list[tuple[list, list, torch.Tensor]] = []
+def minimise(heads: _Heads, max_iter: int):
+    """Run each head's L-BFGS from zero to convergence or `max_iter` iterations; returns
+    (theta [H, R + 1, C], iterations [H], converged [H])."""
+    x = heads.x
+    n_heads = x.shape[0] * len(heads.decays)
+    theta = x.new_zeros((n_heads, x.shape[2], heads.n_classes))
+    iters = torch.zeros(n_heads, dtype=torch.int64, device=x.device)
+    converged = torch.zeros(n_heads, dtype=torch.bool, device=x.device)
+    live = torch.arange(n_heads, device=x.device)  # heads still running
+    p, preconditioner = theta.clone(), heads.preconditioner
+    f, grad = heads.objective(live, p)
+    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     gamma = torch.ones_like(f)
-    running = torch.ones_like(f, dtype=torch.bool)
+    # finished heads stay in the arithmetic, not moving, until an eighth of them have
+    # finished: then they leave (dropping a head copies all of its curvature pairs)
+    frozen = torch.zeros_like(f, dtype=torch.bool)
     for it in range(1, max_iter + 1):
-        # the two-loop recursion: direction = -H grad, H from the last HISTORY pairs
-        q = [t.clone() for t in grad]
+        # the two-loop recursion: direction = -H grad, H from the last HISTORY pairs and
+        # the scaled preconditioner
+        q = grad.clone()
         alphas = []
         for s, y, rho in reversed(pairs):
-            a = rho * _dot(s, q, d)
+            a = rho * _dot(s, q)
             alphas.append(a)
-            q = [qi - _scale(yi, a, d) for qi, yi in zip(q, y, strict=True)]
-        r = [_scale(qi, gamma, d) for qi in q]
+            q -= _times(y, a)
+        r = _times(q * preconditioner, gamma)
         for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
-            beta = rho * _dot(y, r, d)
-            r = [ri + _scale(si, a - beta, d) for ri, si in zip(r, s, strict=True)]
-        direction = [-ri for ri in r]
-        slope = _dot(grad, direction, d)
-        uphill = slope >= 0  # lost curvature: steepest descent for that head
+            r += _times(s, a - rho * _dot(y, r))
+        direction = r.neg_().masked_fill_(frozen.view(-1, 1, 1), 0.0)
+        slope = _dot(grad, direction)
+        uphill = (slope >= 0) & ~frozen  # lost curvature: preconditioned steepest descent
         if bool(uphill.any()):
-            direction = [
-                di - _scale(di + gi, uphill.double(), d)
-                for di, gi in zip(direction, grad, strict=True)
-            ]
-            slope = torch.where(uphill, -_dot(grad, grad, d), slope)
+            steepest = -grad * preconditioner
+            direction = torch.where(uphill.view(-1, 1, 1), steepest, direction)
+            slope = torch.where(uphill, _dot(grad, steepest), slope)
         step = torch.ones_like(f)
-        if it == 1:  # scipy's first step: a unit move along the gradient
-            step = torch.clamp(1.0 / _dot(grad, grad, d).sqrt(), max=1.0)
-        step = torch.where(running, step, torch.zeros_like(step))
-        trial = [pi + _scale(di, step, d) for pi, di in zip(p, direction, strict=True)]
-        f_trial, grad_trial = part.objective(*trial)
+        trial = p + direction
+        f_trial, grad_trial = heads.objective(live, trial)
         for halvings in range(MAX_HALVINGS + 1):
-            accepted = f_trial <= f + ARMIJO * step * slope
-            failing = running & ~accepted
-            if halvings == MAX_HALVINGS or not bool(failing.any()):
+            accepted = (f_trial <= f + ARMIJO * step * slope) | frozen
+            if halvings == MAX_HALVINGS or bool(accepted.all()):
                 break
-            # backtrack: only the groups with a failing head are evaluated again
-            step = torch.where(failing, step * 0.5, step)
-            redo = torch.nonzero(failing.any(1)).squeeze(1)
-            redone = [
-                pi[redo] + _scale(di[redo], step[redo], d)
-                for pi, di in zip(p, direction, strict=True)
-            ]
-            f_redo, grad_redo = part.subset(redo).objective(*redone)
-            for t, r in zip(trial + grad_trial, redone + grad_redo, strict=True):
-                t[redo] = r
-            f_trial[redo] = f_redo
-        moved = accepted & running
-        mask = moved.double()
-        s_new = [_scale(t - pi, mask, d) for t, pi in zip(trial, p, strict=True)]
-        y_new = [_scale(gt - gi, mask, d) for gt, gi in zip(grad_trial, grad, strict=True)]
-        p = [pi + si for pi, si in zip(p, s_new, strict=True)]
-        grad = [gi + yi for gi, yi in zip(grad, y_new, strict=True)]
-        f_old, f = f, torch.where(moved, f_trial, f)
-        sy, yy = _dot(s_new, y_new, d), _dot(y_new, y_new, d)
-        curved = moved & (sy > 1e-10 * yy) & (yy > 0)
+            # backtrack: only the failing heads are evaluated again
+            redo = torch.nonzero(~accepted).squeeze(1)
+            step[redo] *= 0.5
+            redone = p[redo] + _times(direction[redo], step[redo])
+            f_trial[redo], grad_trial[redo] = heads.objective(live[redo], redone, keep=False)
+            trial[redo] = redone
+        mask = (accepted & ~frozen).double()
+        s_new = _times(trial - p, mask)
+        y_new = _times(grad_trial - grad, mask)
+        p += s_new
+        grad += y_new
+        f_old, f = f, torch.where(accepted & ~frozen, f_trial, f)
+        sy, yy = _dot(s_new, y_new), _dot(y_new, y_new * preconditioner)
+        curved = accepted & (sy > 1e-10 * yy) & (yy > 0)
         rho = torch.where(curved, 1.0 / torch.where(curved, sy, 1.0), 0.0)  # 0: pair unused
         gamma = torch.where(curved, sy / torch.where(curved, yy, 1.0), gamma)
         pairs = (pairs + [(s_new, y_new, rho)])[-HISTORY:]
-        iters[live] = torch.where(running, it, iters[live])
-        largest = torch.stack(
-            [t.abs().view(t.shape[0], t.shape[1], d, -1).amax((1, 3)) for t in grad]
-        ).amax(0)
+        iters[live[~frozen]] = it
+        largest = grad.abs().amax((1, 2))
         scale = torch.maximum(torch.maximum(f_old.abs(), f.abs()), torch.ones_like(f))
         done = largest <= GRADIENT_TOLERANCE
         done |= (f_old - f) <= RELATIVE_DECREASE * scale
         done |= ~accepted  # no step lowers the objective: as low as float32 can tell
-        converged[live] |= done & running
-        running &= ~done
-        if it == max_iter or not bool(running.any()):
-            for t, pi in zip(theta, p, strict=True):
-                t[live] = pi
+        done |= frozen
+        converged[live] = done
+        if it == max_iter or bool(done.all()):
+            theta[live] = p
             break
-        keep = running.any(1)
-        if not bool(keep.all()):  # write finished groups back, drop them
-            for t, pi in zip(theta, p, strict=True):
-                t[live[~keep]] = pi[~keep]
-            live, part = live[keep], part.subset(torch.nonzero(keep).squeeze(1))
-            p, grad = [t[keep] for t in p], [t[keep] for t in grad]
-            f, gamma, running = f[keep], gamma[keep], running[keep]
-            pairs = [([t[keep] for t in s], [t[keep] for t in y], r[keep]) for s, y, r in pairs]
-    return theta[0], theta[1], iters, converged
+        frozen = done
+        if int(frozen.sum()) * 8 >= len(frozen):  # write finished heads back, drop them
+            theta[live[frozen]] = p[frozen]
+            keep = torch.nonzero(~frozen).squeeze(1)
+            live, p, grad, f, gamma = live[keep], p[keep], grad[keep], f[keep], gamma[keep]
+            preconditioner, frozen = preconditioner[keep], frozen[keep]
+            pairs = [(s[keep], y[keep], r[keep]) for s, y, r in pairs]
+    return theta, iters, converged
 
 
 def fit(stacks, parts, ys, max_iter: int, decays: tuple[float, ...]) -> None:
     """Fit every linear head of `stacks` (probes.HeadStack, heads layer-major, then run,
     then decay) and leave the results where the early-stopping engines leave theirs:
     `best` (and `params`) the fitted weights, `best_loss` the validation loss,
-    `best_epoch` and `epochs` the iterations, `active` the heads that hit `max_iter`."""
+    `best_epoch` and `epochs` the iterations, `active` the heads that hit `max_iter`.
+    Layers of similar span width are fitted together (`stack_groups`)."""
     d = len(decays)
     device = parts[TRAIN].device
     rows = parts[TRAIN][::d]  # [runs, n_train]: a run's decays share its rows
-    n_runs = rows.shape[0]
+    n_runs, n_train = rows.shape
     y = ys[TRAIN][::d]
     penalties = torch.tensor(decays, dtype=torch.float32, device=device)
-    for stack in stacks:
+    spans = {}  # (stack, layer index) -> span_basis of its runs' train rows
+    for s, stack in enumerate(stacks):
         if len(stack.params) != 2:
             raise ValueError("the lbfgs solver fits linear heads (hidden: 0) only")
-        n_heads, _, c = stack.params[0].shape
-        iters = torch.zeros((n_heads // d, d), dtype=torch.int64, device=device)
-        converged = torch.zeros_like(iters, dtype=torch.bool)
-        for i, dim in enumerate(stack.dims):  # layer by layer: no padded columns
-            heads = _Heads(stack.run_inputs(rows, d, i), y, penalties, c)
-            at = slice(i * n_runs * d, (i + 1) * n_runs * d)  # the layer's heads
-            # [runs * D, dim, C] -> [runs, dim, D*C]: a run's decays side by side
-            w = stack.params[0][at, :dim].view(n_runs, d, dim, c).permute(0, 2, 1, 3)
-            b = stack.params[1][at].reshape(n_runs, 1, d * c)
-            w, b, layer_iters, layer_converged = minimise(
-                heads, w.reshape(n_runs, dim, d * c), b.contiguous(), max_iter
-            )
-            groups = slice(i * n_runs, (i + 1) * n_runs)
-            iters[groups], converged[groups] = layer_iters, layer_converged
+        for i in range(len(stack.dims)):
+            spans[s, i] = span_basis(stack.run_inputs(rows, d, i))
+        stack.epochs = torch.zeros(len(stack.active), dtype=torch.int64, device=device)
+        stack.active = torch.zeros_like(stack.active)
+    for group in stack_groups({key: span[0].shape[2] for key, span in spans.items()}):
+        width = max(spans[key][0].shape[2] for key in group)
+        x = torch.cat(
+            [
+                torch.nn.functional.pad(spans[key][0], (0, width - spans[key][0].shape[2]))
+                for key in group
+            ]
+        )
+        x = torch.cat([x, x.new_ones((*x.shape[:2], 1))], 2)  # the bias's column
+        eigenvalues = torch.cat(
+            [torch.nn.functional.pad(spans[key][2], (0, width - spans[key][2].shape[1])) for key in group]
+        )
+        heads = _Heads(x, y.repeat(len(group), 1), eigenvalues, penalties, stacks[0].params[0].shape[2])
+        theta, iters, converged = minimise(heads, max_iter)
+        per_layer = n_runs * d
+        for j, (s, i) in enumerate(group):
+            stack, (_, basis, _) = stacks[s], spans[s, i]
+            mine = slice(j * per_layer, (j + 1) * per_layer)
+            block = theta[mine].view(n_runs, d, width + 1, -1)  # [runs, D, R + 1, C]
+            r, c = basis.shape[2], block.shape[3]
+            # W = V Z per (run, decay): [runs, dim, r] @ [runs, r, D * C]
+            z = block[:, :, :r].permute(0, 2, 1, 3).reshape(n_runs, r, d * c)
+            weights = torch.bmm(basis, z).view(n_runs, -1, d, c).permute(0, 2, 1, 3)
+            at = slice(i * per_layer, (i + 1) * per_layer)  # the layer's heads in its stack
+            dim = stack.dims[i]
             with torch.no_grad():
-                fitted = w.view(n_runs, dim, d, c).permute(0, 2, 1, 3).reshape(-1, dim, c)
                 for target in (stack.params, stack.best):
-                    target[0][at, :dim] = fitted
-                    target[1][at] = b.view(-1, 1, c)
+                    target[0][at] = 0.0
+                    target[0][at, :dim] = weights.reshape(per_layer, dim, c)
+                    target[1][at] = block[:, :, width].reshape(per_layer, 1, -1)
+            stack.epochs[at] = iters[mine]
+            stack.active[at] = ~converged[mine]
+    for stack in stacks:
         with torch.no_grad():
-            stack.best_loss = stack.losses(VAL, ys[VAL])
-            stack.best_epoch = iters.flatten()
-            stack.epochs = iters.flatten()
-            stack.active = ~converged.flatten()
+            stack.best_loss, stack.best_accuracy = stack.scores(VAL, ys[VAL])
+            stack.best_epoch = stack.epochs.clone()

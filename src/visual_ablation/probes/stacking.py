@@ -48,6 +48,9 @@ class ProbeConfig:
     # adamw: minibatches, early stopping on validation loss; lbfgs: linear heads fitted
     # to their L2-penalised optimum (probes/lbfgs.py)
     solver: str = PROBE_DEFAULTS["solver"]
+    # adamw: what early stopping and the choice among weight decays watch on validation:
+    # `loss`, or `accuracy` (ties: the lower loss), what the probe reports
+    monitor: str = PROBE_DEFAULTS["monitor"]
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ProbeConfig:
@@ -74,6 +77,7 @@ class HeadResult:
     epochs: int  # epochs trained before early stopping (or max_epochs)
     hit_max_epochs: bool  # not stopped by `patience` before max_epochs ran out
     best_val_loss: float
+    best_val_accuracy: float  # the best epoch's (lbfgs: the fitted head's)
     n_features: int
     weight_decay: float  # the grid's value with the lowest validation loss
     # the best weights (W1 [dim, out], b1 [out](, W2, b2)) and the train-split mean and
@@ -117,9 +121,19 @@ def init_head(dim: int, n_classes: int, hidden: int, seed: int) -> list[torch.Te
     return params
 
 
-def head_logits(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits of a stack of heads: x [heads, rows, dim] -> [heads, rows, classes]."""
-    hidden = torch.baddbmm(params[1], x, params[0])
+def head_logits(params: list[torch.Tensor], x: torch.Tensor, every: int = 1) -> torch.Tensor:
+    """Logits of a stack of heads: x [heads, rows, dim] -> [heads, rows, classes]; or,
+    with `every` > 1, x [heads / every, rows, dim] shared by each `every` consecutive heads
+    (a run's weight decays): their first layers as one matmul, side by side."""
+    if every == 1:
+        hidden = torch.baddbmm(params[1], x, params[0])
+    else:
+        heads, dim, out = params[0].shape
+        groups = heads // every
+        w = params[0].view(groups, every, dim, out).permute(0, 2, 1, 3).reshape(groups, dim, -1)
+        b = params[1].view(groups, every, 1, out).permute(0, 2, 1, 3).reshape(groups, 1, -1)
+        hidden = torch.baddbmm(b, x, w).view(groups, x.shape[1], every, out)
+        hidden = hidden.permute(0, 2, 1, 3).reshape(heads, x.shape[1], out)
     if len(params) == 2:
         return hidden
     return torch.baddbmm(params[3], torch.relu(hidden), params[2])
@@ -227,6 +241,11 @@ class HeadStack:
             self.mean = self.std = None
             self.run_index = torch.arange(len(runs), device=device).unsqueeze(1)
         self.parts = parts  # split code -> [runs, rows of that part]
+        # how many consecutive runs share their rows and statistics (one run's weight
+        # decays, fitting.train's slots): evaluated on one copy of the inputs
+        self.shared_rows = len(runs) // len(set(runs))
+        if runs != [run for run in runs[:: self.shared_rows] for _ in range(self.shared_rows)]:
+            self.shared_rows = 1
         width = values.shape[2]
         inits = []
         for layer, dim in zip(layers, dims, strict=True):
@@ -243,38 +262,22 @@ class HeadStack:
         self.best = [p.detach().clone() for p in self.params]
         # early-stopping state lives on the device: deciding it costs no host sync
         self.best_loss = torch.full((n_heads,), math.inf, dtype=torch.float64, device=device)
+        self.best_accuracy = torch.full((n_heads,), -1.0, dtype=torch.float64, device=device)
         self.best_epoch = torch.zeros(n_heads, dtype=torch.int64, device=device)
         self.epochs = torch.zeros(n_heads, dtype=torch.int64, device=device)
         self.active = torch.ones(n_heads, dtype=torch.bool, device=device)
 
-    def inputs(self, rows: torch.Tensor) -> torch.Tensor:
+    def inputs(self, rows: torch.Tensor, every: int = 1) -> torch.Tensor:
         """Standardised inputs of every head: image rows per run [n_runs, k] ->
-        [heads, k, width], each run's rows with its own statistics."""
+        [heads, k, width], each run's rows with its own statistics; with `every`, of every
+        `every`-th run (rows [n_runs / every, k]) only."""
         if self.run_index is not None:
-            x = self.values[:, self.run_index, rows]  # [layers, runs, k, width]
+            x = self.values[:, self.run_index[::every], rows]  # [layers, runs, k, width]
         else:
             x = self.values[:, rows]
             if self.mean is not None:
-                x = (x - self.mean) / self.std
+                x = (x - self.mean[:, ::every]) / self.std[:, ::every]
         return x.reshape(-1, rows.shape[1], x.shape[3])
-
-    def live_gradients(self, rows: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """The stack's gradients on a minibatch (`rows`: image rows [n_runs, batch], `y`:
-        their labels), its stopped heads left out of the arithmetic (their gradient is
-        0). The eager engine's step, stack by stack: on the CPU, one buffer for every
-        stack's logits made the matmuls slower (benchmarks/README.md)."""
-        live = torch.nonzero(self.active).squeeze(1)
-        params, x = self.params, self.inputs(rows)
-        labels = y.repeat(len(self.layers), 1)  # heads are layer-major
-        if len(live) < len(self.active):
-            params = [p.index_select(0, live) for p in params]
-            x, labels = x.index_select(0, live), labels.index_select(0, live)
-        weight = torch.full((labels.numel(),), 1.0 / rows.shape[1], device=x.device)  # a mean
-        grads = head_gradients([(params, x)], labels.flatten(), weight)
-        if len(live) == len(self.active):
-            return grads
-        full = [torch.zeros_like(p) for p in self.params]
-        return [f.index_add_(0, live, g) for f, g in zip(full, grads, strict=True)]
 
     def run_inputs(self, rows: torch.Tensor, every: int, layer: int) -> torch.Tensor:
         """Standardised inputs of one layer (its index in the stack), once per run, where
@@ -294,23 +297,26 @@ class HeadStack:
         """Every head's logits on its run's rows of one split part, in chunks of rows:
         (positions, [heads, rows, classes]). Chunks keep the per-head copy of the inputs
         near CHUNK_VALUES values."""
-        rows = self.parts[code]  # [runs, part size]
+        every = self.shared_rows
+        rows = self.parts[code][::every]  # [runs, part size]: each run's inputs once
         n_layers, width = self.values.shape[0], self.values.shape[-1]
-        chunk = max(1, self.CHUNK_VALUES // (n_layers * len(self.runs) * width))
+        chunk = max(1, self.CHUNK_VALUES // (n_layers * rows.shape[0] * width))
         for start in range(0, rows.shape[1], chunk):
             where = slice(start, min(start + chunk, rows.shape[1]))
-            yield where, head_logits(params or self.params, self.inputs(rows[:, where]))
+            x = self.inputs(rows[:, where], every)
+            yield where, head_logits(params or self.params, x, every)
 
     @torch.no_grad()
-    def losses(self, code: int, y: torch.Tensor) -> torch.Tensor:
-        """Every head's mean cross-entropy on one split part (`y`: [n_runs, part size]
-        labels; float64, [heads], on the stack's device)."""
+    def scores(self, code: int, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every head's mean cross-entropy and accuracy on one split part (`y`: [n_runs,
+        part size] labels; float64, [heads] each, on the stack's device)."""
         total = torch.zeros(len(self.active), dtype=torch.float64, device=y.device)
+        correct = torch.zeros_like(total)
         for where, logits in self.logits(code):
             labels = y[:, where].repeat(len(self.layers), 1)  # [heads, rows]
-            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-            total += ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
-        return total / y.shape[1]
+            total += cross_entropy_sums(logits, labels)
+            correct += (logits.argmax(2) == labels).sum(1)
+        return total / y.shape[1], correct / y.shape[1]
 
     @torch.no_grad()
     def best_proba(self, code: int) -> np.ndarray:
@@ -322,17 +328,38 @@ class HeadStack:
         return np.concatenate(parts, axis=1)
 
     @torch.no_grad()
-    def end_epoch(self, epoch: int, val_loss: torch.Tensor, patience: int) -> None:
-        """Keep the improved heads' weights, stop those out of patience: on the device,
-        with no host sync."""
-        improved = self.active & (val_loss < self.best_loss)
+    def end_epoch(
+        self, epoch: int, val: tuple[torch.Tensor, torch.Tensor], patience: int, monitor: str
+    ) -> None:
+        """Keep the improved heads' weights (`val`: their validation loss and accuracy,
+        `improves` says which way `monitor` counts), stop those out of patience: on the
+        device, with no host sync."""
+        val_loss, val_accuracy = val
+        improved = self.active & improves(monitor, val, (self.best_loss, self.best_accuracy))
         for best, p in zip(self.best, self.params, strict=True):
             best.copy_(torch.where(improved.view(-1, 1, 1), p, best))
         self.best_loss = torch.where(improved, val_loss, self.best_loss)
+        self.best_accuracy = torch.where(improved, val_accuracy, self.best_accuracy)
         self.best_epoch = torch.where(improved, epoch, self.best_epoch)
         stop = self.active & (epoch - self.best_epoch >= patience)
         self.epochs = torch.where(stop, epoch, self.epochs)
         self.active &= ~stop
+
+
+def cross_entropy_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each head's summed cross-entropy over its rows: logits [heads, rows, classes],
+    labels [heads, rows] -> [heads] (float64 sums)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return ce.view(logits.shape[0], -1).sum(1, dtype=torch.float64)
+
+
+def improves(monitor: str, new: tuple, best: tuple) -> torch.Tensor | bool:
+    """Whether validation scores (loss, accuracy) beat the best so far: a lower loss
+    (`monitor` loss), or a higher accuracy, at equal accuracy a lower loss (`accuracy`)."""
+    (loss, accuracy), (best_loss, best_accuracy) = new, best
+    if monitor == "loss":
+        return loss < best_loss
+    return (accuracy > best_accuracy) | ((accuracy == best_accuracy) & (loss < best_loss))
 
 
 def stack_groups(dims: dict[str, int], max_padding: float = 2.0) -> list[list[str]]:

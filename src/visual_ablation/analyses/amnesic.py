@@ -23,12 +23,10 @@ random orthonormal directions removed. numpy only (no torch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 
 from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
@@ -67,41 +65,98 @@ def _centred_onehot(y: np.ndarray, k: int) -> np.ndarray:
     return onehot - onehot.mean(axis=0)
 
 
+class Removal(NamedTuple):
+    """A subspace B [dim, m] (orthonormal) removed from the features of a RidgeFits: the
+    train, validation and test rows' coordinates along it, the train ones also in the
+    Gram matrix's eigenbasis (what the Woodbury identity needs)."""
+
+    basis: np.ndarray
+    train: np.ndarray  # Z_train B [n, m]
+    eigen: np.ndarray  # V^T Z_train B [n, m]
+    val: np.ndarray
+    test: np.ndarray | None
+    scale: float  # the mean eigenvalue of the Gram matrix left, G - W W^T
+
+
 class RidgeFits:
-    """Ridge classifiers (onto centred one-hot labels) of any labels on one set of features,
-    solved in their dual form: the train Gram matrix's eigendecomposition gives every
-    penalty of PENALTIES at once, and it and the validation (and test) rows' products with
-    the train rows are computed once, for every factor decoded from these features."""
+    """Ridge classifiers (onto centred one-hot labels) of any labels on one set of features
+    z, and on z with any subspace removed, solved in their dual form from one
+    eigendecomposition of the train Gram matrix G = V diag(e) V^T, for every penalty of
+    PENALTIES and every factor decoded from these features.
+
+    With a subspace B removed, the Gram matrix is G - W W^T (W = Z_train B: the removed
+    rows are orthogonal to it), and the dual solve (G - W W^T + p I)^-1 T follows from
+    (G + p I)^-1, diagonal in V, by the Woodbury identity: an m x m system per penalty
+    instead of a Cholesky factorisation or an eigendecomposition of an n x n matrix each
+    time (INLP removes a few directions per iteration, and tests each factor's removal
+    with a refitted classifier). float64 throughout."""
 
     def __init__(self, z_train: np.ndarray, z_val: np.ndarray, z_test: np.ndarray | None = None):
-        train = z_train.astype(np.float64)
-        self.gram = train @ train.T
-        self.eigenvalues, self.vectors = np.linalg.eigh(self.gram)
+        self.train = z_train.astype(np.float64)
+        self.val = z_val.astype(np.float64)
+        self.test = None if z_test is None else z_test.astype(np.float64)
+        self.eigenvalues, self.vectors = np.linalg.eigh(self.train @ self.train.T)
         self.scale = max(float(self.eigenvalues.mean()), 1e-12)
-        self.cross_val = z_val.astype(np.float64) @ train.T
-        self.cross_test = None if z_test is None else z_test.astype(np.float64) @ train.T
+        # the validation and test rows' products with the train rows, in the eigenbasis
+        self.cross_val = (self.val @ self.train.T) @ self.vectors
+        self.cross_test = None if self.test is None else (self.test @ self.train.T) @ self.vectors
 
-    def duals(self, y_train: np.ndarray, k: int) -> Iterator[tuple[float, np.ndarray]]:
-        """(penalty, dual coefficients [n_train, k]) for each penalty of PENALTIES."""
-        projected = self.vectors.T @ _centred_onehot(y_train, k)
-        for penalty in PENALTIES:
-            shrunk = projected / (self.eigenvalues + penalty * self.scale)[:, None]
-            yield penalty * self.scale, self.vectors @ shrunk
+    def removal(self, basis: np.ndarray, grown: Removal | None = None) -> Removal:
+        """`basis` removed; `grown`: the removal of its first columns, extended by the rest."""
+        done = 0 if grown is None else grown.basis.shape[1]
+        added = basis[:, done:]
+        train = self.train @ added
+        parts = [train, self.vectors.T @ train, self.val @ added]
+        parts.append(None if self.test is None else self.test @ added)
+        if grown is not None:
+            old = (grown.train, grown.eigen, grown.val, grown.test)
+            parts = [p if o is None else np.concatenate([o, p], 1) for o, p in zip(old, parts, strict=True)]
+        left = (self.eigenvalues.sum() - np.square(parts[0]).sum()) / len(train)
+        return Removal(basis, *parts, max(float(left), 1e-12))
 
-    def penalty(self, y_train: np.ndarray, y_val: np.ndarray, k: int) -> tuple[float, float, np.ndarray]:
-        """The penalty (absolute) with the best validation accuracy, that accuracy, and
-        its dual coefficients."""
+    def solve(self, targets: np.ndarray, penalty: float, removal: Removal | None) -> np.ndarray:
+        """The dual coefficients, in the eigenbasis (alpha = V s), of the ridge fit of
+        `targets` (in the eigenbasis too, V^T T [n, k]) at an absolute penalty."""
+        inverse = 1.0 / (self.eigenvalues + penalty)
+        s = inverse[:, None] * targets
+        if removal is not None and removal.basis.shape[1]:
+            scaled = inverse[:, None] * removal.eigen  # (G + pI)^-1 W, in the eigenbasis
+            capacitance = np.eye(removal.basis.shape[1]) - removal.eigen.T @ scaled
+            s = s + scaled @ np.linalg.solve(capacitance, removal.eigen.T @ s)
+        return s
+
+    def scores(self, s: np.ndarray, part: str, removal: Removal | None) -> np.ndarray:
+        """The classifier's scores [rows, k] on the validation or test rows."""
+        cross = self.cross_val if part == "val" else self.cross_test
+        out = cross @ s
+        if removal is not None and removal.basis.shape[1]:
+            rows = removal.val if part == "val" else removal.test
+            out -= rows @ (removal.eigen.T @ s)
+        return out
+
+    def penalty(
+        self, y_train: np.ndarray, y_val: np.ndarray, k: int, removal: Removal | None = None
+    ) -> tuple[float, float, np.ndarray]:
+        """The penalty (absolute) of PENALTIES, relative to the mean eigenvalue of the Gram
+        matrix fitted, with the best validation accuracy (ties: the first), that accuracy,
+        and its dual coefficients in the eigenbasis."""
+        targets = self.vectors.T @ _centred_onehot(y_train, k)
+        scale = self.scale if removal is None else removal.scale
         best = None
-        for penalty, alpha in self.duals(y_train, k):
-            accuracy = float(((self.cross_val @ alpha).argmax(axis=1) == y_val).mean())
+        for penalty in PENALTIES:
+            s = self.solve(targets, penalty * scale, removal)
+            accuracy = float((self.scores(s, "val", removal).argmax(axis=1) == y_val).mean())
             if best is None or accuracy > best[1]:
-                best = (penalty, accuracy, alpha)
+                best = (penalty * scale, accuracy, s)
         return best
 
-    def test_accuracy(self, y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray, k: int) -> float:
-        """Test accuracy of the classifier with the penalty chosen on validation."""
-        _, _, alpha = self.penalty(y_train, y_val, k)
-        return float(((self.cross_test @ alpha).argmax(axis=1) == y_test).mean())
+    def test_accuracy(
+        self, y: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, removal: Removal | None = None
+    ) -> float:
+        """Test accuracy of the classifier with the penalty chosen on validation; `y`: the
+        train, validation and test labels."""
+        _, _, s = self.penalty(y[0], y[1], k, removal)
+        return float((self.scores(s, "test", removal).argmax(axis=1) == y[2]).mean())
 
 
 def ridge_penalty(
@@ -116,8 +171,9 @@ def ridge_weights(
     z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int
 ) -> np.ndarray:
     """Weights [dim, k] of the ridge classifier of y (penalty chosen on validation)."""
-    _, _, alpha = RidgeFits(z_train, z_val).penalty(y_train, y_val, k)
-    return z_train.astype(np.float64).T @ alpha
+    fits = RidgeFits(z_train, z_val)
+    _, _, s = fits.penalty(y_train, y_val, k)
+    return fits.train.T @ (fits.vectors @ s)
 
 
 def factor_accuracy(
@@ -126,7 +182,7 @@ def factor_accuracy(
     """Test accuracy of the ridge classifier of y (penalty chosen on validation) on
     features z; `parts`: the train, validation and test rows."""
     train, val, test = parts
-    return RidgeFits(z[train], z[val], z[test]).test_accuracy(y[train], y[val], y[test], k)
+    return RidgeFits(z[train], z[val], z[test]).test_accuracy((y[train], y[val], y[test]), k)
 
 
 def _extend(basis: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -158,35 +214,31 @@ def inlp_basis(
 ) -> np.ndarray:
     """The factor's linearly decodable subspace [dim, m] (orthonormal). The ridge penalty
     is chosen once, on the features as they are; each iteration refits the classifier on
-    the projected features (a Cholesky solve of the train Gram matrix, downdated by the
-    directions removed) and stops once its validation accuracy is at the majority share:
-    directions fit to noise then cost the heads what random ones do. `fits`: the
-    features' RidgeFits, where other factors share it."""
+    the features with the subspace found so far removed (RidgeFits' Woodbury solve) and
+    stops once its validation accuracy is at the majority share: directions fit to noise
+    then cost the heads what random ones do. `fits`: the features' RidgeFits, where other
+    factors share it."""
     k = k or int(max(y_train.max(), y_val.max())) + 1
     majority = float(np.bincount(y_val, minlength=k).max() / len(y_val))
-    train, val = z_train.astype(np.float64), z_val.astype(np.float64)
-    fits = fits or RidgeFits(train, val)
+    fits = fits or RidgeFits(z_train, z_val)
     penalty, _, _ = fits.penalty(y_train, y_val, k)
-    targets = _centred_onehot(y_train, k)
-    gram, cross = fits.gram.copy(), fits.cross_val.copy()
-    basis = np.zeros((train.shape[1], 0))
+    targets = fits.vectors.T @ _centred_onehot(y_train, k)
+    basis = np.zeros((fits.train.shape[1], 0))
+    removal = None
     for _ in range(iterations):
-        factor = np.linalg.cholesky(gram + penalty * np.eye(len(train)))
-        alpha = scipy.linalg.cho_solve((factor, True), targets)
-        if float(((cross @ alpha).argmax(axis=1) == y_val).mean()) <= majority:
+        s = fits.solve(targets, penalty, removal)
+        if float((fits.scores(s, "val", removal).argmax(axis=1) == y_val).mean()) <= majority:
             break
-        grown = _extend(basis, train.T @ alpha)
-        added = grown[:, basis.shape[1] :]
-        if not added.shape[1]:
+        # the classifier's weights on the projected features: Z'^T alpha, Z' = Z - Z B B^T
+        alpha = fits.vectors @ s
+        weights = fits.train.T @ alpha
+        if removal is not None:
+            weights -= basis @ (removal.train.T @ alpha)
+        grown = _extend(basis, weights)
+        if grown.shape[1] == basis.shape[1]:
             break
         basis = grown
-        # the directions are orthogonal to those removed: project them out of the
-        # features and downdate the Gram matrices by their rank
-        at_train, at_val = train @ added, val @ added
-        gram -= at_train @ at_train.T
-        cross -= at_val @ at_train.T
-        train -= at_train @ added.T
-        val -= at_val @ added.T
+        removal = fits.removal(basis, removal)
     return basis
 
 
@@ -257,9 +309,8 @@ def amnesic_store(
                 basis = inlp_basis(
                     z[train_rows], y_parts[0], z[val_rows], y_parts[1], iterations, k, fits
                 )
-                parts = (train_rows, val_rows, test_rows)
-                before = fits.test_accuracy(*y_parts, k)
-                after = factor_accuracy(removed(z, basis), y, parts, k)
+                before = fits.test_accuracy(y_parts, k)
+                after = fits.test_accuracy(y_parts, k, fits.removal(basis))
                 m = basis.shape[1]
                 draws = [
                     random_basis(z.shape[1], m, [run, j, m, z.shape[1]])

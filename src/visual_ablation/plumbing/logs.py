@@ -3,12 +3,13 @@
 Snakemake shows a failed job's log only with --show-failed-logs (set in the default
 profile); printing the one-line reason to the real stderr makes it visible either way.
 Every job enters here first, so it also sets what each job's process needs: malloc
-keeping freed memory (plumbing/allocator.py).
+keeping freed memory (plumbing/allocator.py); and a job's process ends with its block.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -19,6 +20,12 @@ from visual_ablation.plumbing.allocator import keep_freed_memory
 
 @contextmanager
 def job_log(path: str) -> Iterator[None]:
+    """The job's block: its log, its errors, and then its end. The process exits when
+    the block does (status 0, or 1 after an error), without the interpreter's teardown:
+    its outputs are written and closed by then, and with torch loaded the teardown (freeing
+    every module, unloading the CUDA libraries) took 0.35 s of every torch job
+    (benchmarks/README.md, "The default run's profile"). So a job script has nothing after
+    its `with job_log(...)` block."""
     keep_freed_memory()
     console = sys.stderr
     with open(path, "w", buffering=1) as log_file:
@@ -34,7 +41,12 @@ def job_log(path: str) -> Iterator[None]:
         except Exception as err:
             traceback.print_exc(file=log_file)
             print(f"ERROR: {type(err).__name__}: {err}\n(details: {path})", file=console)
-            raise SystemExit(1) from None
+            status = 1
+        else:
+            status = 0
         finally:
             sys.stderr = console
             root.removeHandler(handler)
+    sys.stdout.flush()
+    console.flush()
+    os._exit(status)

@@ -48,8 +48,6 @@ def write_predictions_table(
     """The per-image predictions as a csv a person can read: one row per (run, test
     image) with the image's data-store row, its file (file-based sources) and true label,
     and each layer's predicted label (class names), so a mistake can be looked at."""
-    import pandas as pd
-
     from visual_ablation.data import preparation
     from visual_ablation.plumbing import store
 
@@ -57,19 +55,19 @@ def write_predictions_table(
         _, names = preparation.read_target(group, target, f"data store {data_path}")
         files = preparation.read_file_names(group)
     layers = [str(layer) for layer in values["layers"]]
-    frames = []
+    rows = []  # csv, not pandas: train and transfer jobs do not import it
     for r, run in enumerate(values["runs"]):
-        image = values["image"][r]
-        frame = {
-            "run": np.full(len(image), int(run)),
-            "image": image,
-            "file": [files[i] for i in image] if files is not None else [""] * len(image),
-            "label": [names[k] for k in values["label"][r]],
-        }
-        for j, layer in enumerate(layers):
-            frame[layer] = [names[k] for k in values["predicted"][r, j]]
-        frames.append(pd.DataFrame(frame))
-    outputs.write_table(pd.concat(frames, ignore_index=True), path)
+        for i, image in enumerate(values["image"][r]):
+            row = {
+                "run": int(run),
+                "image": int(image),
+                "file": files[image] if files is not None else "",
+                "label": names[values["label"][r, i]],
+            }
+            for j, layer in enumerate(layers):
+                row[layer] = names[values["predicted"][r, j, i]]
+            rows.append(row)
+    outputs.write_csv(rows, path, ["run", "image", "file", "label", *layers])
 
 
 def write_heads(heads: list[stacking.HeadResult], rows: list[dict[str, Any]], path: str) -> None:

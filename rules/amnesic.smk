@@ -60,20 +60,22 @@ rule amnesic_table:
         "../workflow/scripts/amnesic_table.py"
 
 
+# every (dataset, backbone, probe)'s figure in one job: they all follow the table
+AMNESIC_KEYS = plans.amnesic.figure_keys(EXPERIMENT)
+
+
 rule amnesic_plot:
     input:
         rules.amnesic_table.output[0],
     output:
-        report(
-            layout.fill(LAYOUT.figure, figure="amnesic"),
-            caption="../workflow/report/amnesic.rst",
-            category="Amnesic probing",
-            subcategory="{dataset}",
-            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        figure_reports(
+            AMNESIC_KEYS, "amnesic", "../workflow/report/amnesic.rst", "Amnesic probing"
         ),
     log:
-        LAYOUT.log("amnesic_plot", "{dataset}/{backbone}/{probe}"),
+        LAYOUT.log("amnesic_plot"),
     conda:
         "../envs/report.yaml"
+    params:
+        figures=[list(key) for key in AMNESIC_KEYS],
     script:
         "../workflow/scripts/amnesic_plot.py"

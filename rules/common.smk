@@ -135,3 +135,21 @@ def train_runtime(wildcards, input, attempt):
         input.features,
         attempt,
     )
+
+
+from snakemake.io import report as in_report  # `report(` opening a line is the directive
+
+
+def figure_reports(keys, figure, caption, category):
+    """One figure file per (dataset, backbone, probe) of `keys`, each in the report with
+    its own labels: the figures of one table, drawn by one job (they all follow it)."""
+    return [
+        in_report(
+            layout.fill(LAYOUT.figure, dataset=d, backbone=b, probe=p, figure=figure),
+            caption=caption,
+            category=category,
+            subcategory=d,
+            labels={"backbone": b, "probe": p},
+        )
+        for d, b, p in keys
+    ]

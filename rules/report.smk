@@ -27,39 +27,42 @@ rule aggregate:
         "../workflow/scripts/aggregate.py"
 
 
+# every (dataset, backbone, probe)'s figures in one job: they all follow the summary, and a
+# job's start-up is most of a figure's time
+PLOT_KEYS = plans.report.figure_keys(EXPERIMENT)
+
+
 rule plots:
     input:
         rules.aggregate.output.summary,
     output:
-        by_layer=report(
-            layout.fill(LAYOUT.figure, figure="accuracy_by_layer"),
-            caption="../workflow/report/accuracy_by_layer.rst",
-            category="Accuracy by layer",
-            subcategory="{dataset}",
-            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        by_layer=figure_reports(
+            PLOT_KEYS,
+            "accuracy_by_layer",
+            "../workflow/report/accuracy_by_layer.rst",
+            "Accuracy by layer",
         ),
-        difference=report(
-            layout.fill(LAYOUT.figure, figure="difference_heatmap"),
-            caption="../workflow/report/difference_heatmap.rst",
-            category="Difference to original",
-            subcategory="{dataset}",
-            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        difference=figure_reports(
+            PLOT_KEYS,
+            "difference_heatmap",
+            "../workflow/report/difference_heatmap.rst",
+            "Difference to original",
         ),
-        targets=report(
-            layout.fill(LAYOUT.figure, figure="targets_by_layer"),
-            caption="../workflow/report/targets_by_layer.rst",
-            category="Targets by layer",
-            subcategory="{dataset}",
-            labels={"backbone": "{backbone}", "probe": "{probe}"},
+        targets=figure_reports(
+            PLOT_KEYS,
+            "targets_by_layer",
+            "../workflow/report/targets_by_layer.rst",
+            "Targets by layer",
         ),
     log:
-        LAYOUT.log("plots", "{dataset}/{backbone}/{probe}"),
+        LAYOUT.log("plots"),
     conda:
         "../envs/report.yaml"
     params:
+        figures=[list(key) for key in PLOT_KEYS],
         reference=EXPERIMENT.reference,
         # the same network untrained, drawn beside it: what training added
-        untrained=lambda wildcards: EXPERIMENT.untrained_twin(wildcards.backbone),
+        untrained={b: EXPERIMENT.untrained_twin(b) for b in EXPERIMENT.backbones},
     script:
         "../workflow/scripts/plots.py"
 

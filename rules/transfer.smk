@@ -1,10 +1,11 @@
 # Stage 3c: reliance. The heads trained on the reference representation (its train job's
 # heads file), tested on each other representation's features of the same test images,
 # as each `transfer` variant says (as trained, or re-standardised with the tested store's
-# own train statistics): one cheap job per variant and train job of another
-# representation (same runs), no feature recomputed and no probe retrained. Rows and
-# predictions as a train job's, with train_representation the reference and the variant
-# in their transfer column.
+# own train statistics): one cheap job per train job of another representation (same
+# runs) writing every variant's files, no feature recomputed and no probe retrained. Rows
+# and predictions as a train job's, with train_representation the reference and the
+# variant in their transfer column.
+TRANSFERS = list(EXPERIMENT.transfer) or list(TRANSFER_VARIANTS[:1])  # none: never planned
 
 
 rule transfer:
@@ -13,9 +14,13 @@ rule transfer:
         features=rules.features.output[0],
         data=rules.prepare_data.output[0],
     output:
-        table=LAYOUT.transfer_table,
-        predictions=LAYOUT.transfer_predictions,
-        predictions_table=LAYOUT.transfer_predictions_table,
+        tables=expand(LAYOUT.transfer_table, transfer=TRANSFERS, allow_missing=True),
+        predictions=expand(
+            LAYOUT.transfer_predictions, transfer=TRANSFERS, allow_missing=True
+        ),
+        predictions_tables=expand(
+            LAYOUT.transfer_predictions_table, transfer=TRANSFERS, allow_missing=True
+        ),
     log:
         LAYOUT.run_log("transfer"),
     conda:
@@ -25,5 +30,6 @@ rule transfer:
     params:
         store=feature_params,
         data=data_params,
+        variants=TRANSFERS,
     script:
         "../workflow/scripts/transfer.py"

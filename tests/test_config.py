@@ -45,14 +45,15 @@ def test_default_config_resolves_and_its_layers_exist():
     assert exp.untrained_twin("untrained") is None and exp.untrained_twin("pixels") is None
     # train jobs: shapes 25 stores x 2 probes (+ control on its 4 originals), conflict 4
     # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 21 other
-    # stores x 2 probes x 2 variants; amnesic: shapes' 4 originals (conflict: none)
+    # stores x 2 probes, each job writing the 2 variants; amnesic: shapes' 4 originals (conflict: none)
     assert len(plans.train.jobs(exp)) == (25 + 4) * 2 + 4 * 4 * 2
-    assert len(plans.transfer.jobs(exp)) == 21 * 2 * 2
+    assert len(plans.transfer.jobs(exp)) == 21 * 2
+    assert len(plans.transfer.variant_jobs(exp)) == 21 * 2 * 2
     assert len(plans.amnesic.jobs(exp)) == 4
     assert plans.amnesic.factors(exp, "shapes") == list(ShapesSource.factor_names)
     assert plans.amnesic.factors(exp, "conflict") == []
     assert len(plans.report.run_tables(exp)) == len(plans.train.jobs(exp)) + len(
-        plans.transfer.jobs(exp)
+        plans.transfer.variant_jobs(exp)
     )
     assert exp.reference == "original"
     assert plans.shape_bias.datasets(exp) == ["conflict"]

@@ -59,15 +59,16 @@ def trained(exp, probe: str, tmp_path):
 
 
 def applied(exp, representation: str, heads_paths: list[str], variant: str = "as-trained"):
-    return transfer.transfer_store(
+    (result,) = transfer.transfer_store(
         heads_paths,
         exp.feature_store("digits", "effnet", representation),
         exp.data_store("digits"),
         exp.feature_spec("digits", "effnet", representation),
         exp.data_spec("digits"),
         target="class",
-        variant=variant,
+        variants=[variant],
     )
+    return result
 
 
 @pytest.mark.parametrize("probe", ["linear", "mlp"])

@@ -1,4 +1,4 @@
-"""Snakemake adapter: amnesic.csv -> the figure of one (dataset, backbone, probe)."""
+"""Snakemake adapter: amnesic.csv -> the figure of every (dataset, backbone, probe)."""
 
 import os
 import sys
@@ -14,5 +14,6 @@ with job_log(smk.log[0]):
 
     plots.configure(smk.config.get("figures"))
 
-    w = smk.wildcards
-    plots.amnesic_by_layer(pd.read_csv(smk.input[0]), w.dataset, w.backbone, w.probe, smk.output[0])
+    table = pd.read_csv(smk.input[0])
+    for (dataset, backbone, probe), path in zip(smk.params.figures, smk.output, strict=True):
+        plots.amnesic_by_layer(table, dataset, backbone, probe, path)

@@ -1,4 +1,4 @@
-"""Snakemake adapter: the figures of one (dataset, backbone, probe) from summary.csv."""
+"""Snakemake adapter: the figures of every (dataset, backbone, probe) from summary.csv."""
 
 import os
 import sys
@@ -12,14 +12,10 @@ with job_log(smk.log[0]):
 
     plots.configure(smk.config.get("figures"))
 
+    paths = zip(smk.output.by_layer, smk.output.difference, smk.output.targets, strict=True)
     tables.figures(
         smk.input[0],
-        dataset=smk.wildcards.dataset,
-        backbone=smk.wildcards.backbone,
-        probe=smk.wildcards.probe,
-        by_layer_path=smk.output.by_layer,
-        difference_path=smk.output.difference,
-        targets_path=smk.output.targets,
+        list(zip(map(tuple, smk.params.figures), paths, strict=True)),
         reference=smk.params.reference,
-        untrained=smk.params.untrained,
+        untrained=dict(smk.params.untrained),
     )

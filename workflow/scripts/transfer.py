@@ -1,4 +1,5 @@
-"""Snakemake adapter: the reference's heads tested on one other representation's store."""
+"""Snakemake adapter: the reference's heads tested on one other representation's store,
+as every transfer variant says."""
 
 import json
 import os
@@ -11,21 +12,22 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     from visual_ablation.probes import run_files, transfer
 
-    rows, predictions = transfer.transfer_store(
+    data_spec = json.loads(smk.params.data)
+    results = transfer.transfer_store(
         heads_paths=[smk.input.heads],
         feature_path=smk.input.features,
         data_path=smk.input.data,
         feature_spec=json.loads(smk.params.store),
-        data_spec=json.loads(smk.params.data),
+        data_spec=data_spec,
         target=smk.wildcards.target,
-        variant=smk.wildcards.transfer,
+        variants=list(smk.params.variants),
     )
-    run_files.write_predictions(predictions, smk.output.predictions)
-    run_files.write_predictions_table(
-        predictions,
-        smk.input.data,
-        json.loads(smk.params.data),
-        smk.wildcards.target,
-        smk.output.predictions_table,
+    outputs = zip(
+        smk.output.tables, smk.output.predictions, smk.output.predictions_tables, strict=True
     )
-    run_files.write_csv(rows, smk.output.table)
+    for (rows, predictions), (table, npz, csv) in zip(results, outputs, strict=True):
+        run_files.write_predictions(predictions, npz)
+        run_files.write_predictions_table(
+            predictions, smk.input.data, data_spec, smk.wildcards.target, csv
+        )
+        run_files.write_csv(rows, table)

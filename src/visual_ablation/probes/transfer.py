@@ -57,13 +57,14 @@ def transfer_store(
     feature_spec: dict[str, Any],
     data_spec: dict[str, Any],
     target: str,
-    variant: str = TRANSFER_VARIANTS[0],
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    variants: list[str] | tuple[str, ...] = TRANSFER_VARIANTS,
+) -> list[tuple[list[dict[str, Any]], dict[str, np.ndarray]]]:
     """The heads of `heads_paths` (trained on the reference) on the test rows of their
-    runs in the store at `feature_path`, applied as `variant` says: csv rows and
-    per-image predictions."""
-    if variant not in TRANSFER_VARIANTS:
-        raise ValueError(f"unknown transfer {variant!r}: one of {', '.join(TRANSFER_VARIANTS)}")
+    runs in the store at `feature_path`, applied as each of `variants` says: per variant,
+    its csv rows and per-image predictions (the heads and the store read once)."""
+    unknown = [v for v in variants if v not in TRANSFER_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown transfer {unknown[0]!r}: one of {', '.join(TRANSFER_VARIANTS)}")
     trained_rows, values = run_files.read_heads(heads_paths)
     heads_path = ", ".join(heads_paths)
     with store.reading(data_path, data_spec) as group:
@@ -78,37 +79,41 @@ def transfer_store(
             f"{heads_path}: rerun the train job that wrote them (its backbone's layers changed)"
         )
     representation = feature_spec["representation"]["name"]
-    proba, rows = {}, []
-    for trained in trained_rows:
-        run, layer = int(trained["run"]), trained["layer"]
-        key = f"{run}/{layer}"
-        weights = [values[f"{key}/w{k}"] for k in range(4) if f"{key}/w{k}" in values]
-        test_rows = values[f"{key}/test_rows"]
-        if features[layer].shape[1] != weights[0].shape[0]:
-            raise ValueError(
-                f"layer {layer!r} of {feature_path} has {features[layer].shape[1]} features, "
-                f"the heads in {heads_path} take {weights[0].shape[0]}: rerun their train job"
-            )
-        mean, std = values[f"{key}/mean"], values[f"{key}/std"]
-        if variant == "restandardised":
-            mean, std = train_statistics(features[layer], values[f"{key}/train_rows"])
-        proba[run, layer] = head_proba(weights, mean, std, features[layer][test_rows])
-        rows.append(
-            {
-                **trained,
-                "representation": representation,
-                "transfer": variant,
-                **metrics.classification_metrics(labels[test_rows], proba[run, layer]),
-            }
-        )
     image = np.stack([values[f"{run}/{layers[0]}/test_rows"] for run in runs])
-    log.info(
-        "%d heads trained on %s tested on %s, %s (%d test images per run)",
-        len(rows),
-        trained_rows[0]["train_representation"],
-        representation,
-        variant,
-        image.shape[1],
-    )
-    ordered = [{column: row[column] for column in run_files.COLUMNS} for row in rows]
-    return ordered, run_files.prediction_arrays(proba, image, labels, runs, layers)
+    out = []
+    for variant in variants:
+        proba, rows = {}, []
+        for trained in trained_rows:
+            run, layer = int(trained["run"]), trained["layer"]
+            key = f"{run}/{layer}"
+            weights = [values[f"{key}/w{k}"] for k in range(4) if f"{key}/w{k}" in values]
+            test_rows = values[f"{key}/test_rows"]
+            if features[layer].shape[1] != weights[0].shape[0]:
+                raise ValueError(
+                    f"layer {layer!r} of {feature_path} has {features[layer].shape[1]} "
+                    f"features, the heads in {heads_path} take {weights[0].shape[0]}: rerun "
+                    "their train job"
+                )
+            mean, std = values[f"{key}/mean"], values[f"{key}/std"]
+            if variant == "restandardised":
+                mean, std = train_statistics(features[layer], values[f"{key}/train_rows"])
+            proba[run, layer] = head_proba(weights, mean, std, features[layer][test_rows])
+            rows.append(
+                {
+                    **trained,
+                    "representation": representation,
+                    "transfer": variant,
+                    **metrics.classification_metrics(labels[test_rows], proba[run, layer]),
+                }
+            )
+        log.info(
+            "%d heads trained on %s tested on %s, %s (%d test images per run)",
+            len(rows),
+            trained_rows[0]["train_representation"],
+            representation,
+            variant,
+            image.shape[1],
+        )
+        ordered = [{column: row[column] for column in run_files.COLUMNS} for row in rows]
+        out.append((ordered, run_files.prediction_arrays(proba, image, labels, runs, layers)))
+    return out

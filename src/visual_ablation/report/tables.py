@@ -50,27 +50,24 @@ def aggregate(
 
 def figures(
     summary_path: str,
-    dataset: str,
-    backbone: str,
-    probe: str,
-    by_layer_path: str,
-    difference_path: str,
-    targets_path: str,
+    figures_of: list[tuple[tuple[str, str, str], tuple[str, str, str]]],
     reference: str | None,
-    untrained: str | None = None,
+    untrained: dict[str, str | None] | None = None,
 ) -> None:
-    """The figures of one (dataset, backbone, probe); `untrained`: the backbone that is
-    this one with random weights, whose reference line the accuracy figure shows too."""
+    """The figures of each (dataset, backbone, probe) of `figures_of`, to its (accuracy by
+    layer, difference heatmap, targets by layer) paths; `untrained`: each backbone's twin
+    with random weights, whose reference line its accuracy figure shows too."""
     from visual_ablation.report import plots
 
     summary = pd.read_csv(summary_path)
-    part, title = plots.selected(summary, dataset, backbone, probe)
-    twin = None
-    if untrained is not None:
-        twin = (untrained, plots.selected(summary, dataset, untrained, probe)[0])
-    plots.accuracy_by_layer(part, title, by_layer_path, reference=reference, untrained=twin)
-    plots.difference_heatmap(part, title, difference_path, reference=reference)
-    plots.targets_by_layer(part, title, targets_path, reference=reference)
+    for (dataset, backbone, probe), (by_layer, difference, targets) in figures_of:
+        part, title = plots.selected(summary, dataset, backbone, probe)
+        twin = (untrained or {}).get(backbone)
+        if twin is not None:
+            twin = (twin, plots.selected(summary, dataset, twin, probe)[0])
+        plots.accuracy_by_layer(part, title, by_layer, reference=reference, untrained=twin)
+        plots.difference_heatmap(part, title, difference, reference=reference)
+        plots.targets_by_layer(part, title, targets, reference=reference)
 
 
 def representation_figure(

@@ -208,9 +208,9 @@ class Layout:
         return os.path.join(self.results_dir, "benchmarks", rule, name + ".tsv")
 
     def run_log(self, rule: str) -> str:
-        """A train or transfer job's log, named as its files are (a transfer job's under
-        its variant)."""
-        return self.log(rule, RUN_JOB if rule == "train" else "{transfer}/" + RUN_JOB)
+        """A train or transfer job's log, named as its files are (a transfer job's files
+        are under each variant's folder; its one log is not)."""
+        return self.log(rule, RUN_JOB)
 
     def run_benchmark(self, rule: str) -> str:
         return self.benchmark(rule, RUN_JOB)

@@ -65,12 +65,20 @@ def heads(exp, dataset: str, backbone: str, runs: tuple[int, ...]) -> dict[str, 
     }
 
 
-def figures(exp) -> list[str]:
-    """One figure per (dataset, backbone, probe) with amnesic jobs."""
+def figure_keys(exp) -> list[tuple[str, str, str]]:
+    """The (dataset, backbone, probe) of each amnesic figure: those with amnesic jobs."""
     return [
-        layout.fill(exp.layout.figure, dataset=d, backbone=b, probe=p, figure="amnesic")
+        (d, b, p)
         for d, b in dict.fromkeys((j.dataset, j.backbone) for j in jobs(exp))
         for p in exp.probes
+    ]
+
+
+def figures(exp) -> list[str]:
+    """One figure per (dataset, backbone, probe) with amnesic jobs, drawn in one job."""
+    return [
+        layout.fill(exp.layout.figure, dataset=d, backbone=b, probe=p, figure="amnesic")
+        for d, b, p in figure_keys(exp)
     ]
 
 

@@ -16,14 +16,14 @@ def run_tables(exp) -> list[str]:
     """Every train job's csv, then every transfer job's, in config order: the order of
     metrics.csv."""
     return [job.file(exp.layout.run_table) for job in train.jobs(exp)] + [
-        job.file(exp.layout.transfer_table) for job in transfer.jobs(exp)
+        job.file(exp.layout.transfer_table) for job in transfer.variant_jobs(exp)
     ]
 
 
 def run_predictions(exp) -> list[str]:
     """Every train and transfer job's predictions file, in the order of `run_tables`."""
     return [job.file(exp.layout.run_predictions) for job in train.jobs(exp)] + [
-        job.file(exp.layout.transfer_predictions) for job in transfer.jobs(exp)
+        job.file(exp.layout.transfer_predictions) for job in transfer.variant_jobs(exp)
     ]
 
 
@@ -48,13 +48,16 @@ def resampled_test_datasets(exp) -> list[str]:
     return out
 
 
+def figure_keys(exp) -> list[tuple[str, str, str]]:
+    """The (dataset, backbone, probe) of each figure of a kind, in their order."""
+    return [(d, b, p) for d in exp.datasets for b in exp.backbones for p in exp.probes]
+
+
 def figures(exp, figure: str) -> list[str]:
-    """One figure per (dataset, backbone, probe)."""
+    """One figure per (dataset, backbone, probe), drawn together by the plots job."""
     return [
         layout.fill(exp.layout.figure, dataset=d, backbone=b, probe=p, figure=figure)
-        for d in exp.datasets
-        for b in exp.backbones
-        for p in exp.probes
+        for d, b, p in figure_keys(exp)
     ]
 
 

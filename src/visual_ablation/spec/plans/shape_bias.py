@@ -18,7 +18,7 @@ def predictions(exp) -> list[str]:
     of cue-conflict datasets."""
     chosen = datasets(exp)
     files_of = [(job, exp.layout.run_predictions) for job in train.jobs(exp)]
-    files_of += [(job, exp.layout.transfer_predictions) for job in transfer.jobs(exp)]
+    files_of += [(job, exp.layout.transfer_predictions) for job in transfer.variant_jobs(exp)]
     return [
         job.file(template)
         for job, template in files_of

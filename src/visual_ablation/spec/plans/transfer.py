@@ -7,17 +7,20 @@ from visual_ablation.spec.plans.jobs import RunJob
 
 
 def jobs(exp) -> list[RunJob]:
-    """One job per transfer variant (`transfer`) and train job of a representation other
-    than the reference, for the same runs (so more runs plan only the new groups' jobs,
-    and a new variant only its own). None without a reference."""
-    if exp.reference is None:
+    """One job per train job of a representation other than the reference, for the same
+    runs (so more runs plan only the new groups' jobs), writing every transfer variant's
+    files: the variants read the same heads and features, and a job's fixed cost is most
+    of its time (a new variant re-plans these cheap jobs). None without a reference or
+    a variant."""
+    if exp.reference is None or not exp.transfer:
         return []
-    return [
-        job._replace(transfer=variant)
-        for variant in exp.transfer
-        for job in train.jobs(exp)
-        if job.representation != exp.reference
-    ]
+    return [job for job in train.jobs(exp) if job.representation != exp.reference]
+
+
+def variant_jobs(exp) -> list[RunJob]:
+    """Each transfer job's key once per variant (`transfer`), variant-major: whose files
+    the report reads."""
+    return [job._replace(transfer=variant) for variant in exp.transfer for job in jobs(exp)]
 
 
 def targets(exp) -> list[str]:

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml Makefile; echo $(EXTRAS)) | cksum | cut -d' ' -f1)
 CORES ?= all
+BENCH_RUN ?= /tmp/visual-ablation-bench-run
 SNAKEMAKE_ARGS ?=
 
 .PHONY: run test check check-portable lint format features bench clean
@@ -56,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests workflow benchmarks
 	$(BIN)/snakefmt Snakefile workflow/Snakefile rules
 
-## Every benchmark figure (benchmarks/README.md); about 30 minutes on 2 cores.
+## Every benchmark figure (benchmarks/README.md); about 50 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/image_size.py
 	$(BIN)/python benchmarks/edges.py
@@ -73,6 +74,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/readout.py --n 1000
 	$(BIN)/python benchmarks/probe_tuning.py --n 1000
 	$(BIN)/python benchmarks/power.py
+	# the default run's profile, then the probes' benchmarks on its stores
+	rm -rf $(BENCH_RUN)
+	$(BIN)/python benchmarks/default_run.py --keep $(BENCH_RUN) --allocator
+	$(BIN)/python benchmarks/linear_fit.py --results $(BENCH_RUN)/results
+	$(BIN)/python benchmarks/mlp_schedule.py --results $(BENCH_RUN)/results
 
 clean:
 	rm -rf results .snakemake

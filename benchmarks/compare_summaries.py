@@ -5,9 +5,13 @@ move the numbers much (a faster solver, another engine).
 Prints, per probe, how many summary rows moved by more than `--points` accuracy points
 and lie outside the first run's 95% interval (the rows that fail "within half a point or
 inside today's interval"), the largest moves, and the runs whose chosen weight decay
-differs. Exit status 1 when a row fails or a chosen decay differs.
+differs. With `--exact`, for each of those runs the decay scikit-learn's
+`LogisticRegression` solved to a far tighter tolerance (1e-9) chooses on the same
+validation split, read from the second run's stores: which run's choice is the exact
+optimum's (stores whose train features are constant are counted apart: any decay fits
+them alike). Exit status 1 when a row fails or a chosen decay differs.
 
-    .venv/bin/python benchmarks/compare_summaries.py BEFORE/results AFTER/results
+    .venv/bin/python benchmarks/compare_summaries.py BEFORE/results AFTER/results --exact
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ KEYS = [
     "probe",
 ]
 RUN_KEYS = [*KEYS, "run"]
+REPO = Path(__file__).resolve().parents[1]
 
 
-def compare(before: Path, after: Path, points: float, show: int) -> int:
+def compare(before: Path, after: Path, points: float, show: int, exact: bool = False) -> int:
     old = pd.read_csv(before / "summary.csv")
     new = pd.read_csv(after / "summary.csv")
     both = old.merge(new, on=KEYS, suffixes=("_before", "_after"), how="outer", indicator=True)
@@ -52,7 +57,7 @@ def compare(before: Path, after: Path, points: float, show: int) -> int:
         )
     columns = [*KEYS[:3], "transfer", "target", "layer", "probe", "moved"]
     largest = both.reindex(both["moved"].abs().sort_values(ascending=False).index)
-    print(f"\nlargest moves (points; * outside the first run's interval):")
+    print("\nlargest moves (points; * outside the first run's interval):")
     for _, row in largest.head(show).iterrows():
         mark = "*" if row["fails"] else " "
         print(mark, " ".join(f"{row[c]:+.2f}" if c == "moved" else str(row[c]) for c in columns))
@@ -67,7 +72,57 @@ def compare(before: Path, after: Path, points: float, show: int) -> int:
     print(f"\nchosen weight decays: {len(joined) - len(differ)} of {len(joined)} runs agree")
     if len(differ):
         print(differ.head(show).to_string())
+    if exact and len(differ):
+        exact_choices(after, differ)
     return 1 if failures or len(differ) or len(missing) else 0
+
+
+def exact_choices(results: Path, differ: pd.DataFrame) -> None:
+    """Which run chose the decay of the exact optimum, for each disagreeing linear run."""
+    import warnings
+
+    import numpy as np
+    import yaml
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from visual_ablation.data import splits
+    from visual_ablation.probes import stacking, training
+    from visual_ablation.probes.standardisation import standardise
+    from visual_ablation.spec.config import resolve
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["results_dir"] = config["cache_dir"] = str(results)
+    exp = resolve(config)
+    decays = stacking.ProbeConfig.from_spec(exp.probe_spec("linear")).decays
+    tally = {"before": 0, "after": 0, "neither": 0, "constant features": 0}
+    for key, row in differ.iterrows():
+        dataset, backbone, representation, _, _, target, layer, _, run = key
+        labels, n_classes, classes, fixed, given = training.read_labels(
+            exp.data_store(dataset), exp.data_spec(dataset), target
+        )
+        within = splits.target_images(target, fixed)
+        split = splits.run_splits(
+            classes, exp.split, list(range(exp.runs)), dataset, fixed, within=within, given=given
+        )[run]
+        spec = exp.feature_spec(dataset, backbone, representation)
+        x = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
+        train, val = split == splits.TRAIN, split == splits.VAL
+        z = standardise(x[layer], train)
+        if np.ptp(z[train], axis=0).max() == 0:
+            tally["constant features"] += 1
+            continue
+        losses = []
+        for decay in decays:
+            fit = LogisticRegression(C=1 / (decay * train.sum()), max_iter=50_000, tol=1e-9)
+            fit.fit(z[train], labels[train])
+            losses.append(log_loss(labels[val], fit.predict_proba(z[val]), labels=range(n_classes)))
+        best = decays[int(np.argmin(losses))]
+        who = [name for name in ("before", "after") if row[name] == best] or ["neither"]
+        tally[who[0]] += 1
+    print(f"the exact optimum's choice (scikit-learn, tol 1e-9): {tally}")
 
 
 def main() -> None:
@@ -76,8 +131,9 @@ def main() -> None:
     parser.add_argument("after", type=Path, help="the second run's results folder")
     parser.add_argument("--points", type=float, default=0.5, help="accuracy points allowed")
     parser.add_argument("--show", type=int, default=15, help="rows of each listing")
+    parser.add_argument("--exact", action="store_true", help="check decay choices (slow)")
     args = parser.parse_args()
-    sys.exit(compare(args.before, args.after, args.points, args.show))
+    sys.exit(compare(args.before, args.after, args.points, args.show, args.exact))
 
 
 if __name__ == "__main__":

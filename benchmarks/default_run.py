@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import re
 import resource
 import shutil

@@ -114,9 +114,7 @@ def main() -> None:
             cells = [f"{s:6.2f}s {','.join(f'{d:g}' for d in c):>12s} {a:.3f}" for s, c, a in row]
             print(f"{layer:10s}{x.shape[1]:6d}  " + "  ".join(f"{c:>26s}" for c in cells))
         whole = ours(features, labels, split_of, probe, n_classes)[0]
-    print(
-        f"{'sum':16s}  {totals[0]:6.2f}s{'':20s}{totals[1]:6.2f}s{'':20s}{totals[2]:6.2f}s"
-    )
+    print(f"{'sum':16s}  {totals[0]:6.2f}s{'':20s}{totals[1]:6.2f}s{'':20s}{totals[2]:6.2f}s")
     print(
         f"the store as its train job fits it (every layer together): {whole:.2f} s; "
         f"scikit-learn cold / ours {totals[1] / whole:.1f}x, path / ours {totals[2] / whole:.1f}x"

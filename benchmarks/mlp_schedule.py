@@ -118,8 +118,10 @@ def main() -> None:
         f"{len(args.stores)} stores, {n_heads} heads; reference {args.reference}: "
         f"{cost} head-epochs, {first} heads kept at their first epoch"
     )
-    print(f"{'lr':>8s} {'monitor':>9s} {'patience':>9s} {'max':>5s} {'epochs':>8s} "
-          f"{'d accuracy':>11s}  {'worst store (its d)':42s} {'first':>6s}")
+    print(
+        f"{'lr':>8s} {'monitor':>9s} {'patience':>9s} {'max':>5s} {'epochs':>8s} "
+        f"{'d accuracy':>11s}  {'worst store (its d)':42s} {'first':>6s}"
+    )
     for lr in args.lr:
         for monitor in ("loss", "accuracy"):
             for patience in (5, 8, 10, 15):

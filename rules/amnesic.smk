@@ -69,7 +69,10 @@ rule amnesic_plot:
         rules.amnesic_table.output[0],
     output:
         figure_reports(
-            AMNESIC_KEYS, "amnesic", "../workflow/report/amnesic.rst", "Amnesic probing"
+            AMNESIC_KEYS,
+            "amnesic",
+            "../workflow/report/amnesic.rst",
+            "Amnesic probing",
         ),
     log:
         LAYOUT.log("amnesic_plot"),

@@ -137,7 +137,8 @@ def train_runtime(wildcards, input, attempt):
     )
 
 
-from snakemake.io import report as in_report  # `report(` opening a line is the directive
+# report() under another name: `report(` opening a line is read as the directive
+from snakemake.io import report as in_report
 
 
 def figure_reports(keys, figure, caption, category):

@@ -5,7 +5,8 @@
 # runs) writing every variant's files, no feature recomputed and no probe retrained. Rows
 # and predictions as a train job's, with train_representation the reference and the
 # variant in their transfer column.
-TRANSFERS = list(EXPERIMENT.transfer) or list(TRANSFER_VARIANTS[:1])  # none: never planned
+# with no variant the rule is never planned, but needs an output to be a rule
+TRANSFERS = list(EXPERIMENT.transfer) or list(TRANSFER_VARIANTS[:1])
 
 
 rule transfer:

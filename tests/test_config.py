@@ -45,7 +45,8 @@ def test_default_config_resolves_and_its_layers_exist():
     assert exp.untrained_twin("untrained") is None and exp.untrained_twin("pixels") is None
     # train jobs: shapes 25 stores x 2 probes (+ control on its 4 originals), conflict 4
     # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 21 other
-    # stores x 2 probes, each job writing the 2 variants; amnesic: shapes' 4 originals (conflict: none)
+    # stores x 2 probes, each job writing the 2 variants; amnesic: shapes' 4 originals
+    # (conflict: none)
     assert len(plans.train.jobs(exp)) == (25 + 4) * 2 + 4 * 4 * 2
     assert len(plans.transfer.jobs(exp)) == 21 * 2
     assert len(plans.transfer.variant_jobs(exp)) == 21 * 2 * 2

@@ -110,7 +110,10 @@ class RidgeFits:
         parts.append(None if self.test is None else self.test @ added)
         if grown is not None:
             old = (grown.train, grown.eigen, grown.val, grown.test)
-            parts = [p if o is None else np.concatenate([o, p], 1) for o, p in zip(old, parts, strict=True)]
+            parts = [
+                p if o is None else np.concatenate([o, p], 1)
+                for o, p in zip(old, parts, strict=True)
+            ]
         left = (self.eigenvalues.sum() - np.square(parts[0]).sum()) / len(train)
         return Removal(basis, *parts, max(float(left), 1e-12))
 

@@ -306,7 +306,10 @@ def _fit_eager(stacks, parts, ys, orders, probe: ProbeConfig, weight_decay) -> N
     live = []
     for stack in stacks:
         if isinstance(weight_decay, list):
-            decay, weight_decay = weight_decay[: len(stack.params)], weight_decay[len(stack.params) :]
+            decay, weight_decay = (
+                weight_decay[: len(stack.params)],
+                weight_decay[len(stack.params) :],
+            )
         else:
             decay = weight_decay
         live.append(_LiveHeads(stack, probe.lr, decay))

@@ -52,6 +52,8 @@ MAX_HALVINGS = 30
 # confident. Only the speed depends on it: of 0.0003 to 1, 0.01 took the fewest
 # iterations on the default experiment's stores (benchmarks/linear_fit.py)
 CURVATURE = 0.01
+
+
 def span_basis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An orthonormal basis of the span of each group's rows, x [groups, n, d], in which
     their Gram matrix is diagonal: (the rows in it [groups, n, r], the basis [groups, d,
@@ -85,7 +87,9 @@ class _Heads:
         # CURVATURE (its column of ones has eigenvalue n)
         curvature = CURVATURE * eigenvalues / n  # [G, R]
         curvature = torch.cat([curvature, torch.full_like(curvature[:, :1], CURVATURE)], 1)
-        penalty = torch.cat([decays.view(-1, 1).expand(-1, x.shape[2] - 1), decays.new_zeros(len(decays), 1)], 1)
+        penalty = torch.cat(
+            [decays.view(-1, 1).expand(-1, x.shape[2] - 1), decays.new_zeros(len(decays), 1)], 1
+        )
         self.preconditioner = (1.0 / (curvature.unsqueeze(1) + penalty)).flatten(0, 1).unsqueeze(2)
         self._inputs = (torch.arange(x.shape[0], device=x.device), x)  # (groups, their x)
 
@@ -116,7 +120,9 @@ class _Heads:
         x, positions = self.inputs(groups, keep)
         local = torch.repeat_interleave(positions, counts)  # each head's group in x
         first = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(heads), device=heads.device) - torch.repeat_interleave(first, counts)
+        slot = torch.arange(len(heads), device=heads.device) - torch.repeat_interleave(
+            first, counts
+        )
         k = int(counts.max())
         g, n, width = x.shape
         # the heads' blocks side by side per group: [g, R + 1, k * C] (absent heads zero)
@@ -269,9 +275,14 @@ def fit(stacks, parts, ys, max_iter: int, decays: tuple[float, ...]) -> None:
         )
         x = torch.cat([x, x.new_ones((*x.shape[:2], 1))], 2)  # the bias's column
         eigenvalues = torch.cat(
-            [torch.nn.functional.pad(spans[key][2], (0, width - spans[key][2].shape[1])) for key in group]
+            [
+                torch.nn.functional.pad(spans[key][2], (0, width - spans[key][2].shape[1]))
+                for key in group
+            ]
         )
-        heads = _Heads(x, y.repeat(len(group), 1), eigenvalues, penalties, stacks[0].params[0].shape[2])
+        heads = _Heads(
+            x, y.repeat(len(group), 1), eigenvalues, penalties, stacks[0].params[0].shape[2]
+        )
         theta, iters, converged = minimise(heads, max_iter)
         per_layer = n_runs * d
         for j, (s, i) in enumerate(group):

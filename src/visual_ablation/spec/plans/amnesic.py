@@ -66,12 +66,9 @@ def heads(exp, dataset: str, backbone: str, runs: tuple[int, ...]) -> dict[str, 
 
 
 def figure_keys(exp) -> list[tuple[str, str, str]]:
-    """The (dataset, backbone, probe) of each amnesic figure: those with amnesic jobs."""
-    return [
-        (d, b, p)
-        for d, b in dict.fromkeys((j.dataset, j.backbone) for j in jobs(exp))
-        for p in exp.probes
-    ]
+    """The (dataset, backbone, probe) of each amnesic figure (those with amnesic jobs),
+    sorted: whatever order the config wrote them in."""
+    return sorted({(j.dataset, j.backbone, p) for j in jobs(exp) for p in exp.probes})
 
 
 def figures(exp) -> list[str]:

@@ -49,8 +49,9 @@ def resampled_test_datasets(exp) -> list[str]:
 
 
 def figure_keys(exp) -> list[tuple[str, str, str]]:
-    """The (dataset, backbone, probe) of each figure of a kind, in their order."""
-    return [(d, b, p) for d in exp.datasets for b in exp.backbones for p in exp.probes]
+    """The (dataset, backbone, probe) of each figure of a kind, sorted: the plots job's
+    outputs and params whatever order the config wrote them in."""
+    return sorted((d, b, p) for d in exp.datasets for b in exp.backbones for p in exp.probes)
 
 
 def figures(exp, figure: str) -> list[str]:

@@ -115,7 +115,7 @@ def test_workflow_runs_through_slurm_with_gpu_requests_and_local_results(cluster
         "prepare_data": 1,
         "features": 4,
         "train": 4,
-        "transfer": 4,  # original's heads on the other representation, per backbone and variant
+        "transfer": 2,  # one per train job of the other representation, every variant in it
         "similarity": 2,
     }
     job_ids = [job for ids in by_rule.values() for job in ids]

@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests workflow benchmarks
 	$(BIN)/snakefmt Snakefile workflow/Snakefile rules
 
-## Every benchmark figure (benchmarks/README.md); about 50 minutes on 2 cores.
+## Every benchmark figure (benchmarks/README.md); about 70 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/image_size.py
 	$(BIN)/python benchmarks/edges.py
@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/default_run.py --keep $(BENCH_RUN) --allocator
 	$(BIN)/python benchmarks/linear_fit.py --results $(BENCH_RUN)/results
 	$(BIN)/python benchmarks/mlp_schedule.py --results $(BENCH_RUN)/results
+	$(BIN)/python benchmarks/padding.py --results $(BENCH_RUN)/results
 
 clean:
 	rm -rf results .snakemake

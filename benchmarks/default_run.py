@@ -13,8 +13,8 @@ Prints:
   with malloc's defaults and with the jobs' setting (plumbing/allocator.py), its wall,
   system seconds and page faults.
 
-    .venv/bin/python benchmarks/profile.py                # the default run, ~5 minutes
-    .venv/bin/python benchmarks/profile.py --keep /tmp/p  # keep the work folder
+    .venv/bin/python benchmarks/default_run.py            # the default run, ~6 minutes
+    .venv/bin/python benchmarks/default_run.py --keep /tmp/p  # keep the work folder
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def run_default(workdir: Path, cores: int) -> dict:
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
+        "--configfile",  # the Snakefile's relative configfile is not in workdir
+        str(REPO / "config" / "config.yaml"),
         "--workflow-profile",
         str(REPO / "profiles" / "default"),
         "--cores",

@@ -69,7 +69,7 @@ def curves(exp, store: str, lr: float, epochs: int) -> np.ndarray:
         labels_of = {code: torch.from_numpy(labels[stack.parts[code]]) for code in (VAL, TEST)}
         test = torch.cat([logits.argmax(2) for _, logits in stack.logits(TEST)], 1)
         test_accuracy = (test == labels_of[TEST].repeat(len(stack.layers), 1)).double().mean(1)
-        recorded.setdefault(id(stack), []).append(torch.stack([*val, test_accuracy]).numpy())
+        recorded.setdefault(id(stack), []).append(torch.stack([*val, test_accuracy], 1).numpy())
         end_epoch(stack, epoch, val, patience, monitor)
 
     stacking.HeadStack.end_epoch = watched

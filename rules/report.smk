@@ -62,7 +62,9 @@ rule plots:
         figures=[list(key) for key in PLOT_KEYS],
         reference=EXPERIMENT.reference,
         # the same network untrained, drawn beside it: what training added
-        untrained={b: EXPERIMENT.untrained_twin(b) for b in sorted(EXPERIMENT.backbones)},
+        untrained={
+            b: EXPERIMENT.untrained_twin(b) for b in sorted(EXPERIMENT.backbones)
+        },
     script:
         "../workflow/scripts/plots.py"
 

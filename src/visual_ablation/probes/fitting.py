@@ -68,8 +68,8 @@ def train(
     steps. `engine`: `eager`, `static` (see the module's docstring) or `auto`: static on
     CUDA, eager elsewhere. `max_padding`: see `stack_groups` (None: 2 for the static
     engine, whose steps are bound by kernel launches; 1, no padding, for the eager one,
-    whose steps are bound by arithmetic: 1.4 times as fast on the default experiment's
-    stores, benchmarks/README.md); `per_run_values`: keep each run's standardised features
+    whose steps are bound by arithmetic: 1.75 times as fast on a default MLP store,
+    benchmarks/padding.py); `per_run_values`: keep each run's standardised features
     (runs times the memory) rather than standardising every minibatch (None: on CUDA when
     they fit in a quarter of the free memory, 1.16 times as fast there; on the CPU when
     they take at most PER_RUN_VALUES_CPU_BYTES); neither changes a number."""

@@ -73,13 +73,13 @@ class HeadResult:
     test_rows: np.ndarray  # [n_test] the run's test images (rows of the feature store)
     train_rows: np.ndarray  # [n_train] its train images (what `mean` and `std` are over)
     test_proba: np.ndarray  # [n_test, n_classes], from the best epoch's weights
-    best_epoch: int  # 1-based epoch with the lowest validation loss
+    best_epoch: int  # 1-based epoch the monitor kept (validation loss or accuracy)
     epochs: int  # epochs trained before early stopping (or max_epochs)
     hit_max_epochs: bool  # not stopped by `patience` before max_epochs ran out
     best_val_loss: float
     best_val_accuracy: float  # the best epoch's (lbfgs: the fitted head's)
     n_features: int
-    weight_decay: float  # the grid's value with the lowest validation loss
+    weight_decay: float  # the grid's value the monitor kept (linear: the lowest val loss)
     # the best weights (W1 [dim, out], b1 [out](, W2, b2)) and the train-split mean and
     # std [dim] the head's inputs were standardised with: the head as a function of raw
     # features, for testing it on another representation's (probes/transfer.py)

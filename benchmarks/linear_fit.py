@@ -74,17 +74,13 @@ def ours(features, labels, split_of, probe, n_classes):
     return seconds, chosen, float(np.mean(accuracy))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default=str(REPO / "results"), help="a default run's")
-    parser.add_argument("--store", default="shapes/effnet/edges", help="dataset/backbone/rep")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    torch.set_num_threads(1)
+def read_store(results: str, store: str):
+    """(experiment, features, class labels, number of classes, each run's split) of one stored
+    `dataset/backbone/representation` of a default run's results folder."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["results_dir"] = config["cache_dir"] = args.results
+    config["results_dir"] = config["cache_dir"] = results
     exp = resolve(config)
-    dataset, backbone, representation = args.store.split("/")
+    dataset, backbone, representation = store.split("/")
     spec = exp.feature_spec(dataset, backbone, representation)
     features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
     labels, n_classes, classes, fixed, given = training.read_labels(
@@ -92,6 +88,18 @@ def main() -> None:
     )
     runs = list(range(exp.runs))
     split_of = splits.run_splits(classes, exp.split, runs, dataset, fixed, given=given)
+    return exp, features, labels, n_classes, split_of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(REPO / "results"), help="a default run's")
+    parser.add_argument("--store", default="shapes/effnet/edges", help="dataset/backbone/rep")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    torch.set_num_threads(1)
+    exp, features, labels, n_classes, split_of = read_store(args.results, args.store)
+    runs = list(split_of)
     probe = stacking.ProbeConfig.from_spec(exp.probe_spec("linear"))
     decays = list(probe.decays)
     print(

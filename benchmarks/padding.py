@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from linear_fit import read_store
 
-from visual_ablation.data import splits
-from visual_ablation.probes import fitting, stacking, training
-from visual_ablation.spec.config import resolve
+from visual_ablation.probes import fitting, stacking
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,17 +33,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["results_dir"] = config["cache_dir"] = args.results
-    exp = resolve(config)
-    dataset, backbone, representation = args.store.split("/")
-    spec = exp.feature_spec(dataset, backbone, representation)
-    features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
-    labels, n_classes, classes, fixed, given = training.read_labels(
-        exp.data_store(dataset), exp.data_spec(dataset)
-    )
-    runs = list(range(exp.runs))
-    split_of = splits.run_splits(classes, exp.split, runs, dataset, fixed, given=given)
+    exp, features, labels, n_classes, split_of = read_store(args.results, args.store)
+    runs = list(split_of)
     probe = stacking.ProbeConfig.from_spec(exp.probe_spec(args.probe))
     dims = {layer: x.shape[1] for layer, x in features.items()}
 

@@ -33,7 +33,7 @@ rule amnesic:
         data=data_params,
         factors=lambda wildcards: plans.amnesic.factors(EXPERIMENT, wildcards.dataset),
         iterations=EXPERIMENT.amnesic["iterations"],
-        probes=list(EXPERIMENT.probes),
+        probes=sorted(EXPERIMENT.probes),
     script:
         "../workflow/scripts/amnesic.py"
 

@@ -49,10 +49,10 @@ rule shape_bias_plot:
         "../envs/report.yaml"
     params:
         # backbones whose layers are parallel measurements (image statistics): points
-        unordered=[
+        unordered=sorted(
             name
             for name, spec in EXPERIMENT.backbones.items()
             if not backbones.family(spec).layers_in_depth
-        ],
+        ),
     script:
         "../workflow/scripts/shape_bias_plot.py"

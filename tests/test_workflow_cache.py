@@ -130,19 +130,62 @@ def test_complete_run_has_nothing_to_do(built):
     assert built.planned() == []
 
 
-def test_the_same_config_in_another_key_order_has_nothing_to_do(built):
+def reversed_mappings(value):
+    """`value` with every mapping's keys in reverse order, at every depth."""
+    if isinstance(value, dict):
+        return {k: reversed_mappings(v) for k, v in reversed(list(value.items()))}
+    return value
+
+
+def every_rule_config() -> dict:
+    """A tiny config that plans every rule but fetch_weights (planned only when a
+    backbone's weights file is missing): a cue-conflict dataset (shape bias), shapes
+    (amnesic probing, transfer, similarity), an untrained twin (drawn beside its
+    backbone) and a backbone whose layers are not in depth (image statistics)."""
+    layers = {"layers": ["stem", "blocks.0"], "image_size": 32}
+    return tiny_config(
+        datasets={
+            "shapes": {
+                "source": "synthetic-shapes",
+                "n": 200,
+                "image_size": 16,
+                "targets": ["class", "colour"],
+            },
+            "conflict": {
+                "source": "synthetic-cue-conflict",
+                "n": 600,  # the conflict images (about a fifth) split in 3
+                "image_size": 16,
+                "cue": "texture",
+                "targets": ["class", "shape", "cue"],
+                "representations": ["original"],
+            },
+        },
+        backbones={
+            "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", **layers},
+            "untrained": {"model": "efficientnet_lite0", "weights": "none", **layers},
+            "statistics": {"model": "image_statistics", "image_size": 16},
+        },
+        transfer=["as-trained", "restandardised"],
+        runs=2,
+        training={"threads": 1, "runs_per_job": 2},
+    )
+
+
+@pytest.mark.slow
+def test_the_same_config_in_another_key_order_plans_nothing_of_any_rule(tmp_path):
     """Every rule's params are canonical: mappings written in another order (datasets,
-    backbones, probes, their keys) mean the same experiment."""
-
-    def reversed_mappings(value):
-        if isinstance(value, dict):
-            return {k: reversed_mappings(v) for k, v in reversed(list(value.items()))}
-        return value
-
-    config = reversed_mappings(tiny_config())
+    backbones, probes, their keys, representations as a mapping) mean the same
+    experiment, for every rule of the workflow."""
+    wf = Workflow(copy_workflow(tmp_path / "repo"), tmp_path / "work")
+    config = every_rule_config()
+    wf.write_config(config)
+    listed = wf.run("--list-rules").stdout.split()
+    assert {rule for rule, _ in wf.planned()} == set(listed) - {"fetch_weights"}
+    wf.run()
+    config = reversed_mappings(config)
     config["representations"] = {"grayscale": {}, "original": {}}  # as a mapping
-    built.write_config(config, "reordered.yaml")
-    assert built.planned(config="reordered.yaml") == []
+    wf.write_config(config, "reordered.yaml")
+    assert wf.planned(config="reordered.yaml") == []
 
 
 def test_more_runs_plan_only_the_new_train_jobs(built):

@@ -195,7 +195,7 @@ class Experiment:
         return next(
             (
                 name
-                for name, other in self.backbones.items()
+                for name, other in sorted(self.backbones.items())  # the first by name
                 if other["weights"] == "none" and all(other.get(k) == spec.get(k) for k in same)
             ),
             None,

@@ -45,7 +45,7 @@ def resampled_test_datasets(exp) -> list[str]:
         else:
             targets = exp.targets.get(d, [CLASS])
             out += [f"{d}/{t}" for t in targets if splits.within_fixed_test(t)]
-    return out
+    return sorted(out)  # a set: the aggregate job's params whatever the config's order
 
 
 def figure_keys(exp) -> list[tuple[str, str, str]]:

@@ -9,8 +9,9 @@ from visual_ablation.vocabulary import CLASS
 
 
 def datasets(exp) -> list[str]:
-    """Datasets whose test images set shape against another cue."""
-    return [d for d, spec in exp.datasets.items() if spec["source"] == CUE_CONFLICT]
+    """Datasets whose test images set shape against another cue, sorted: the shape bias
+    job's params whatever order the config wrote them in."""
+    return sorted(d for d, spec in exp.datasets.items() if spec["source"] == CUE_CONFLICT)
 
 
 def predictions(exp) -> list[str]:

@@ -74,12 +74,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/readout.py --n 1000
 	$(BIN)/python benchmarks/probe_tuning.py --n 1000
 	$(BIN)/python benchmarks/power.py
+	$(BIN)/python benchmarks/untrained.py
 	# the default run's profile, then the probes' benchmarks on its stores
 	rm -rf $(BENCH_RUN)
 	$(BIN)/python benchmarks/default_run.py --keep $(BENCH_RUN) --allocator
 	$(BIN)/python benchmarks/linear_fit.py --results $(BENCH_RUN)/results
 	$(BIN)/python benchmarks/mlp_schedule.py --results $(BENCH_RUN)/results
 	$(BIN)/python benchmarks/padding.py --results $(BENCH_RUN)/results
+	$(BIN)/python benchmarks/amnesic_power.py --results $(BENCH_RUN)/results
 
 clean:
 	rm -rf results .snakemake

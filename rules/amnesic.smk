@@ -21,11 +21,12 @@ rule amnesic:
         ),
         data=rules.prepare_data.output[0],
     output:
-        LAYOUT.amnesic_job,
+        rows=LAYOUT.amnesic_job,
+        predictions=LAYOUT.amnesic_predictions,
     log:
         LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
     conda:
-        "../envs/report.yaml"
+        "../envs/train.yaml"
     resources:
         mem_mb=train_mem_mb,
     params:
@@ -40,8 +41,12 @@ rule amnesic:
 
 rule amnesic_table:
     input:
-        [
+        rows=[
             plans.amnesic.job_file(EXPERIMENT, job)
+            for job in plans.amnesic.jobs(EXPERIMENT)
+        ],
+        predictions=[
+            plans.amnesic.job_file(EXPERIMENT, job, LAYOUT.amnesic_predictions)
             for job in plans.amnesic.jobs(EXPERIMENT)
         ],
     output:
@@ -54,8 +59,6 @@ rule amnesic_table:
         LAYOUT.log("amnesic_table"),
     conda:
         "../envs/report.yaml"
-    params:
-        resampled=bool(EXPERIMENT.split.get("resample")),
     script:
         "../workflow/scripts/amnesic_table.py"
 

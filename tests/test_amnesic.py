@@ -1,4 +1,4 @@
-"""Amnesic probing (INLP) on features whose answer is planted: a colour direction the
+"""Amnesic probing (INLP and LEACE) on features whose answer is planted: a colour direction the
 class head does not use, and one that carries the class."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_removing_a_planted_colour_costs_the_class_head_only_where_it_carries_th
     randomly = amnesic.head_accuracy(head, amnesic.removed(z[test], random), y[test])
     assert intact > 0.9
     if colour_is_class:
-        assert without < 0.25 < 0.7 < randomly  # the head used the colour: it is lost
+        assert without < 0.25 and randomly > 0.7  # the head used the colour: it is lost
     else:
         assert without == pytest.approx(intact, abs=0.03)  # the head never used it
     assert randomly <= intact + 0.01
@@ -64,3 +64,66 @@ def test_a_random_basis_is_orthonormal_and_seeded():
     assert np.array_equal(a, amnesic.random_basis(30, 5, [1, 2]))
     assert not np.allclose(a, amnesic.random_basis(30, 5, [1, 3]))
     assert amnesic.random_basis(30, 0, [1]).shape == (30, 0)
+
+
+def fits_of(z: np.ndarray) -> amnesic.RidgeFits:
+    return amnesic.RidgeFits(z[:600], z[600:800], z[800:])
+
+
+@pytest.mark.parametrize("colour_is_class", [False, True])
+def test_after_leace_no_linear_probe_decodes_the_colour_and_an_unused_one_costs_nothing(
+    colour_is_class,
+):
+    from sklearn.linear_model import LogisticRegression
+
+    z, y, colour = planted(1200, colour_is_class)
+    head = class_head(z, y)
+    k = colour.max() + 1
+    parts = (colour[:600], colour[600:800], colour[800:])
+    erased_test, after, directions = amnesic.erase(fits_of(z), "leace", parts, int(k), 10)
+    assert directions == k - 1  # LEACE changes the features along k - 1 directions
+    assert after <= amnesic.chance_level(colour[800:], k)
+    erased, _ = amnesic.leace_erased(fits_of(z), colour[:600], int(k))
+    # a tuned logistic regression of the erased train rows: no better than the majority
+    majority = np.bincount(colour[800:]).max() / 400
+    for c in (0.01, 1.0, 100.0):
+        fitted = LogisticRegression(C=c, max_iter=2000).fit(erased["train"], colour[:600])
+        assert fitted.score(erased["test"], colour[800:]) <= majority + 0.05, c
+    intact = amnesic.head_accuracy(head, z[800:], y[800:])
+    without = amnesic.head_accuracy(head, erased_test, y[800:])
+    if colour_is_class:
+        assert without < 0.3  # the head used the colour: it is lost
+    else:
+        assert without == pytest.approx(intact, abs=0.02)  # the head never used it
+
+
+def test_leace_in_the_span_coordinates_is_concept_erasures_eraser_on_the_features():
+    """Where the train rows span the features (n > dim), erasing in their span's
+    coordinates is the library's LEACE fitted on the features themselves."""
+    import torch
+    from concept_erasure import LeaceFitter
+
+    z, _, colour = planted(1200, False)
+    z = z - z[:600].mean(axis=0)  # centred on the train rows, as the standardised heads' z
+    erased, directions = amnesic.leace_erased(fits_of(z), colour[:600], 6)
+    fitter = LeaceFitter(40, 6, dtype=torch.float64, shrinkage=False, constrain_cov_trace=False)
+    fitter.update(torch.from_numpy(z[:600]), torch.from_numpy(np.eye(6)[colour[:600]]))
+    direct = fitter.eraser(torch.from_numpy(z[800:])).numpy()
+    np.testing.assert_allclose(erased["test"], direct, atol=1e-8)
+    assert directions == 5
+
+
+def test_leace_with_fewer_rows_than_dimensions_decorrelates_the_train_rows():
+    """n < dim, as in the default stores: the erased train rows' covariance with the
+    factor's one-hot labels is zero (LEACE's guarantee on the rows it was fitted on)."""
+    rng = np.random.default_rng(1)
+    colour = rng.integers(4, size=300)
+    z = rng.normal(size=(300, 500))
+    z[:, :4] += 1.5 * np.eye(4)[colour]
+    z -= z[:150].mean(axis=0)
+    fits = amnesic.RidgeFits(z[:150], z[150:220], z[220:])
+    erased, directions = amnesic.leace_erased(fits, colour[:150], 4)
+    onehot = np.eye(4)[colour[:150]]
+    covariance = (erased["train"] - erased["train"].mean(0)).T @ (onehot - onehot.mean(0))
+    assert np.abs(covariance).max() < 1e-8 * np.abs(z[:150].T @ onehot).max()
+    assert directions == 3

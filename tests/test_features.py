@@ -8,7 +8,7 @@ import torch
 import zarr
 
 from visual_ablation.data import preparation
-from visual_ablation.features import extraction, representations
+from visual_ablation.features import backbones, batchnorm, extraction, representations
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import store
 from visual_ablation.plumbing.store import StoreError
@@ -168,3 +168,78 @@ def test_a_failed_write_stops_extraction_and_leaves_no_store(experiment, monkeyp
         )
     # neither the store nor a partial one is left; only the store's (released) lock file
     assert [p.name for p in tmp_path.iterdir()] == [".pixels.zarr.lock"]
+
+
+def untrained_spec(exp, layers, calibrated: bool = True) -> dict:
+    """The feature spec of `effnet` untrained (`weights: none`) at `layers`; `calibrated`
+    False drops the BatchNorm re-estimation (PyTorch's initial running statistics)."""
+    spec = exp.feature_spec("digits", "effnet", "original")
+    backbone = {**spec["backbone"], "weights": "none", "layers": layers}
+    backbone.pop("weights_sha256", None)
+    backbone.update(backbones.resolved(backbone))
+    if not calibrated:
+        backbone.pop("batchnorm_statistics")
+    return {**spec, "backbone": backbone}
+
+
+def test_a_deep_random_networks_last_layer_holds_a_distinct_row_per_image(experiment, tmp_path):
+    """Known answer: random weights map distinct images to distinct points at every depth
+    once BatchNorm's statistics are the data's; with its initial ones (mean 0, variance
+    1) the activations shrink stage by stage and `head` underflows float16 to one row."""
+    spec = untrained_spec(experiment, ["stem", "blocks.15", "head"])
+    assert spec["backbone"]["batchnorm_statistics"]["images"] >= 150
+    path = str(tmp_path / "alive.zarr")
+    summary = extraction.extract(
+        experiment.data_store("digits"), path, spec, device="cpu", batch_size=64, progress=False
+    )
+    assert summary["batchnorm_calibration_images"] == 150  # every image: none is fixed test
+    features = training.read_features(path, spec)
+    for layer in ("blocks.15", "head"):
+        assert len(np.unique(features[layer], axis=0)) == 150, layer
+        assert 0.05 < np.abs(features[layer].astype(np.float32)).mean() < 5, layer
+
+    dead = untrained_spec(experiment, ["stem", "head"], calibrated=False)
+    with pytest.raises(extraction.FeatureStoreError) as refused:
+        extraction.extract(
+            experiment.data_store("digits"),
+            str(tmp_path / "dead.zarr"),
+            dead,
+            device="cpu",
+            batch_size=64,
+            progress=False,
+        )
+    assert "layer head: the same features for every image" in str(refused.value)
+    assert "layer stem" not in str(refused.value)  # the stem's scale survives
+    assert not (tmp_path / "dead.zarr").exists()
+
+
+def test_the_store_check_names_constant_and_underflowing_layers():
+    rng = np.random.default_rng(0)
+    check = extraction.StoreCheck()
+    healthy = rng.normal(size=(64, 8)).astype(np.float16)
+    for start in (0, 32):
+        check.add("alive", healthy[start : start + 32])
+        check.add("constant", np.ones((32, 8), np.float16))
+        check.add(
+            "tiny", (healthy[start : start + 32].astype(np.float32) * 1e-6).astype(np.float16)
+        )
+    assert check.refusals() == [
+        "layer constant: the same features for every image",
+        "layer tiny: 100% of its nonzero features are below float16's normal range "
+        "(|v| < 6.1e-5) and lose their precision in the store",
+    ]
+    # constant within each batch but not across them: varies
+    across = extraction.StoreCheck()
+    across.add("layer", np.zeros((4, 2), np.float16))
+    across.add("layer", np.ones((4, 2), np.float16))
+    assert across.refusals() == []
+
+
+def test_calibration_images_leave_out_a_fixed_test_set(tmp_path):
+    group = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
+    group.create_array("images", shape=(10, 2, 2, 3), dtype="uint8")
+    group.create_array(preparation.FIXED_TEST, data=np.arange(10) >= 6)
+    assert batchnorm.calibration_images(group, 100, seed=0).tolist() == [0, 1, 2, 3, 4, 5]
+    drawn = batchnorm.calibration_images(group, 3, seed=0)
+    assert len(drawn) == 3 and set(drawn) <= {0, 1, 2, 3, 4, 5}
+    assert drawn.tolist() == sorted(drawn.tolist())

@@ -381,3 +381,50 @@ def test_selectivity_is_class_minus_control_accuracy_run_by_run():
     # no control for grayscale, none on the control rows themselves
     others = summary[(summary["target"] == "control") | (summary["representation"] != "original")]
     assert others["selectivity_mean"].isna().all()
+
+
+def test_the_paired_interval_has_the_standard_error_of_a_mean_over_images():
+    """Known answer: one run of n independent per-image differences has the standard error
+    sd / sqrt(n); two runs on the same images with the same differences are one
+    observation of each image (the same weights), not two; a constant difference has a
+    zero-width interval."""
+    from visual_ablation.analyses.inference import paired_interval
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    image = np.arange(n)[None]
+    first = rng.integers(0, 2, size=(1, n)).astype(float)
+    second = rng.integers(0, 2, size=(1, n)).astype(float)
+    mean, low, high = paired_interval(image, first, second)
+    se = (first - second).std(ddof=1) / np.sqrt(n)
+    assert mean == pytest.approx((first - second).mean())
+    assert (high - low) / (2 * 1.959964) == pytest.approx(se, rel=0.1)
+    twice = paired_interval(np.repeat(image, 2, 0), np.repeat(first, 2, 0), np.repeat(second, 2, 0))
+    assert twice[0] == pytest.approx(mean)
+    assert (twice[2] - twice[1]) == pytest.approx(high - low, rel=0.1)
+    assert paired_interval(image, first + 0.25, first) == pytest.approx((0.25, 0.25, 0.25))
+
+
+def test_selectivity_with_predictions_gets_the_image_level_paired_interval():
+    rng = np.random.default_rng(3)
+    right = {"class": rng.random((3, 200)) < 0.8, "control": rng.random((3, 200)) < 0.3}
+    by_target = {t: {"l1": predictions(c)} for t, c in right.items()}
+
+    def load(dataset, backbone, representation, trained_on, transfer, target, probe):
+        return loader({"original": by_target[target]})(
+            dataset, backbone, representation, trained_on, transfer, target, probe
+        )
+
+    classes = _table({("original", "l1"): list(right["class"].mean(axis=1))})
+    control = _table({("original", "l1"): list(right["control"].mean(axis=1))})
+    table = pd.concat([classes, control.assign(target="control")], ignore_index=True)
+    row = stats.summarise(table, load, reference=None).iloc[0]
+    expected = inference.paired_interval(
+        np.tile(np.arange(200), (3, 1)), right["class"], right["control"]
+    )
+    assert row["selectivity_mean"] == pytest.approx(expected[0])
+    assert (row["selectivity_ci_low"], row["selectivity_ci_high"]) == pytest.approx(expected[1:])
+    # the same 200 images in every run: about the standard error of a mean over 200
+    # images' differences (sd about 0.6), not over 600
+    half = (expected[2] - expected[1]) / 2
+    assert 0.5 < half / (1.96 * 0.6 / np.sqrt(200)) < 1.5

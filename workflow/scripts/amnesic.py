@@ -12,7 +12,7 @@ with job_log(smk.log[0]):
     from visual_ablation.analyses import amnesic
     from visual_ablation.plumbing import outputs
 
-    rows = amnesic.amnesic_store(
+    rows, predictions = amnesic.amnesic_store(
         heads_paths={probe: [smk.input[probe]] for probe in smk.params.probes},
         feature_path=smk.input.features,
         data_path=smk.input.data,
@@ -21,4 +21,5 @@ with job_log(smk.log[0]):
         factors=list(smk.params.factors),
         iterations=int(smk.params.iterations),
     )
-    outputs.write_csv(rows, smk.output[0], amnesic.ROW_COLUMNS)
+    outputs.write_csv(rows, smk.output.rows, amnesic.ROW_COLUMNS)
+    amnesic.write_predictions(predictions, smk.output.predictions)

@@ -11,4 +11,5 @@ with job_log(smk.log[0]):
     from visual_ablation.analyses import amnesic
     from visual_ablation.plumbing import outputs
 
-    outputs.write_table(amnesic.table(list(smk.input), smk.params.resampled), smk.output[0])
+    table = amnesic.table(list(smk.input.rows), list(smk.input.predictions))
+    outputs.write_table(table, smk.output[0])

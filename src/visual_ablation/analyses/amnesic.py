@@ -1,9 +1,24 @@
 """Amnesic probing: does the class head use what a layer holds of a factor? For each factor
-the data store holds, remove the factor's linearly decodable subspace from the reference
-representation's features by iterative nullspace projection (INLP, Ravfogel et al. 2020;
-as amnesic probing, Elazar et al. 2021) and test the reference's class heads, unchanged, on
-what is left; against removing as many random directions, which costs what losing that
-many dimensions costs whatever they hold.
+the data store holds, remove what the reference representation's features hold of it, with
+two erasers (`method`), and test the reference's class heads, unchanged, on what is left;
+against removing as many random directions, which costs what losing that many dimensions
+costs whatever they hold:
+- `inlp`: iterative nullspace projection (INLP, Ravfogel et al. 2020; as amnesic probing,
+  Elazar et al. 2021), below;
+- `leace`: LEACE (Belrose et al. 2023, "LEACE: Perfect linear concept erasure in closed
+  form"; concept-erasure's LeaceFitter), the least change to the features after which no
+  linear classifier of the train rows does better than a constant at predicting the factor.
+  INLP's classifiers' directions lie in the span of the train rows and can take what carries
+  other information with them; LEACE changes the features only along k - 1 directions (k
+  factor classes), chosen in the whitened space.
+
+LEACE here: fitted on the train rows in the coordinates of their own span (U S, from the
+eigendecomposition of the Gram matrix the ridge fits already hold; rank at most n - 1 <
+dim in the default stores), where their covariance has full rank, so the sample covariance
+is used as it is (no shrinkage) and the eraser is the paper's closed form (no trace
+constraint); the change in span coordinates is mapped back to the features (a row's part
+outside the train rows' span is left as it is: no head trained on them reads it). The
+factor's accuracy after is a ridge classifier refitted on the erased features.
 
 INLP, in the heads' standardised space (z = (x - mean) / std, the train rows'
 statistics): fit a linear classifier of the factor on the train images (ridge regression
@@ -15,9 +30,9 @@ are found in later iterations, until the factor's validation accuracy is at its 
 share. The factor's test accuracy before and after (`factor_removed`: after, within two
 binomial standard errors of the majority share) says whether it is gone.
 
-Rows per (run, layer, factor, probe): the class heads' test accuracy with the features
-intact, with the factor's subspace removed, and (mean over RANDOM_DRAWS draws) with as many
-random orthonormal directions removed. numpy only (no torch).
+Rows per (run, layer, factor, method, probe): the class heads' test accuracy with the
+features intact, with the factor erased, and (mean over RANDOM_DRAWS draws) with as many
+random orthonormal directions removed.
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ ROW_COLUMNS = [
     "probe",
     "run",
     "factor",
+    "method",
     "factor_classes",
     "n_train",
     "n_test",
@@ -245,6 +261,65 @@ def inlp_basis(
     return basis
 
 
+METHODS = ("inlp", "leace")
+
+
+def leace_erased(fits: RidgeFits, y_train: np.ndarray, k: int) -> tuple[dict[str, np.ndarray], int]:
+    """LEACE of labels y_train, fitted on the train rows of `fits` in the coordinates of
+    their span: the train rows' U S, the validation and test rows' products with the train
+    rows over U S^-1 (eigenvalues below 1e-10 of the largest left out: the centred rows'
+    null direction). Returns the train, validation and test features erased and the number
+    of directions the eraser changes."""
+    import torch
+    from concept_erasure import LeaceFitter
+
+    keep = fits.eigenvalues > 1e-10 * fits.eigenvalues.max()
+    vectors, root = fits.vectors[:, keep], np.sqrt(fits.eigenvalues[keep])
+    coordinates = {
+        "train": vectors * root,
+        "val": fits.cross_val[:, keep] / root,
+        "test": fits.cross_test[:, keep] / root,
+    }
+    back = (vectors / root).T @ fits.train  # [r, dim]: span coordinates -> features
+    fitter = LeaceFitter(
+        len(root),
+        k,
+        dtype=torch.float64,
+        shrinkage=False,  # full rank in the span: the sample covariance itself
+        constrain_cov_trace=False,  # the paper's closed form
+    )
+    fitter.update(torch.from_numpy(coordinates["train"]), torch.from_numpy(np.eye(k)[y_train]))
+    eraser = fitter.eraser
+    directions = int((eraser.proj_left.abs().sum(0) > 0).sum())
+    features = {"train": fits.train, "val": fits.val, "test": fits.test}
+    erased = {}
+    for part, c in coordinates.items():
+        change = c - eraser(torch.from_numpy(c)).numpy()
+        erased[part] = features[part] - change @ back
+    return erased, directions
+
+
+def erase(
+    fits: RidgeFits,
+    method: str,
+    y_parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    iterations: int,
+) -> tuple[np.ndarray, float, int]:
+    """One eraser of the factor with labels `y_parts` (train, validation, test) on the
+    features of `fits`: (the test features erased, the factor's test accuracy after, with
+    a ridge classifier refitted on what is left, the directions changed)."""
+    if method == "inlp":
+        basis = inlp_basis(fits.train, y_parts[0], fits.val, y_parts[1], iterations, k, fits)
+        after = fits.test_accuracy(y_parts, k, fits.removal(basis))
+        return removed(fits.test, basis), after, basis.shape[1]
+    if method == "leace":
+        erased, directions = leace_erased(fits, y_parts[0], k)
+        refitted = RidgeFits(erased["train"], erased["val"], erased["test"])
+        return erased["test"], refitted.test_accuracy(y_parts, k), directions
+    raise ValueError(f"unknown eraser {method!r}: expected one of {', '.join(METHODS)}")
+
+
 def random_basis(dim: int, m: int, seed: list[int]) -> np.ndarray:
     """m random orthonormal directions [dim, m] (QR of a Gaussian matrix), seeded."""
     if m == 0:
@@ -259,11 +334,34 @@ def removed(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return z - (z @ basis) @ basis.T
 
 
-def head_accuracy(weights: list[np.ndarray], z: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of a head on standardised features z [n, dim]."""
+def head_correct(weights: list[np.ndarray], z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether a head is right on each row of standardised features z [n, dim]."""
     zeros, ones = np.zeros(z.shape[1], np.float32), np.ones(z.shape[1], np.float32)
     proba = transfer.head_proba(weights, zeros, ones, z)
-    return float((proba.argmax(axis=1) == labels).mean())
+    return proba.argmax(axis=1) == labels
+
+
+def head_accuracy(weights: list[np.ndarray], z: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of a head on standardised features z [n, dim]."""
+    return float(head_correct(weights, z, labels).mean())
+
+
+# one amnesic job's per-image arrays, per (layer, factor, method, probe): [runs, n_test]
+PER_IMAGE = ("image", "intact", "erased", "random")
+
+
+def prediction_key(layer: str, factor: str, method: str, probe: str, array: str) -> str:
+    return f"{layer}|{factor}|{method}|{probe}|{array}"
+
+
+def write_predictions(predictions: dict[tuple[str, ...], dict[str, list]], path: str) -> None:
+    """An amnesic job's per-image arrays (`amnesic_store`) as one .npz."""
+    values = {
+        prediction_key(*key, array): np.stack(lists[array])
+        for key, lists in predictions.items()
+        for array in PER_IMAGE
+    }
+    run_files.write_predictions(values, path)
 
 
 def amnesic_store(
@@ -275,8 +373,9 @@ def amnesic_store(
     factors: list[str],
     iterations: int,
 ) -> list[dict[str, Any]]:
-    """The rows of one reference store: `heads_paths` {probe: its class train job's heads
-    files}, every factor in `factors`."""
+    """The rows of one reference store, `heads_paths` {probe: its class train job's heads
+    files}, every factor in `factors`; and the heads' per-image correctness per (layer,
+    factor, method, probe) (`write_predictions`)."""
     from visual_ablation.probes import training
 
     features = training.read_features(feature_path, feature_spec)
@@ -292,6 +391,8 @@ def amnesic_store(
     runs = list(dict.fromkeys(int(row["run"]) for row in first_rows))
     layers = list(dict.fromkeys(row["layer"] for row in first_rows))
     rows = []
+    # (layer, factor, method, probe) -> per-image arrays, a list over runs each
+    predictions: dict[tuple[str, ...], dict[str, list]] = {}
     for run in runs:
         for layer in layers:
             x = features[layer]
@@ -309,59 +410,66 @@ def amnesic_store(
                 y = factor_labels[factor]
                 k = len(factor_names[factor])
                 y_parts = (y[train_rows], y[val_rows], y[test_rows])
-                basis = inlp_basis(
-                    z[train_rows], y_parts[0], z[val_rows], y_parts[1], iterations, k, fits
-                )
                 before = fits.test_accuracy(y_parts, k)
-                after = fits.test_accuracy(y_parts, k, fits.removal(basis))
-                m = basis.shape[1]
-                draws = [
-                    random_basis(z.shape[1], m, [run, j, m, z.shape[1]])
-                    for j in range(RANDOM_DRAWS)
-                ]
-                for probe, (_, values) in heads.items():
-                    key = f"{run}/{layer}"
-                    weights = [values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values]
-                    if not np.array_equal(values[f"{key}/test_rows"], test_rows):
-                        raise ValueError(f"{heads_paths[probe]}: other test images than the rest")
-                    rows.append(
-                        {
-                            "dataset": feature_spec["dataset"]["name"],
-                            "backbone": feature_spec["backbone"]["name"],
-                            "representation": feature_spec["representation"]["name"],
-                            "layer": layer,
-                            "probe": probe,
-                            "run": run,
-                            "factor": factor,
-                            "factor_classes": k,
-                            "n_train": len(train_rows),
-                            "n_test": len(test_rows),
-                            "directions": m,
-                            "factor_majority": float(
-                                np.bincount(y[test_rows], minlength=k).max() / len(test_rows)
-                            ),
-                            "factor_accuracy_before": before,
-                            "factor_accuracy_after": after,
-                            "factor_removed": after <= chance_level(y[test_rows], k),
-                            "accuracy_intact": head_accuracy(weights, test, y_test),
-                            "accuracy_amnesic": head_accuracy(
-                                weights, removed(test, basis), y_test
-                            ),
-                            "accuracy_random": float(
-                                np.mean(
-                                    [
-                                        head_accuracy(weights, removed(test, r), y_test)
-                                        for r in draws
-                                    ]
-                                )
-                            ),
-                        }
-                    )
+                for method in METHODS:
+                    erased_test, after, m = erase(fits, method, y_parts, k, iterations)
+                    draws = [
+                        random_basis(z.shape[1], m, [run, j, m, z.shape[1]])
+                        for j in range(RANDOM_DRAWS)
+                    ]
+                    for probe, (_, values) in heads.items():
+                        key = f"{run}/{layer}"
+                        weights = [
+                            values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values
+                        ]
+                        if not np.array_equal(values[f"{key}/test_rows"], test_rows):
+                            raise ValueError(
+                                f"{heads_paths[probe]}: other test images than the rest"
+                            )
+                        intact = head_correct(weights, test, y_test)
+                        erased = head_correct(weights, erased_test, y_test)
+                        # each image's share of the random removals that leave it right
+                        random = np.mean(
+                            [head_correct(weights, removed(test, r), y_test) for r in draws],
+                            axis=0,
+                        )
+                        kept = predictions.setdefault(
+                            (layer, factor, method, probe), {a: [] for a in PER_IMAGE}
+                        )
+                        for array, value in zip(
+                            PER_IMAGE, (test_rows, intact, erased, random), strict=True
+                        ):
+                            kept[array].append(value)
+                        rows.append(
+                            {
+                                "dataset": feature_spec["dataset"]["name"],
+                                "backbone": feature_spec["backbone"]["name"],
+                                "representation": feature_spec["representation"]["name"],
+                                "layer": layer,
+                                "probe": probe,
+                                "run": run,
+                                "factor": factor,
+                                "method": method,
+                                "factor_classes": k,
+                                "n_train": len(train_rows),
+                                "n_test": len(test_rows),
+                                "directions": m,
+                                "factor_majority": float(
+                                    np.bincount(y[test_rows], minlength=k).max() / len(test_rows)
+                                ),
+                                "factor_accuracy_before": before,
+                                "factor_accuracy_after": after,
+                                "factor_removed": after <= chance_level(y[test_rows], k),
+                                "accuracy_intact": float(intact.mean()),
+                                "accuracy_amnesic": float(erased.mean()),
+                                "accuracy_random": float(random.mean()),
+                            }
+                        )
             log.info("run %d, %s: %d factors removed", run, layer, len(factors))
-    return [{column: row[column] for column in ROW_COLUMNS} for row in rows]
+    return [{column: row[column] for column in ROW_COLUMNS} for row in rows], predictions
 
 
-TABLE_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "factor"]
+TABLE_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "factor", "method"]
 MEANS = [
     "directions",
     "factor_majority",
@@ -372,13 +480,24 @@ MEANS = [
 ]
 
 
-def table(paths: list[str], resampled: bool) -> pd.DataFrame:
-    """amnesic.csv: per (dataset, backbone, layer, probe, factor), over runs: the
+def table(paths: list[str], prediction_paths: list[str]) -> pd.DataFrame:
+    """amnesic.csv: per (dataset, backbone, layer, probe, factor, method), over runs: the
     directions removed, the factor's accuracy before and after, the class heads' accuracy
-    intact, and the mean change in points when the factor's subspace or as many random
-    directions are removed, and their difference, with 95% t intervals over runs
-    (corrected for resampled splits when `resampled`)."""
+    intact, and the mean change in points when the factor is erased or as many random
+    directions are removed, and their difference, each with the 95% interval of the paired
+    bootstrap over test images and runs (inference.paired_interval: the same as the
+    summary's differences). `prediction_paths`: each job's per-image arrays, in the order
+    of `paths`."""
     rows = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    per_image: dict[tuple, dict[str, list[np.ndarray]]] = {}
+    for path, rows_path in zip(prediction_paths, paths, strict=True):
+        job = pd.read_csv(rows_path, nrows=1)
+        dataset, backbone = job["dataset"].iloc[0], job["backbone"].iloc[0]
+        with np.load(path) as values:
+            for name in values.files:
+                *key, array = name.split("|")
+                joined = per_image.setdefault((dataset, backbone, *key), {})
+                joined.setdefault(array, []).append(values[name])
     out = []
     for key, group in rows.groupby(TABLE_KEYS, sort=False):
         row = dict(zip(TABLE_KEYS, key, strict=True))
@@ -386,21 +505,20 @@ def table(paths: list[str], resampled: bool) -> pd.DataFrame:
         # means over runs (`factor_removed`: the share of runs at chance after removal)
         for column in MEANS:
             row[column] = float(group[column].astype(float).mean())
-        differences = {
-            "amnesic_change": group["accuracy_amnesic"] - group["accuracy_intact"],
-            "random_change": group["accuracy_random"] - group["accuracy_intact"],
-            "amnesic_minus_random": group["accuracy_amnesic"] - group["accuracy_random"],
+        dataset, backbone, _, layer, probe, factor, method = key
+        arrays = {
+            a: np.concatenate(v)
+            for a, v in per_image[(dataset, backbone, layer, factor, method, probe)].items()
         }
-        for name, values in differences.items():
-            mean, _, low, high = inference.t_interval(
-                100.0 * values.to_numpy(), overlap=_overlap(resampled, group)
+        pairs = {
+            "amnesic_change": ("erased", "intact"),
+            "random_change": ("random", "intact"),
+            "amnesic_minus_random": ("erased", "random"),
+        }
+        for name, (first, second) in pairs.items():
+            mean, low, high = inference.paired_interval(
+                arrays["image"], arrays[first], arrays[second]
             )
-            row |= {name: mean, f"{name}_ci_low": low, f"{name}_ci_high": high}
+            row |= {name: 100 * mean, f"{name}_ci_low": 100 * low, f"{name}_ci_high": 100 * high}
         out.append(row)
     return pd.DataFrame(out)
-
-
-def _overlap(resampled: bool, group: pd.DataFrame) -> float:
-    """n_test / n_train of the runs' splits when each run drew its own, else 0
-    (analyses/inference.py t_interval)."""
-    return float(group["n_test"].iloc[0] / group["n_train"].iloc[0]) if resampled else 0.0

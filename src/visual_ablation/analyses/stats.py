@@ -35,6 +35,7 @@ from visual_ablation.analyses.inference import (
     bootstrap_weights,
     differences_to_reference,
     holm,
+    paired_interval,
     t_interval,
 )
 from visual_ablation.probes.metrics import (
@@ -121,6 +122,9 @@ def summarise(
         row = dict(zip(KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
         row["n_classes"] = int(group["n_classes"].iloc[0])
+        # runs whose validation chose a weight-decay grid's largest or smallest value
+        edge = group.get("weight_decay_at_edge", pd.Series(dtype=object))
+        row["weight_decay_at_edge_runs"] = int(edge.fillna("").astype(str).ne("").sum())
         overlap = 0.0
         if _redrawn(resampled, row["dataset"], row["target"]) and {"n_test", "n_train"} <= set(
             group
@@ -179,7 +183,7 @@ def summarise(
     pair_columns = ["n_pairs", "n_test_images"]
     first = [c for c in summary.columns if c not in diff_columns and c not in pair_columns]
     summary = summary[[*first, *pair_columns, *diff_columns]]
-    return add_selectivity(summary, metrics, resampled)
+    return add_selectivity(summary, metrics, resampled, predictions)
 
 
 def _redrawn(resampled: bool | Collection[str], dataset: str, target: str) -> bool:
@@ -200,13 +204,18 @@ SELECTIVITY_COLUMNS = [
 
 
 def add_selectivity(
-    summary: pd.DataFrame, metrics: pd.DataFrame, resampled: bool | Collection[str] = False
+    summary: pd.DataFrame,
+    metrics: pd.DataFrame,
+    resampled: bool | Collection[str] = False,
+    predictions: PredictionLoader | None = None,
 ) -> pd.DataFrame:
     """Hewitt & Liang's (2019) selectivity beside each class row whose model was also
     trained on the control target (same dataset, backbone, representation, layer, probe
     and runs): the control target's mean accuracy and, per run, class accuracy minus
-    control accuracy (the same test images), with its t interval over runs (corrected like
-    the accuracy's where runs redrew their test split). NaN where there is no control."""
+    control accuracy (the same test images), with the 95% interval of the paired bootstrap
+    over test images and runs where `predictions` are given (inference.paired_interval, as
+    the differences to the reference), else its t interval over runs (corrected like the
+    accuracy's where runs redrew their test split). NaN where there is no control."""
     summary = summary.copy()
     for column in SELECTIVITY_COLUMNS:
         summary[column] = np.nan
@@ -230,6 +239,8 @@ def add_selectivity(
         mean, _, low, high = t_interval(
             (paired["accuracy"] - paired["accuracy_control"]).to_numpy(), overlap=overlap
         )
+        if predictions is not None:
+            mean, low, high = _paired_selectivity(predictions, paired)
         where = (summary[keys] == pd.Series(dict(zip(keys, key, strict=True)))).all(axis=1) & (
             summary["target"] == CLASS
         )
@@ -240,6 +251,32 @@ def add_selectivity(
             high,
         ]
     return summary
+
+
+def _paired_selectivity(
+    predictions: PredictionLoader, paired: pd.DataFrame
+) -> tuple[float, float, float]:
+    """Selectivity's mean and image-level paired interval from the class and control
+    models' per-image predictions (`add_selectivity`)."""
+    first = paired.iloc[0]
+    runs = sorted(int(r) for r in paired["run"])
+    correct = {}
+    for target in (CLASS, CONTROL):
+        key = ModelKey(
+            first["dataset"],
+            first["backbone"],
+            first["representation"],
+            first["train_representation"],
+            first["transfer"],
+            target,
+            first["probe"],
+        )
+        part = _layer_slice(predictions(*key), runs, first["layer"])
+        correct[target] = (part["predicted"] == part["label"]).astype(np.float64)
+        correct[f"{target}/image"] = part["image"]
+    if not np.array_equal(correct[f"{CLASS}/image"], correct[f"{CONTROL}/image"]):
+        raise ValueError("the class and control probes were tested on other images: rerun them")
+    return paired_interval(correct[f"{CLASS}/image"], correct[CLASS], correct[CONTROL])
 
 
 def _test_differences(

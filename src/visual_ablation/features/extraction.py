@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visual_ablation.features import backbones, representations
+from visual_ablation.features import backbones, batchnorm, representations
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import devices, store
 
@@ -99,6 +99,52 @@ def all_finite_float16(values: np.ndarray) -> bool:
     return not ((values.view(np.uint16) & 0x7C00) == 0x7C00).any()
 
 
+# a layer with more of its nonzero stored values below float16's normal range (6.1e-5,
+# where precision falls off to nothing) is refused: its features are lost to the store
+MAX_SUBNORMAL_SHARE = 0.01
+
+
+class StoreCheck:
+    """What a layer's stored float16 features must be to be measured: not constant across
+    images (a probe on them reports the majority class), not lost below float16's normal
+    range (an untrained network's deep layers without BatchNorm statistics: batchnorm.py).
+    Counted batch by batch in the writer thread; `refusals` at the end."""
+
+    def __init__(self):
+        self.first: dict[str, np.ndarray] = {}
+        self.varies: dict[str, bool] = {}
+        self.nonzero: dict[str, int] = {}
+        self.subnormal: dict[str, int] = {}
+
+    def add(self, layer: str, values: np.ndarray) -> None:
+        if layer not in self.first:
+            self.first[layer] = values[0].copy()
+            self.varies[layer] = False
+            self.nonzero[layer] = self.subnormal[layer] = 0
+        if not self.varies[layer]:
+            self.varies[layer] = bool((values != self.first[layer]).any())
+        bits = values.view(np.uint16) & 0x7FFF  # magnitude bits
+        self.nonzero[layer] += int(np.count_nonzero(bits))
+        self.subnormal[layer] += int(np.count_nonzero((bits > 0) & (bits < 0x0400)))
+
+    def refusals(self) -> list[str]:
+        out = []
+        for layer, varies in self.varies.items():
+            if not varies:
+                out.append(f"layer {layer}: the same features for every image")
+            elif self.subnormal[layer] > MAX_SUBNORMAL_SHARE * self.nonzero[layer]:
+                share = self.subnormal[layer] / self.nonzero[layer]
+                out.append(
+                    f"layer {layer}: {share:.0%} of its nonzero features are below float16's "
+                    "normal range (|v| < 6.1e-5) and lose their precision in the store"
+                )
+        return out
+
+
+class FeatureStoreError(ValueError):
+    """A layer's features that the store cannot keep as a measurement."""
+
+
 class BackgroundWriter:
     """Writes each batch's features into the store in a background thread, in order,
     with at most `depth` batches in flight; the first error is raised in the caller.
@@ -115,6 +161,7 @@ class BackgroundWriter:
         self.chunks_in_flight = compressors + 1
         self.in_flight: deque[Future] = deque()
         self.depth = depth
+        self.check = StoreCheck()
 
     def submit(self, start: int, feats: dict[str, torch.Tensor]) -> None:
         # cast on the device (half the bytes to copy back). On a GPU the copy back is only
@@ -142,6 +189,7 @@ class BackgroundWriter:
                     f"layer {layer}: non-finite features (overflow in float16 or NaN from "
                     f"the backbone) at images {start}..{start + len(values) - 1}"
                 )
+            self.check.add(layer, values)
             if layer not in self.writers:
                 array = store.create_array(
                     self.group, f"layers/{layer}", (self.n, values.shape[1]), FEATURE_DTYPE
@@ -165,6 +213,15 @@ class BackgroundWriter:
                 writer.flush()
             for writer in self.writers.values():
                 writer.close()
+            refused = self.check.refusals()
+            if refused:
+                raise FeatureStoreError(
+                    "features that a probe cannot measure (the store is not kept):\n  "
+                    + "\n  ".join(refused)
+                    + "\nan untrained network needs BatchNorm statistics (weights: none "
+                    "re-estimates them); otherwise check the layer's activations (python -m "
+                    "visual_ablation.features.layers lists the layers) or choose others"
+                )
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.compressors.shutdown(wait=True, cancel_futures=True)
@@ -192,16 +249,19 @@ def extract(
         if existing is not None:
             return existing.attrs.asdict()
         with store.reading(data_path, spec["dataset"]) as data:
-            return _extract(
-                data["images"], out_path, spec, torch_device, batch_size, threads, progress
-            )
+            return _extract(data, out_path, spec, torch_device, batch_size, threads, progress)
 
 
-def _extract(images, out_path, spec, torch_device, batch_size, threads, progress) -> dict[str, Any]:
+def _extract(data, out_path, spec, torch_device, batch_size, threads, progress) -> dict[str, Any]:
     from tqdm import tqdm
 
+    images = data["images"]
     n = images.shape[0]
     pipeline = Pipeline(spec, torch_device)
+    calibration = spec["backbone"].get("batchnorm_statistics")
+    calibrated = 0
+    if calibration:
+        calibrated = batchnorm.recalibrate(pipeline.extractor, data, torch_device, calibration)
     layers = pipeline.extractor.layers
     log.info(
         "extracting %d images, representation %s, backbone %s on %s; layers: %s",
@@ -235,6 +295,7 @@ def _extract(images, out_path, spec, torch_device, batch_size, threads, progress
             "device": str(torch_device),
             "weights_identity": backbones.weights_identity(spec["backbone"]),
             "normalization": pipeline.extractor.normalization,
+            "batchnorm_calibration_images": calibrated,
             "seconds": round(seconds, 3),
         }
         group.attrs.update(summary)

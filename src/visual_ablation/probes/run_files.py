@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from visual_ablation.probes import stacking
 
 COUNT_COLUMNS = ["best_epoch", "epochs", "train_seconds", "n_train", "n_val", "n_test"]
-EXTRA_COLUMNS = ["n_features", "n_classes", "best_val_loss", "weight_decay", "stop", "device"]
+EXTRA_COLUMNS = [
+    "n_features",
+    "n_classes",
+    "best_val_loss",
+    "weight_decay",
+    "weight_decay_at_edge",
+    "stop",
+    "device",
+]
 COLUMNS = metrics.RUN_KEYS + list(metrics.METRICS) + COUNT_COLUMNS + EXTRA_COLUMNS
 # columns that may differ between two runs of the same job (everything else must not)
 TIMING_COLUMNS = ["train_seconds"]

@@ -96,6 +96,16 @@ def split_note(split_spec: dict[str, Any], given: np.ndarray | None) -> str:
     return ", resampled per run" if split_spec.get("resample") else ""
 
 
+def grid_edge(decay: float, decays: tuple[float, ...]) -> str:
+    """`largest` or `smallest` where validation chose the grid's edge (the best decay may
+    lie beyond it: widen the grid), else empty; empty for a single decay."""
+    if len(decays) < 2:
+        return ""
+    if decay == max(decays):
+        return "largest"
+    return "smallest" if decay == min(decays) else ""
+
+
 def train_store(
     feature_path: str,
     data_path: str,
@@ -172,6 +182,7 @@ def train_store(
                 "n_classes": n_classes,
                 "best_val_loss": head.best_val_loss,
                 "weight_decay": head.weight_decay,
+                "weight_decay_at_edge": grid_edge(head.weight_decay, config.decays),
                 # why the head stopped: no lower validation loss for `patience` epochs
                 # (adamw), its optimum reached (lbfgs), or the cap (its loss may still
                 # have been falling)

@@ -310,42 +310,52 @@ def shape_bias_by_layer(
 def amnesic_by_layer(
     table: pd.DataFrame, dataset: str, backbone: str, probe: str, path: str
 ) -> None:
-    """amnesic.csv's rows of one (dataset, backbone, probe): per factor, the change of the
-    class heads' test accuracy (points, 95% CI over runs) when the factor's decodable
-    subspace is removed (left) and when as many random directions are (right)."""
+    """amnesic.csv's rows of one (dataset, backbone, probe): per eraser (a row of panels)
+    and factor, the change of the class heads' test accuracy (points, 95% CI) when the
+    eraser removes the factor (left) and when as many random directions are removed
+    (right)."""
     part = table[
         (table["dataset"] == dataset) & (table["backbone"] == backbone) & (table["probe"] == probe)
     ]
     if part.empty:
         raise ValueError(f"amnesic.csv has no rows for {dataset}/{backbone}/{probe}")
     layers = list(dict.fromkeys(part["layer"]))
+    methods = list(dict.fromkeys(part["method"]))
     x = np.arange(len(layers))
     fig, axes = plt.subplots(
-        1, 2, figsize=(2 * max(5.0, 0.7 * len(layers) + 2.5), 4.5), sharey=True
+        len(methods),
+        2,
+        figsize=(2 * max(5.0, 0.7 * len(layers) + 2.5), 4.0 * len(methods)),
+        sharey=True,
+        squeeze=False,
     )
-    panels = (
-        ("amnesic_change", "the factor's decodable subspace removed"),
-        ("random_change", "as many random directions removed"),
+    for panels, method in zip(axes, methods, strict=True):
+        rows_of = part[part["method"] == method]
+        titles = (
+            ("amnesic_change", f"the factor erased ({method.upper()})"),
+            ("random_change", f"as many random directions removed (as {method.upper()})"),
+        )
+        for ax, (column, subtitle) in zip(panels, titles, strict=True):
+            for factor, rows in rows_of.groupby("factor", sort=False):
+                rows = rows.set_index("layer").reindex(layers)
+                line = ax.plot(x, rows[column], marker="o", markersize=3, label=factor)[0]
+                ax.fill_between(
+                    x,
+                    rows[f"{column}_ci_low"],
+                    rows[f"{column}_ci_high"],
+                    color=line.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
+            ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+            ax.set_xticks(x, layers, rotation=45, ha="right")
+            ax.set_xlabel("layer")
+            ax.set_title(f"{dataset} / {backbone} / {probe}: {subtitle}", fontsize=9)
+            ax.grid(alpha=0.3)
+        panels[0].set_ylabel("class accuracy change (points; 95% CI)")
+    axes[0, 1].legend(
+        loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small"
     )
-    for ax, (column, subtitle) in zip(axes, panels, strict=True):
-        for factor, rows in part.groupby("factor", sort=False):
-            rows = rows.set_index("layer").reindex(layers)
-            line = ax.plot(x, rows[column], marker="o", markersize=3, label=factor)[0]
-            ax.fill_between(
-                x,
-                rows[f"{column}_ci_low"],
-                rows[f"{column}_ci_high"],
-                color=line.get_color(),
-                alpha=0.15,
-                linewidth=0,
-            )
-        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
-        ax.set_xticks(x, layers, rotation=45, ha="right")
-        ax.set_xlabel("layer")
-        ax.set_title(f"{dataset} / {backbone} / {probe}: {subtitle}", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("class accuracy change (points; 95% CI over runs)")
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
     _save(fig, path)
 
 

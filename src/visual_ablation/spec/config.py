@@ -44,8 +44,8 @@ FEATURE_FORMAT_VERSION = 4
 # 2: stacked, padded heads; float32 standardisation; 3: the split drawn per run,
 # per-image predictions, debiased calibration error; 4: targets, heads kept for transfer;
 # 5: weight-decay grids chosen on validation, the control target; 6: the L-BFGS solver;
-# 7: the transfer column, train rows kept with the heads
-PROBE_FORMAT_VERSION = 7
+# 7: the transfer column, train rows kept with the heads; 8: weight_decay_at_edge
+PROBE_FORMAT_VERSION = 8
 
 
 CUE_CONFLICT = CueConflictSource.name

@@ -176,6 +176,14 @@ class Layout:
         return os.path.join(self.results_dir, "amnesic", "{dataset}", "{backbone}", "run{run}.csv")
 
     @property
+    def amnesic_predictions(self) -> str:
+        """Its heads' per-image correctness (intact, erased, random): the table's paired
+        intervals over test images and runs."""
+        return os.path.join(
+            self.results_dir, "amnesic", "{dataset}", "{backbone}", "run{run}.predictions.npz"
+        )
+
+    @property
     def amnesic_table(self) -> str:
         return os.path.join(self.results_dir, "amnesic.csv")
 

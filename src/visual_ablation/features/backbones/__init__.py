@@ -119,6 +119,11 @@ def resolved(spec: dict[str, Any]) -> dict[str, Any]:
     files = weights_files(spec)
     if files:
         out["weights_sha256"] = files_sha256(files)
+    if fam.uses_weights and spec.get("weights") in (None, "none"):
+        from visual_ablation.features.batchnorm import CALIBRATION
+
+        # a random network's BatchNorm statistics come from the dataset (batchnorm.py)
+        out["batchnorm_statistics"] = dict(CALIBRATION)
     return out
 
 

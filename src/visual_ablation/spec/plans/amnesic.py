@@ -46,9 +46,10 @@ def jobs(exp) -> list[AmnesicJob]:
     ]
 
 
-def job_file(exp, job: AmnesicJob) -> str:
+def job_file(exp, job: AmnesicJob, template: str | None = None) -> str:
+    """One of the job's files: its rows (`exp.layout.amnesic_job`) or another `template`."""
     return layout.fill(
-        exp.layout.amnesic_job,
+        template or exp.layout.amnesic_job,
         dataset=job.dataset,
         backbone=job.backbone,
         run=layout.run_label(list(job.runs)),

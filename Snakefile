@@ -77,6 +77,7 @@ localrules:
     similarity_plot,
     shape_bias,
     shape_bias_plot,
+    decision_shape_bias_plot,
     amnesic_table,
     amnesic_plot,
     table_page,

@@ -12,6 +12,7 @@ rule shape_bias:
         data=[EXPERIMENT.data_store(d) for d in plans.shape_bias.datasets(EXPERIMENT)],
         # the shape and cue targets' accuracy: each cue's decodability beside the bias
         summary=rules.aggregate.output.summary,
+        decisions=plans.shape_bias.decision_files(EXPERIMENT),
     output:
         report(
             LAYOUT.shape_bias_table,
@@ -56,3 +57,46 @@ rule shape_bias_plot:
         ),
     script:
         "../workflow/scripts/shape_bias_plot.py"
+
+
+# The networks' own decisions on Geirhos et al.'s cue-conflict stimuli: each image through
+# the backbone's ImageNet-1k head, its 16-way decision (the mean probability over each
+# category's classes), per (dataset, backbone, representation).
+rule decisions:
+    input:
+        data=rules.prepare_data.output[0],
+        weights=weights_inputs,
+    output:
+        LAYOUT.decisions,
+    log:
+        LAYOUT.log("decisions", "{dataset}/{backbone}/{representation}"),
+    conda:
+        "../envs/features.yaml"
+    threads: config["extraction"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=features_mem_mb,
+        runtime=features_runtime,
+    params:
+        spec=feature_params,
+        data=data_params,
+    script:
+        "../workflow/scripts/decisions.py"
+
+
+rule decision_shape_bias_plot:
+    input:
+        rules.shape_bias.output[0],
+    output:
+        report(
+            LAYOUT.decision_figure,
+            caption="../workflow/report/decision_shape_bias.rst",
+            category="Shape bias",
+            subcategory="{dataset}",
+        ),
+    log:
+        LAYOUT.log("decision_shape_bias_plot", "{dataset}"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/decision_shape_bias_plot.py"

@@ -149,3 +149,37 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
     # the default experiment's shapes are not in it: its own dataset and results only
     data = [out for rule, out in jobs if rule == "prepare_data"]
     assert data == ["results/fashion-mnist/data/fashion.zarr"]
+
+
+def test_geirhos_config_plans_the_networks_decisions_and_both_cues(shipped):
+    """config/geirhos.yaml on a copy of the stimuli (the committed subset standing in for
+    the 1,280 files): the network's own decisions per representation of the pretrained
+    backbone (the untrained one has no head to decide with), shape and texture probes."""
+    stimuli = shipped.workdir / "stimuli" / "texture-vs-shape"
+    if not stimuli.exists():
+        shutil.copytree(REPO / "tests" / "data" / "texture-vs-shape", stimuli)
+    jobs = shipped.planned("--replace-workflow-config", config="config/geirhos.yaml")
+    counts = dict(Counter(rule for rule, _ in jobs))
+    assert counts == {
+        "prepare_data": 1,
+        "decisions": 8,  # effnet's 8 representations
+        "features": 9,  # and untrained's original
+        "feature_table": 1,
+        "representation_examples": 1,
+        "train": 9 * 2 * 2,  # class (the shape) and texture, 2 probes; 3 runs a job
+        "transfer": 7 * 2 * 2,
+        "similarity": 7,
+        "similarity_table": 1,
+        "similarity_plot": 1,
+        "amnesic": 2,  # texture erased from each backbone's original
+        "amnesic_table": 1,
+        "amnesic_plot": 1,
+        "aggregate": 1,
+        "plots": 1,
+        "shape_bias": 1,
+        "decision_shape_bias_plot": 1,
+        "table_page": 4,  # summary, similarity, shape_bias, amnesic
+        "all": 1,
+    }
+    decisions = sorted(out for rule, out in jobs if rule == "decisions")
+    assert decisions[0] == "results/geirhos/decisions/geirhos/effnet/edges.npz"

@@ -21,5 +21,6 @@ with job_log(smk.log[0]):
         data_specs={d: json.loads(spec) for d, spec in zip(datasets, smk.params.data, strict=True)},
         reference=smk.params.reference,
         summary=pd.read_csv(smk.input.summary),
+        decision_paths=list(smk.input.decisions),
     )
     outputs.write_table(table, smk.output[0])

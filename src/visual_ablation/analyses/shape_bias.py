@@ -165,9 +165,11 @@ def table(
     data_specs: dict[str, dict],
     reference: str | None,
     summary: pd.DataFrame | None = None,
+    decision_paths: list[str] = (),
 ) -> pd.DataFrame:
     """One row per (dataset, backbone, tested on, trained on, layer, probe) of the
-    predictions files given (target `class`, under runs/ or transfer/ as report/tables.py reads
+    predictions files given, then one per network decisions file (`decision_rows`: layer
+    `decision`, probe `network`) (target `class`, under runs/ or transfer/ as report/tables.py reads
     them), with each dataset's cue labels from its data store, and beside it the shape and
     cue decodabilities of the representation tested on (from `summary`, NaN where the
     dataset lists no `shape` or `cue` target)."""
@@ -214,6 +216,191 @@ def table(
                     **context,
                 }
             )
+    rows += decision_rows(list(decision_paths), reference)
     out = pd.DataFrame(rows, columns=COLUMNS)
     log.info("shape bias of %d layers from %d predictions files", len(out), len(prediction_paths))
     return out
+
+
+# --- The network's own decision (Geirhos et al. 2019): its 16-way answer on each image.
+
+
+def stimulus_categories(name: str) -> tuple[str, str]:
+    """(shape, texture) of a cue-conflict stimulus from its file name, with or without the
+    experiment's prefix: `airplane1-bicycle2.png`, or texture-vs-shape's raw-data
+    `0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png`."""
+    stem = name.rsplit("/", 1)[-1].rsplit("_", 1)[-1].removesuffix(".png")
+    shape, _, texture = stem.partition("-")
+    if not texture:
+        raise ValueError(f"{name!r}: not a cue-conflict stimulus name (<shape><i>-<texture><j>)")
+    return shape.rstrip("0123456789"), texture.rstrip("0123456789")
+
+
+def decision_shape_bias(
+    shape: np.ndarray, texture: np.ndarray, decision: np.ndarray
+) -> dict[str, float | int]:
+    """Geirhos et al.'s shape bias of decisions on cue-conflict images ([n] category
+    labels of the image's shape, its texture, and the decision; any labels that compare):
+    over the images whose shape and texture differ, the shape decisions over shape plus
+    texture decisions; shape-match and texture-match over all those images."""
+    shape, texture, decision = (np.asarray(a) for a in (shape, texture, decision))
+    conflict = shape != texture
+    shape_hits = int((decision[conflict] == shape[conflict]).sum())
+    texture_hits = int((decision[conflict] == texture[conflict]).sum())
+    trials = int(conflict.sum())
+    either = shape_hits + texture_hits
+    return {
+        "conflict_trials": trials,
+        "excluded": int((~conflict).sum()),
+        "shape_decisions": shape_hits,
+        "texture_decisions": texture_hits,
+        "shape_bias": shape_hits / either if either else float("nan"),
+        "shape_match": shape_hits / trials if trials else float("nan"),
+        "texture_match": texture_hits / trials if trials else float("nan"),
+    }
+
+
+def score_decisions(table: pd.DataFrame) -> dict[str, float | int]:
+    """`decision_shape_bias` of a decisions table in texture-vs-shape's raw-data format
+    (columns `subj`, `object_response`, `imagename`; one row per trial), every subject
+    pooled."""
+    missing = {"subj", "object_response", "imagename"} - set(table.columns)
+    if missing:
+        raise ValueError(
+            f"a decisions table needs the columns subj, object_response and imagename "
+            f"(texture-vs-shape's raw-data format); missing: {', '.join(sorted(missing))}"
+        )
+    shape, texture = zip(*(stimulus_categories(n) for n in table["imagename"]), strict=True)
+    return decision_shape_bias(
+        np.array(shape), np.array(texture), table["object_response"].to_numpy()
+    )
+
+
+HUMAN_SHAPE_BIAS = 0.959  # Geirhos et al. 2019: 10 subjects pooled (`test_shape_bias.py`)
+NETWORK = "network"  # the `probe` of a network's own decision rows
+DECISION_LAYER = "decision"
+
+
+def network_decisions(
+    data_path: str,
+    data_spec: dict,
+    feature_spec: dict,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int = 1,
+) -> dict[str, np.ndarray]:
+    """A backbone's own 16-way decision on each image of a Geirhos cue-conflict data store
+    (the representation of `feature_spec` applied first): its softmax over ImageNet-1k's
+    classes, each category's mean (imagenet16). A backbone whose output is not 1000 classes
+    gets no decisions: `reason` says why."""
+    import torch
+
+    from visual_ablation.analyses import imagenet16
+    from visual_ablation.features.extraction import Pipeline, to_tensor
+    from visual_ablation.plumbing import devices
+
+    devices.set_cpu_threads(threads)
+    torch_device = devices.choose_device(device)
+    names = {
+        "dataset": data_spec["name"],
+        "backbone": feature_spec["backbone"]["name"],
+        "representation": feature_spec["representation"]["name"],
+    }
+    with store.reading(data_path, data_spec) as group:
+        classes = list(group.attrs["class_names"])
+        if tuple(classes) != imagenet16.CATEGORIES:
+            raise ValueError(
+                f"data store {data_path}: its classes are not Geirhos et al.'s 16 categories"
+            )
+        shape = group["labels"][:]
+        texture, _ = preparation.read_target(group, "texture", f"data store {data_path}")
+        images = group["images"]
+        pipeline = Pipeline(feature_spec, torch_device)
+        parts = []
+        for start in range(0, len(shape), batch_size):
+            block = images[start : start + batch_size]
+            x = pipeline.transform(
+                to_tensor(block, torch_device), torch.arange(start, start + len(block))
+            )
+            with pipeline.autocast():
+                out = pipeline.extractor.forward_bare(x)
+            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != 1000:
+                shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                reason = (
+                    f"{names['backbone']}: its output is {shown}, not ImageNet-1k's 1000 "
+                    "classes, so it has no decision of its own among Geirhos' 16 categories"
+                )
+                log.info(reason)
+                return {**names, "reason": reason}
+            probabilities = torch.softmax(out.float(), dim=1).cpu().numpy()
+            parts.append(imagenet16.category_probabilities(probabilities))
+    category = np.concatenate(parts).astype(np.float32)
+    return {
+        **names,
+        "shape": shape,
+        "texture": texture,
+        "category_probabilities": category,
+        "decision": category.argmax(axis=1),
+    }
+
+
+def decision_rows(paths: list[str], reference: str | None) -> list[dict]:
+    """shape_bias.csv's rows of the networks' own decisions (`network_decisions` files):
+    per (dataset, backbone, representation), over its conflict images, the shape bias with
+    its 95% bootstrap interval over images, shape-match (`shape_fraction`) and
+    texture-match (`cue_fraction`); none for a backbone without an ImageNet-1k head."""
+    rows = []
+    for path in paths:
+        with np.load(path) as values:
+            found = {k: values[k] for k in values.files}
+        if "reason" in found:
+            log.info("no decision row: %s", found["reason"])
+            continue
+        shape, texture, decision = found["shape"], found["texture"], found["decision"]
+        conflict = shape != texture
+        follows_shape = (decision == shape)[conflict][None]
+        follows_texture = (decision == texture)[conflict][None]
+        weights = inference.bootstrap_weights(int(conflict.sum()), 1)
+        measured = decisions(follows_shape, follows_texture, 2.0 / 16, weights)
+        representation = str(found["representation"])
+        rows.append(
+            {
+                "dataset": str(found["dataset"]),
+                "backbone": str(found["backbone"]),
+                "representation": representation,
+                "train_representation": representation,
+                "transfer": "none",
+                "reference": reference,
+                "layer": DECISION_LAYER,
+                "probe": NETWORK,
+                "n_runs": 1,
+                "n_test_images": int(conflict.sum()),
+                "shape_fraction": float(follows_shape.mean()),
+                "cue_fraction": float(follows_texture.mean()),
+                **measured,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m visual_ablation.analyses.shape_bias DECISIONS.csv [...]: each table's
+    shape bias, shape-match, texture-match and conflict trials."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("tables", nargs="+", help="csv files in texture-vs-shape's raw-data format")
+    args = parser.parse_args(argv)
+    for path in args.tables:
+        scored = score_decisions(pd.read_csv(path))
+        print(
+            f"{path}: shape bias {scored['shape_bias']:.4f}, shape-match "
+            f"{scored['shape_match']:.4f}, texture-match {scored['texture_match']:.4f}; "
+            f"{scored['conflict_trials']} conflict trials ({scored['shape_decisions']} shape, "
+            f"{scored['texture_decisions']} texture decisions; {scored['excluded']} without a "
+            "conflict left out)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -71,6 +71,12 @@ class Source:
     given_split: np.ndarray | None = None
 
     @classmethod
+    def stored_factors(cls, spec: dict[str, Any]) -> tuple[str, ...]:
+        """The factors a dataset of this source stores (its targets besides the class):
+        `factor_names`, unless the source's keys choose fewer."""
+        return cls.factor_names
+
+    @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
         """The source a resolved dataset spec describes."""
         raise NotImplementedError

@@ -1,10 +1,11 @@
-"""Every source, by its `source` name: the registry filled by procedural.py and files.py."""
+"""Every source, by its `source` name: the registry filled by procedural.py, files.py and
+stimuli.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from visual_ablation.data import files, procedural  # noqa: F401  (their classes register)
+from visual_ablation.data import files, procedural, stimuli  # noqa: F401  (their classes register)
 from visual_ablation.data.decode import DatasetError
 from visual_ablation.data.source import SOURCES, Source
 

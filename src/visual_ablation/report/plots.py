@@ -507,6 +507,46 @@ def configure(figures: dict | None) -> None:
     FIGURES.update(figures or {})
 
 
+def decision_shape_bias(table: pd.DataFrame, dataset: str, path: str) -> None:
+    """shape_bias.csv's network rows of one dataset: each backbone's own shape bias (95%
+    interval) per representation, with the human observers' value as a dashed line."""
+    from visual_ablation.analyses.shape_bias import HUMAN_SHAPE_BIAS, NETWORK
+
+    part = table[(table["dataset"] == dataset) & (table["probe"] == NETWORK)]
+    if part.empty:
+        raise ValueError(f"shape_bias.csv has no network rows for {dataset}")
+    representations = list(dict.fromkeys(part["representation"]))
+    x = np.arange(len(representations))
+    backbones = list(dict.fromkeys(part["backbone"]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(representations) + 3.0), 4.0))
+    width = 0.8 / len(backbones)
+    for i, backbone in enumerate(backbones):
+        rows = (
+            part[part["backbone"] == backbone].set_index("representation").reindex(representations)
+        )
+        at = x - 0.4 + width * (i + 0.5)
+        ax.errorbar(
+            at,
+            rows["shape_bias"],
+            yerr=[
+                rows["shape_bias"] - rows["shape_bias_ci_low"],
+                rows["shape_bias_ci_high"] - rows["shape_bias"],
+            ],
+            fmt="o",
+            capsize=3,
+            label=backbone,
+        )
+    ax.axhline(HUMAN_SHAPE_BIAS, color="black", linestyle="--", linewidth=1)
+    ax.text(x[-1] + 0.45, HUMAN_SHAPE_BIAS, "humans", va="bottom", ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_xticks(x, representations, rotation=30, ha="right")
+    ax.set_ylabel("shape bias (the network's own decisions)")
+    ax.set_title(f"{dataset}: shape decisions / (shape + texture decisions)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small")
+    _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: str) -> None:
     """The figure as `path` (PNG, what the rules declare and the report shows) and, for
     each of `figures.formats`, beside it with that suffix (PDF, SVG: vector copies)."""

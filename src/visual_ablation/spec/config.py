@@ -222,7 +222,7 @@ def _resolve_targets(name: str, spec: dict[str, Any]) -> list[str]:
     """A dataset's `targets` (default [class]), each one its source can label."""
     source = SOURCES[spec["source"]]
     targets = list(spec.get("targets") or [CLASS])
-    valid = [CLASS, CONTROL, *source.factor_names]
+    valid = [CLASS, CONTROL, *source.stored_factors({**source.defaults, **spec})]
     for target in targets:
         if target not in valid:
             raise unknown_value(

@@ -142,6 +142,19 @@ class Layout:
         return os.path.join(self.results_dir, "figures", "{dataset}", "{probe}", "shape_bias.png")
 
     @property
+    def decisions(self) -> str:
+        """The network's own 16-way decision on each cue-conflict stimulus (Geirhos et al.),
+        per (dataset, backbone, representation)."""
+        return os.path.join(
+            self.results_dir, "decisions", "{dataset}", "{backbone}", "{representation}.npz"
+        )
+
+    @property
+    def decision_figure(self) -> str:
+        """The networks' own shape bias per representation, beside the human reference."""
+        return os.path.join(self.results_dir, "figures", "{dataset}", "decision_shape_bias.png")
+
+    @property
     def figure(self) -> str:
         """One figure per (dataset, backbone, probe): `{figure}` names it."""
         return os.path.join(

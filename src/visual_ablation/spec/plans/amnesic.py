@@ -22,11 +22,12 @@ def factors(exp, dataset: str) -> list[str]:
     """The factors removed on a dataset: `amnesic.factors` (every one its source stores
     by default) that its source stores. None for a source that fixes its test images: its
     class heads train where the cue is the class, so removing the cue removes the class."""
-    source = SOURCES[exp.datasets[dataset]["source"]]
+    spec = exp.datasets[dataset]
+    source = SOURCES[spec["source"]]
     if source.fixes_test:
         return []
     chosen = exp.amnesic["factors"]
-    return [f for f in source.factor_names if chosen is None or f in chosen]
+    return [f for f in source.stored_factors(spec) if chosen is None or f in chosen]
 
 
 def jobs(exp) -> list[AmnesicJob]:

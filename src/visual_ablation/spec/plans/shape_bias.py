@@ -1,10 +1,14 @@
-"""The shape-bias stage: cue-conflict datasets' class probes, within and transferred."""
+"""The shape-bias stage: cue-conflict datasets' class probes, within and transferred, and
+the networks' own decisions on Geirhos et al.'s cue-conflict stimuli."""
 
 from __future__ import annotations
 
+from visual_ablation.data.stimuli import GeirhosStimuliSource
+from visual_ablation.features import backbones
 from visual_ablation.spec import layout
 from visual_ablation.spec.config import CUE_CONFLICT
 from visual_ablation.spec.plans import train, transfer
+from visual_ablation.spec.plans.jobs import FeatureJob
 from visual_ablation.vocabulary import CLASS
 
 
@@ -27,13 +31,50 @@ def predictions(exp) -> list[str]:
     ]
 
 
+def decision_datasets(exp) -> list[str]:
+    """Datasets of Geirhos et al.'s cue-conflict stimuli, sorted."""
+    return sorted(
+        d
+        for d, spec in exp.datasets.items()
+        if spec["source"] == GeirhosStimuliSource.name and spec["stimuli"] == "cue-conflict"
+    )
+
+
+def decides(spec: dict) -> bool:
+    """Whether a backbone may have a trained head of its own to decide with: a network with
+    weights (a job finds out whether its output is ImageNet-1k's; if not, it says so and
+    gives no row)."""
+    return backbones.family(spec).uses_weights and spec.get("weights") not in (None, "none")
+
+
+def decision_jobs(exp) -> list[FeatureJob]:
+    """One decisions job per (Geirhos cue-conflict dataset, deciding backbone,
+    representation)."""
+    return [
+        FeatureJob(d, b, r)
+        for d in decision_datasets(exp)
+        for b in sorted(exp.backbones)
+        if decides(exp.backbones[b])
+        for r in exp.representations_of(d, b)
+    ]
+
+
+def decision_files(exp) -> list[str]:
+    return [
+        layout.fill(exp.layout.decisions, dataset=d, backbone=b, representation=r)
+        for d, b, r in decision_jobs(exp)
+    ]
+
+
 def figures(exp) -> list[str]:
-    """One shape-bias figure per (cue-conflict dataset, probe)."""
+    """One shape-bias figure per (cue-conflict dataset, probe), and one of the networks'
+    own decisions per Geirhos dataset that has decisions jobs."""
+    decided = sorted({job.dataset for job in decision_jobs(exp)})
     return [
         layout.fill(exp.layout.shape_bias_figure, dataset=d, probe=p)
         for d in datasets(exp)
         for p in exp.probes
-    ]
+    ] + [layout.fill(exp.layout.decision_figure, dataset=d) for d in decided]
 
 
 def targets(exp) -> list[str]:

@@ -26,7 +26,7 @@ rule amnesic:
     log:
         LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
     conda:
-        "../envs/train.yaml"
+        "../envs/report.yaml"
     resources:
         mem_mb=train_mem_mb,
     params:

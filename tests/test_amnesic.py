@@ -113,6 +113,32 @@ def test_leace_in_the_span_coordinates_is_concept_erasures_eraser_on_the_feature
     assert directions == 5
 
 
+def test_the_closed_form_is_concept_erasures_eraser_in_the_span_coordinates():
+    """n < dim: the library fitted on the train rows' span coordinates (U S), applied to
+    every row's coordinates and mapped back, gives the closed form's features."""
+    import torch
+    from concept_erasure import LeaceFitter
+
+    rng = np.random.default_rng(2)
+    colour = rng.integers(5, size=260)
+    z = rng.normal(size=(260, 400))
+    z[:, :5] += 1.2 * np.eye(5)[colour]
+    z -= z[:120].mean(axis=0)
+    fits = amnesic.RidgeFits(z[:120], z[120:180], z[180:])
+    erased, directions = amnesic.leace_erased(fits, colour[:120], 5)
+    keep = fits.eigenvalues > 1e-10 * fits.eigenvalues.max()
+    vectors, root = fits.vectors[:, keep], np.sqrt(fits.eigenvalues[keep])
+    fitter = LeaceFitter(
+        len(root), 5, dtype=torch.float64, shrinkage=False, constrain_cov_trace=False
+    )
+    fitter.update(torch.from_numpy(vectors * root), torch.from_numpy(np.eye(5)[colour[:120]]))
+    back = (vectors / root).T @ fits.train
+    coordinates = fits.cross_test[:, keep] / root
+    change = coordinates - fitter.eraser(torch.from_numpy(coordinates)).numpy()
+    np.testing.assert_allclose(erased["test"], fits.test - change @ back, atol=1e-8)
+    assert directions == int((fitter.eraser.proj_left.abs().sum(0) > 0).sum()) == 4
+
+
 def test_leace_with_fewer_rows_than_dimensions_decorrelates_the_train_rows():
     """n < dim, as in the default stores: the erased train rows' covariance with the
     factor's one-hot labels is zero (LEACE's guarantee on the rows it was fitted on)."""

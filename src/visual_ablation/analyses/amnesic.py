@@ -6,7 +6,7 @@ costs whatever they hold:
 - `inlp`: iterative nullspace projection (INLP, Ravfogel et al. 2020; as amnesic probing,
   Elazar et al. 2021), below;
 - `leace`: LEACE (Belrose et al. 2023, "LEACE: Perfect linear concept erasure in closed
-  form"; concept-erasure's LeaceFitter), the least change to the features after which no
+  form"), the least change to the features after which no
   linear classifier of the train rows does better than a constant at predicting the factor.
   INLP's classifiers' directions lie in the span of the train rows and can take what carries
   other information with them; LEACE changes the features only along k - 1 directions (k
@@ -14,11 +14,12 @@ costs whatever they hold:
 
 LEACE here: fitted on the train rows in the coordinates of their own span (U S, from the
 eigendecomposition of the Gram matrix the ridge fits already hold; rank at most n - 1 <
-dim in the default stores), where their covariance has full rank, so the sample covariance
-is used as it is (no shrinkage) and the eraser is the paper's closed form (no trace
-constraint); the change in span coordinates is mapped back to the features (a row's part
-outside the train rows' span is left as it is: no head trained on them reads it). The
-factor's accuracy after is a ridge classifier refitted on the erased features.
+dim in the default stores), where their covariance has full rank and is diagonal, so the
+sample covariance is used as it is (no shrinkage) and the eraser is the paper's closed
+form (no trace constraint), without a decomposition of its own (`leace_erased`; checked
+against concept-erasure's LeaceFitter); the change is mapped back to the features (a
+row's part outside the train rows' span is left as it is: no head trained on them reads
+it). The factor's accuracy after is a ridge classifier refitted on the erased features.
 
 INLP, in the heads' standardised space (z = (x - mean) / std, the train rows'
 statistics): fit a linear classifier of the factor on the train images (ridge regression
@@ -264,39 +265,36 @@ def inlp_basis(
 METHODS = ("inlp", "leace")
 
 
-def leace_erased(fits: RidgeFits, y_train: np.ndarray, k: int) -> tuple[dict[str, np.ndarray], int]:
-    """LEACE of labels y_train, fitted on the train rows of `fits` in the coordinates of
-    their span: the train rows' U S, the validation and test rows' products with the train
-    rows over U S^-1 (eigenvalues below 1e-10 of the largest left out: the centred rows'
-    null direction). Returns the train, validation and test features erased and the number
-    of directions the eraser changes."""
-    import torch
-    from concept_erasure import LeaceFitter
+LEACE_SVD_TOL = 0.01  # concept-erasure's default `svd_tol`: weaker directions are left
 
+
+def leace_erased(fits: RidgeFits, y_train: np.ndarray, k: int) -> tuple[dict[str, np.ndarray], int]:
+    """LEACE (Belrose et al. 2023) of labels y_train, fitted on the train rows of `fits`,
+    in closed form in the coordinates of their span: the train rows' C = U S (U, S^2 the
+    Gram matrix's eigenvectors and eigenvalues; those below 1e-10 of the largest left
+    out). C is centred and its covariance diagonal, S^2 / (n - 1), so the whitening is
+    W = sqrt(n - 1) S^-1 and W Sigma_xz = U^T Y_c / sqrt(n - 1) (Y_c: centred one-hot
+    labels); with Q its left singular vectors of singular value above LEACE_SVD_TOL, the
+    eraser is c -> c - (c S^-1 Q) (Q^T S). Mapped back to features (a row's coordinates
+    are z Z^T U S^-1), a row z changes by (z Z^T U S^-2 Q) (Q^T U^T Z): no decomposition
+    beyond the one the ridge fits hold. concept-erasure's LeaceFitter (no shrinkage, no
+    trace constraint) on the same coordinates gives the same eraser
+    (tests/test_amnesic.py). Returns the train, validation and test features erased and
+    the number of directions changed."""
     keep = fits.eigenvalues > 1e-10 * fits.eigenvalues.max()
-    vectors, root = fits.vectors[:, keep], np.sqrt(fits.eigenvalues[keep])
-    coordinates = {
-        "train": vectors * root,
-        "val": fits.cross_val[:, keep] / root,
-        "test": fits.cross_test[:, keep] / root,
+    vectors, eigenvalues = fits.vectors[:, keep], fits.eigenvalues[keep]
+    onehot = np.eye(k)[y_train]
+    whitened_cross = vectors.T @ (onehot - onehot.mean(axis=0)) / np.sqrt(len(y_train) - 1)
+    left, singular, _ = np.linalg.svd(whitened_cross, full_matrices=False)
+    q = left[:, singular > LEACE_SVD_TOL]
+    changed = (q.T @ vectors.T) @ fits.train  # [m, dim]: Q^T U^T Z
+    scaled = q / eigenvalues[:, None]  # S^-2 Q: a row's z Z^T U (`cross_*`) times it
+    erased = {
+        "train": fits.train - (vectors @ q) @ changed,  # train rows: z Z^T U S^-2 = U
+        "val": fits.val - (fits.cross_val[:, keep] @ scaled) @ changed,
+        "test": fits.test - (fits.cross_test[:, keep] @ scaled) @ changed,
     }
-    back = (vectors / root).T @ fits.train  # [r, dim]: span coordinates -> features
-    fitter = LeaceFitter(
-        len(root),
-        k,
-        dtype=torch.float64,
-        shrinkage=False,  # full rank in the span: the sample covariance itself
-        constrain_cov_trace=False,  # the paper's closed form
-    )
-    fitter.update(torch.from_numpy(coordinates["train"]), torch.from_numpy(np.eye(k)[y_train]))
-    eraser = fitter.eraser
-    directions = int((eraser.proj_left.abs().sum(0) > 0).sum())
-    features = {"train": fits.train, "val": fits.val, "test": fits.test}
-    erased = {}
-    for part, c in coordinates.items():
-        change = c - eraser(torch.from_numpy(c)).numpy()
-        erased[part] = features[part] - change @ back
-    return erased, directions
+    return erased, q.shape[1]
 
 
 def erase(
@@ -499,6 +497,9 @@ def table(paths: list[str], prediction_paths: list[str]) -> pd.DataFrame:
                 joined = per_image.setdefault((dataset, backbone, *key), {})
                 joined.setdefault(array, []).append(values[name])
     out = []
+    # the bootstrap's weights once per set of test images and runs (every layer, factor,
+    # eraser and probe of a store shares them: the same replicates, as the summary's)
+    weights: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
     for key, group in rows.groupby(TABLE_KEYS, sort=False):
         row = dict(zip(TABLE_KEYS, key, strict=True))
         row["n_runs"] = int(group["run"].nunique())
@@ -515,9 +516,13 @@ def table(paths: list[str], prediction_paths: list[str]) -> pd.DataFrame:
             "random_change": ("random", "intact"),
             "amnesic_minus_random": ("erased", "random"),
         }
+        images = arrays["image"]
+        shared = (images.shape[0], np.unique(images).tobytes())
+        if shared not in weights:
+            weights[shared] = inference.bootstrap_weights(len(np.unique(images)), images.shape[0])
         for name, (first, second) in pairs.items():
             mean, low, high = inference.paired_interval(
-                arrays["image"], arrays[first], arrays[second]
+                images, arrays[first], arrays[second], weights[shared]
             )
             row |= {name: 100 * mean, f"{name}_ci_low": 100 * low, f"{name}_ci_high": 100 * high}
         out.append(row)

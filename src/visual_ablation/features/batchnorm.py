@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation.data import preparation, splits
-
 log = logging.getLogger(__name__)
 
 # what a feature spec records for a recalibrated backbone (config.backbone_spec)
@@ -36,6 +34,9 @@ CALIBRATION = {"images": 1024, "seed": 0, "batch_size": 128}
 def calibration_images(data, images: int, seed: int) -> np.ndarray:
     """Sorted indices of at most `images` images of the data store `data` that no fixed
     test set holds, drawn with `seed`."""
+    # here, not at the top: every feature job imports this module, few calibrate
+    from visual_ablation.data import preparation, splits
+
     n = data["images"].shape[0]
     allowed = np.ones(n, dtype=bool)
     fixed = preparation.read_fixed_test(data)

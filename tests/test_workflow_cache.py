@@ -137,14 +137,40 @@ def reversed_mappings(value):
     return value
 
 
-def every_rule_config() -> dict:
+def stimuli_copy(root) -> str:
+    """Geirhos-style cue-conflict stimuli enough to split: each committed conflict image
+    (tests/data/texture-vs-shape) under 8 shape numbers, 128 images in all."""
+    import shutil
+    from pathlib import Path
+
+    subset = Path(__file__).parent / "data" / "texture-vs-shape" / "stimuli"
+    folder = Path(root) / "style-transfer-preprocessed-512"
+    for image in (subset / "style-transfer-preprocessed-512").rglob("*.png"):
+        shape, texture = image.stem.split("-")
+        if shape.rstrip("0123456789") == texture.rstrip("0123456789"):
+            continue
+        (folder / image.parent.name).mkdir(parents=True, exist_ok=True)
+        for i in range(8):
+            name = f"{shape.rstrip('0123456789')}{i + 1}-{texture}.png"
+            shutil.copy(image, folder / image.parent.name / name)
+    return str(folder)
+
+
+def every_rule_config(stimuli: str) -> dict:
     """A tiny config that plans every rule but fetch_weights (planned only when a
-    backbone's weights file is missing): a cue-conflict dataset (shape bias), shapes
-    (amnesic probing, transfer, similarity), an untrained twin (drawn beside its
-    backbone) and a backbone whose layers are not in depth (image statistics)."""
+    backbone's weights file is missing): a cue-conflict dataset (shape bias), Geirhos'
+    stimuli (the network's own decisions), shapes (amnesic probing, transfer,
+    similarity), an untrained twin (drawn beside its backbone) and a backbone whose layers
+    are not in depth (image statistics)."""
     layers = {"layers": ["stem", "blocks.0"], "image_size": 32}
     return tiny_config(
         datasets={
+            "geirhos": {
+                "source": "geirhos",
+                "path": stimuli,
+                "image_size": 32,
+                "representations": ["original"],
+            },
             "shapes": {
                 "source": "synthetic-shapes",
                 "n": 200,
@@ -177,7 +203,7 @@ def test_the_same_config_in_another_key_order_plans_nothing_of_any_rule(tmp_path
     backbones, probes, their keys, representations as a mapping) mean the same
     experiment, for every rule of the workflow."""
     wf = Workflow(copy_workflow(tmp_path / "repo"), tmp_path / "work")
-    config = every_rule_config()
+    config = every_rule_config(stimuli_copy(tmp_path / "stimuli"))
     wf.write_config(config)
     listed = wf.run("--list-rules").stdout.split()
     assert {rule for rule, _ in wf.planned()} == set(listed) - {"fetch_weights"}

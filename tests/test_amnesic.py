@@ -113,18 +113,27 @@ def test_leace_in_the_span_coordinates_is_concept_erasures_eraser_on_the_feature
     assert directions == 5
 
 
+def wide_planted(seed: int, parts: tuple[int, int, int], dim: int, k: int, scale: float):
+    """Fewer rows than dimensions, as in the default stores: Gaussian features with a
+    factor of k classes planted as a scaled one-hot block, centred on the train rows;
+    (features, labels, the RidgeFits of the train, validation and test parts)."""
+    rng = np.random.default_rng(seed)
+    n_train, n_val, n_test = parts
+    labels = rng.integers(k, size=n_train + n_val + n_test)
+    z = rng.normal(size=(len(labels), dim))
+    z[:, :k] += scale * np.eye(k)[labels]
+    z -= z[:n_train].mean(axis=0)
+    fits = amnesic.RidgeFits(z[:n_train], z[n_train : n_train + n_val], z[n_train + n_val :])
+    return z, labels, fits
+
+
 def test_the_closed_form_is_concept_erasures_eraser_in_the_span_coordinates():
     """n < dim: the library fitted on the train rows' span coordinates (U S), applied to
     every row's coordinates and mapped back, gives the closed form's features."""
     import torch
     from concept_erasure import LeaceFitter
 
-    rng = np.random.default_rng(2)
-    colour = rng.integers(5, size=260)
-    z = rng.normal(size=(260, 400))
-    z[:, :5] += 1.2 * np.eye(5)[colour]
-    z -= z[:120].mean(axis=0)
-    fits = amnesic.RidgeFits(z[:120], z[120:180], z[180:])
+    z, colour, fits = wide_planted(2, (120, 60, 80), 400, 5, 1.2)
     erased, directions = amnesic.leace_erased(fits, colour[:120], 5)
     keep = fits.eigenvalues > 1e-10 * fits.eigenvalues.max()
     vectors, root = fits.vectors[:, keep], np.sqrt(fits.eigenvalues[keep])
@@ -142,12 +151,7 @@ def test_the_closed_form_is_concept_erasures_eraser_in_the_span_coordinates():
 def test_leace_with_fewer_rows_than_dimensions_decorrelates_the_train_rows():
     """n < dim, as in the default stores: the erased train rows' covariance with the
     factor's one-hot labels is zero (LEACE's guarantee on the rows it was fitted on)."""
-    rng = np.random.default_rng(1)
-    colour = rng.integers(4, size=300)
-    z = rng.normal(size=(300, 500))
-    z[:, :4] += 1.5 * np.eye(4)[colour]
-    z -= z[:150].mean(axis=0)
-    fits = amnesic.RidgeFits(z[:150], z[150:220], z[220:])
+    z, colour, fits = wide_planted(1, (150, 70, 80), 500, 4, 1.5)
     erased, directions = amnesic.leace_erased(fits, colour[:150], 4)
     onehot = np.eye(4)[colour[:150]]
     covariance = (erased["train"] - erased["train"].mean(0)).T @ (onehot - onehot.mean(0))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from visual_ablation.analyses import imagenet16, shape_bias
+from visual_ablation.data.stimuli import categories_of
 
 
 def published_table(shape: int, texture: int, subject: str = "resnet50") -> pd.DataFrame:
@@ -69,14 +70,14 @@ def test_the_scorer_prints_the_published_shape_bias(
 
 
 def test_stimulus_names_give_shape_and_texture():
-    assert shape_bias.stimulus_categories("airplane1-bicycle2.png") == ("airplane", "bicycle")
-    assert shape_bias.stimulus_categories("0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png") == (
+    assert categories_of("airplane1-bicycle2.png") == ("airplane", "bicycle")
+    assert categories_of("0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png") == (
         "airplane",
         "bicycle",
     )
-    assert shape_bias.stimulus_categories("cat/cat10-cat3.png") == ("cat", "cat")
+    assert categories_of("cat/cat10-cat3.png") == ("cat", "cat")
     with pytest.raises(ValueError, match="not a cue-conflict stimulus"):
-        shape_bias.stimulus_categories("n01440764_10026.JPEG")
+        categories_of("n01440764_10026.JPEG")
 
 
 def test_a_table_without_the_raw_data_columns_is_refused_by_name():

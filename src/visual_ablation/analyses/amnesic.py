@@ -404,6 +404,17 @@ def amnesic_store(
             y_test, test = labels[test_rows], z[test_rows].astype(np.float64)
             # the features' Gram matrix and its eigendecomposition, once for every factor
             fits = RidgeFits(z[train_rows], z[val_rows], z[test_rows])
+            # each probe's heads and their per-image correctness intact, once for every
+            # factor and eraser
+            key = f"{run}/{layer}"
+            weights_of, intact_of = {}, {}
+            for probe, (_, values) in heads.items():
+                if not np.array_equal(values[f"{key}/test_rows"], test_rows):
+                    raise ValueError(f"{heads_paths[probe]}: other test images than the rest")
+                weights_of[probe] = [
+                    values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values
+                ]
+                intact_of[probe] = head_correct(weights_of[probe], test, y_test)
             for factor in factors:
                 y = factor_labels[factor]
                 k = len(factor_names[factor])
@@ -415,16 +426,8 @@ def amnesic_store(
                         random_basis(z.shape[1], m, [run, j, m, z.shape[1]])
                         for j in range(RANDOM_DRAWS)
                     ]
-                    for probe, (_, values) in heads.items():
-                        key = f"{run}/{layer}"
-                        weights = [
-                            values[f"{key}/w{i}"] for i in range(4) if f"{key}/w{i}" in values
-                        ]
-                        if not np.array_equal(values[f"{key}/test_rows"], test_rows):
-                            raise ValueError(
-                                f"{heads_paths[probe]}: other test images than the rest"
-                            )
-                        intact = head_correct(weights, test, y_test)
+                    for probe, weights in weights_of.items():
+                        intact = intact_of[probe]
                         erased = head_correct(weights, erased_test, y_test)
                         # each image's share of the random removals that leave it right
                         random = np.mean(
@@ -468,6 +471,12 @@ def amnesic_store(
 
 
 TABLE_KEYS = ["dataset", "backbone", "representation", "layer", "probe", "factor", "method"]
+# each change in the table and the per-image arrays it is the paired difference of
+CHANGES = {
+    "amnesic_change": ("erased", "intact"),
+    "random_change": ("random", "intact"),
+    "amnesic_minus_random": ("erased", "random"),
+}
 MEANS = [
     "directions",
     "factor_majority",
@@ -511,16 +520,12 @@ def table(paths: list[str], prediction_paths: list[str]) -> pd.DataFrame:
             a: np.concatenate(v)
             for a, v in per_image[(dataset, backbone, layer, factor, method, probe)].items()
         }
-        pairs = {
-            "amnesic_change": ("erased", "intact"),
-            "random_change": ("random", "intact"),
-            "amnesic_minus_random": ("erased", "random"),
-        }
         images = arrays["image"]
-        shared = (images.shape[0], np.unique(images).tobytes())
+        distinct = np.unique(images)
+        shared = (images.shape[0], distinct.tobytes())
         if shared not in weights:
-            weights[shared] = inference.bootstrap_weights(len(np.unique(images)), images.shape[0])
-        for name, (first, second) in pairs.items():
+            weights[shared] = inference.bootstrap_weights(len(distinct), images.shape[0])
+        for name, (first, second) in CHANGES.items():
             mean, low, high = inference.paired_interval(
                 images, arrays[first], arrays[second], weights[shared]
             )

@@ -29,6 +29,7 @@ import pandas as pd
 
 from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
+from visual_ablation.data.stimuli import categories_of
 from visual_ablation.plumbing import store
 from visual_ablation.probes import run_files
 from visual_ablation.spec.layout import parse_run_path
@@ -225,17 +226,6 @@ def table(
 # --- The network's own decision (Geirhos et al. 2019): its 16-way answer on each image.
 
 
-def stimulus_categories(name: str) -> tuple[str, str]:
-    """(shape, texture) of a cue-conflict stimulus from its file name, with or without the
-    experiment's prefix: `airplane1-bicycle2.png`, or texture-vs-shape's raw-data
-    `0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png`."""
-    stem = name.rsplit("/", 1)[-1].rsplit("_", 1)[-1].removesuffix(".png")
-    shape, _, texture = stem.partition("-")
-    if not texture:
-        raise ValueError(f"{name!r}: not a cue-conflict stimulus name (<shape><i>-<texture><j>)")
-    return shape.rstrip("0123456789"), texture.rstrip("0123456789")
-
-
 def decision_shape_bias(
     shape: np.ndarray, texture: np.ndarray, decision: np.ndarray
 ) -> dict[str, float | int]:
@@ -270,7 +260,7 @@ def score_decisions(table: pd.DataFrame) -> dict[str, float | int]:
             f"a decisions table needs the columns subj, object_response and imagename "
             f"(texture-vs-shape's raw-data format); missing: {', '.join(sorted(missing))}"
         )
-    shape, texture = zip(*(stimulus_categories(n) for n in table["imagename"]), strict=True)
+    shape, texture = zip(*(categories_of(n) for n in table["imagename"]), strict=True)
     return decision_shape_bias(
         np.array(shape), np.array(texture), table["object_response"].to_numpy()
     )

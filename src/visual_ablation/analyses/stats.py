@@ -22,6 +22,7 @@ Holm's step-down adjustment runs over every comparison of a (dataset, backbone, 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -222,6 +223,8 @@ def add_selectivity(
     control = metrics[metrics["target"] == CONTROL]
     if control.empty:
         return summary
+    # each model's predictions file read once, for all of its layers
+    loaded = None if predictions is None else functools.cache(predictions)
     keys = [k for k in KEYS if k != "target"]
     by_key = {key: group for key, group in control.groupby(keys, sort=False)}
     classes = metrics[metrics["target"] == CLASS]
@@ -240,7 +243,7 @@ def add_selectivity(
             (paired["accuracy"] - paired["accuracy_control"]).to_numpy(), overlap=overlap
         )
         if predictions is not None:
-            mean, low, high = _paired_selectivity(predictions, paired)
+            mean, low, high = _paired_selectivity(loaded, paired)
         where = (summary[keys] == pd.Series(dict(zip(keys, key, strict=True)))).all(axis=1) & (
             summary["target"] == CLASS
         )

@@ -54,8 +54,10 @@ def set_folder(path: str, stimuli: str) -> str | None:
 
 
 def categories_of(name: str) -> tuple[str, str]:
-    """(shape, texture) of a cue-conflict file name `<shape><i>-<texture><j>.png`."""
-    stem = os.path.basename(name).removesuffix(".png")
+    """(shape, texture) of a cue-conflict file name `<shape><i>-<texture><j>.png`, with
+    or without a folder or texture-vs-shape's raw-data prefix
+    (`0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png`)."""
+    stem = os.path.basename(name).rsplit("_", 1)[-1].removesuffix(".png")
     shape, _, texture = stem.partition("-")
     if not texture:
         raise DatasetError(f"{name}: not a cue-conflict stimulus (<shape><i>-<texture><j>.png)")

@@ -51,21 +51,17 @@ def calibration_images(data, images: int, seed: int) -> np.ndarray:
     return pool
 
 
-def has_batchnorm(net) -> bool:
-    import torch
-
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
 def recalibrate(extractor, data, device, calibration: dict[str, Any]) -> int:
     """Re-estimate every BatchNorm's running statistics of `extractor.net` on the
     calibration images of the data store `data` (their own cumulative mean and variance,
     each layer seeing the layers before it normalised); the net is left in eval mode.
     Returns the number of images used (0 where the net has no BatchNorm)."""
     import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
 
     net = extractor.net
-    if net is None or not has_batchnorm(net):
+    layers = [] if net is None else [m for m in net.modules() if isinstance(m, _BatchNorm)]
+    if not layers:
         return 0
     chosen = calibration_images(data, calibration["images"], calibration["seed"])
     if len(chosen) < 2:
@@ -74,7 +70,6 @@ def recalibrate(extractor, data, device, calibration: dict[str, Any]) -> int:
             f"{len(chosen)} image(s) outside the fixed test set: use more images"
         )
     images = data["images"].oindex[chosen]
-    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()

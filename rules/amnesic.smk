@@ -25,6 +25,7 @@ rule amnesic:
         predictions=LAYOUT.amnesic_predictions,
     log:
         LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
+    priority: 1  # a long 1-thread job: started early, beside the train jobs
     conda:
         "../envs/report.yaml"
     resources:

@@ -8,6 +8,9 @@ rule prepare_data:
         LAYOUT.log("prepare_data", "{dataset}"),
     benchmark:
         LAYOUT.benchmark("prepare_data", "{dataset}")
+    # the data and feature jobs first, as soon as they can run: the 1-thread jobs after
+    # them never wait on a 2-thread feature job for a free core (docs/findings.md)
+    priority: 2
     conda:
         "../envs/data.yaml"
     threads: data_threads

@@ -15,6 +15,7 @@ rule features:
         LAYOUT.log("features", "{dataset}/{backbone}/{representation}"),
     benchmark:
         LAYOUT.benchmark("features", "{dataset}/{backbone}/{representation}")
+    priority: 2  # before the jobs that need it (rules/data.smk)
     conda:
         "../envs/features.yaml"
     threads: config["extraction"]["threads"]

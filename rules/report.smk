@@ -81,6 +81,7 @@ rule representation_examples:
         ),
     log:
         LAYOUT.log("representation_examples", "{dataset}"),
+    priority: 1  # needs the data only: drawn early, not alone at the end
     conda:
         "../envs/features.yaml"
     params:

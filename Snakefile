@@ -1,5 +1,5 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): data -> (fetch_weights) -> features (+ inventory) -> train ->
+# Stages (one rule file each): (fetch_stimuli) data -> (fetch_weights) -> features (+ inventory) -> train ->
 # transfer, amnesic; similarity -> report, shape bias.
 # Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
 # data/files.py, a backbone source one module in features/backbones/; a new artefact's path is one
@@ -69,6 +69,7 @@ include: "rules/tables.smk"
 localrules:
     all,
     fetch_weights,
+    fetch_stimuli,
     feature_table,
     aggregate,
     plots,

@@ -100,7 +100,7 @@ def exact_choices(results: Path, differ: pd.DataFrame) -> None:
     tally = {"before": 0, "after": 0, "neither": 0, "constant features": 0}
     for key, row in differ.iterrows():
         dataset, backbone, representation, _, _, target, layer, _, run = key
-        labels, n_classes, classes, fixed, given = training.read_labels(
+        labels, n_classes, classes, fixed, given, _ = training.read_labels(
             exp.data_store(dataset), exp.data_spec(dataset), target
         )
         within = splits.target_images(target, fixed)

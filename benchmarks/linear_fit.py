@@ -83,7 +83,7 @@ def read_store(results: str, store: str):
     dataset, backbone, representation = store.split("/")
     spec = exp.feature_spec(dataset, backbone, representation)
     features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
-    labels, n_classes, classes, fixed, given = training.read_labels(
+    labels, n_classes, classes, fixed, given, _ = training.read_labels(
         exp.data_store(dataset), exp.data_spec(dataset)
     )
     runs = list(range(exp.runs))

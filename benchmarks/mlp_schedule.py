@@ -52,7 +52,7 @@ def curves(exp, store: str, lr: float, epochs: int) -> np.ndarray:
     dataset, backbone, representation, target = store.split("/")
     spec = exp.feature_spec(dataset, backbone, representation)
     features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
-    labels, n_classes, classes, fixed, given = training.read_labels(
+    labels, n_classes, classes, fixed, given, _ = training.read_labels(
         exp.data_store(dataset), exp.data_spec(dataset), target
     )
     runs = list(range(exp.runs))

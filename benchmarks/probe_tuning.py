@@ -81,7 +81,7 @@ def main() -> None:
         )
         extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
         feats = training.read_features(path, spec)
-        labels, n_classes, classes, fixed, _ = training.read_labels(
+        labels, n_classes, classes, fixed, *_ = training.read_labels(
             exp.data_store("shapes"), exp.data_spec("shapes")
         )
     finally:

@@ -65,7 +65,7 @@ def measure(root: str, n: int, readout, threads: int, probe: dict) -> dict:
     extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", threads=threads)
     extract_s = time.perf_counter() - t0
     feats = training.read_features(path, spec)
-    labels, n_classes, classes, fixed, _ = training.read_labels(
+    labels, n_classes, classes, fixed, *_ = training.read_labels(
         exp.data_store("shapes"), exp.data_spec("shapes")
     )
     runs = [0, 1, 2]

@@ -52,6 +52,13 @@ def reference_heads(wildcards):
     return job.file(LAYOUT.run_heads)
 
 
+def stimuli_inputs(wildcards):
+    """A dataset that fetches its files (Geirhos' stimuli, `fetch`) waits for them."""
+    if EXPERIMENT.datasets[wildcards.dataset].get("fetch"):
+        return LAYOUT.stimuli_fetched.format(dataset=wildcards.dataset)
+    return []
+
+
 def weights_inputs(wildcards):
     """A checkpoint file given as weights is a file dependency of its feature jobs; a
     library's weights that are not in its cache yet are fetched first, by the

@@ -2,6 +2,8 @@
 
 
 rule prepare_data:
+    input:
+        stimuli=stimuli_inputs,
     output:
         directory(LAYOUT.data_store),
     log:
@@ -21,3 +23,19 @@ rule prepare_data:
         spec=data_params,
     script:
         "../workflow/scripts/prepare_data.py"
+
+
+# Geirhos' stimuli with `fetch`: the pinned commit's files of the set, into the dataset's
+# path, each checked against its SHA-256 before every decode (a local rule: compute
+# nodes never download; offline, it fails saying how to copy them instead)
+rule fetch_stimuli:
+    output:
+        temp(LAYOUT.stimuli_fetched),
+    log:
+        LAYOUT.log("fetch_stimuli", "{dataset}"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=data_params,
+    script:
+        "../workflow/scripts/fetch_stimuli.py"

@@ -152,15 +152,14 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
 
 
 def test_geirhos_config_plans_the_networks_decisions_and_both_cues(shipped):
-    """config/geirhos.yaml on a copy of the stimuli (the committed subset standing in for
-    the 1,280 files): the network's own decisions per representation of the pretrained
-    backbone (the untrained one has no head to decide with), shape and texture probes."""
-    stimuli = shipped.workdir / "stimuli" / "texture-vs-shape"
-    if not stimuli.exists():
-        shutil.copytree(REPO / "tests" / "data" / "texture-vs-shape", stimuli)
+    """config/geirhos.yaml as shipped, before the stimuli are there: their fetch first,
+    the network's own decisions per representation of the pretrained backbone (the
+    untrained one has no head to decide with), shape and texture probes."""
+    assert not (shipped.workdir / "stimuli").exists()
     jobs = shipped.planned("--replace-workflow-config", config="config/geirhos.yaml")
     counts = dict(Counter(rule for rule, _ in jobs))
     assert counts == {
+        "fetch_stimuli": 1,
         "prepare_data": 1,
         "decisions": 8,  # effnet's 8 representations
         "features": 9,  # and untrained's original

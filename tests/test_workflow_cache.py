@@ -157,9 +157,9 @@ def stimuli_copy(root) -> str:
 
 
 def every_rule_config(stimuli: str) -> dict:
-    """A tiny config that plans every rule but fetch_weights (planned only when a
-    backbone's weights file is missing): a cue-conflict dataset (shape bias), Geirhos'
-    stimuli (the network's own decisions), shapes (amnesic probing, transfer,
+    """A tiny config that plans every rule but fetch_weights and fetch_stimuli (planned
+    only when weights or stimuli are to be downloaded): a cue-conflict dataset (shape
+    bias), Geirhos' stimuli (the network's own decisions), shapes (amnesic probing, transfer,
     similarity), an untrained twin (drawn beside its backbone) and a backbone whose layers
     are not in depth (image statistics)."""
     layers = {"layers": ["stem", "blocks.0"], "image_size": 32}
@@ -206,7 +206,7 @@ def test_the_same_config_in_another_key_order_plans_nothing_of_any_rule(tmp_path
     config = every_rule_config(stimuli_copy(tmp_path / "stimuli"))
     wf.write_config(config)
     listed = wf.run("--list-rules").stdout.split()
-    assert {rule for rule, _ in wf.planned()} == set(listed) - {"fetch_weights"}
+    assert {rule for rule, _ in wf.planned()} == set(listed) - {"fetch_weights", "fetch_stimuli"}
     wf.run()
     config = reversed_mappings(config)
     config["representations"] = {"grayscale": {}, "original": {}}  # as a mapping

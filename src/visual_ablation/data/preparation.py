@@ -183,6 +183,15 @@ def _prepare(
             fixed,
             given=None if given is None else given[indices],
         )
+        # a target split by its exemplars (data/source.py `split_groups`) too
+        stored_names = source.file_names and [source.file_names[i] for i in indices]
+        for target, values in {
+            CLASS: source.labels,
+            **{f: v for f, (v, _) in source.factors.items()},
+        }.items():
+            groups = SOURCES[spec["source"]].split_groups(spec, stored_names, target)
+            if groups is not None:
+                splits.run_splits(values[indices], split, [0], name, groups=groups)
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",

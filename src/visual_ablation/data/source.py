@@ -77,6 +77,15 @@ class Source:
         return cls.factor_names
 
     @classmethod
+    def split_groups(
+        cls, spec: dict[str, Any], file_names: list[str] | None, target: str
+    ) -> np.ndarray | None:
+        """For a target whose images come in groups of one exemplar (the same source image
+        in several), an id per stored image, so that splits keep each group in one part
+        (data/splits.py `grouped_split`); else None."""
+        return None
+
+    @classmethod
     def open(cls, spec: dict[str, Any]) -> Source:
         """The source a resolved dataset spec describes."""
         raise NotImplementedError

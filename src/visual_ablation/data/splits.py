@@ -179,6 +179,51 @@ def stratified_split(
     return split
 
 
+def grouped_split(
+    labels: np.ndarray, groups: np.ndarray, val: float, test: float, seed: int, name: str
+) -> np.ndarray:
+    """A split that keeps each group of images (`groups`, an id per image: the same source
+    exemplar) in one part, stratified by class within each class: of a class's g groups,
+    round(test * g) go to test and round(val * g) to validation, at least one each, in a
+    random order; the rest train. A probe is then tested on exemplars it never saw (on
+    Geirhos' stimuli, a texture image stylised onto 17 to 37 shapes would otherwise be
+    matched, not decoded). Groups differ in size, and runs train together on parts of one
+    size: each class's part keeps as many of its images, drawn at random, as its smallest
+    groups hold (the others are UNUSED), so every seed gives parts of the same sizes. A
+    group must hold one class."""
+    ids, of_image, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    of_image = of_image.reshape(-1)
+    group_label = np.full(len(ids), -1, dtype=np.int64)
+    group_label[of_image] = labels
+    if (group_label[of_image] != labels).any():
+        raise SplitError(
+            f"dataset '{name}': a split group holds images of more than one class; its "
+            "images cannot all be in one part of a stratified split."
+        )
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), UNUSED, dtype=np.int8)
+    for c in np.unique(group_label):
+        members = np.flatnonzero(group_label == c)
+        g = len(members)
+        n_test, n_val = max(1, round(test * g)), max(1, round(val * g))
+        if g - n_test - n_val < 1:
+            raise SplitError(
+                f"dataset '{name}': class {c} has {g} exemplars (groups of images split "
+                f"together); train, val and test need one each, and val={val}, test={test} "
+                f"leave {g - n_test - n_val} to train. Use smaller split fractions or more "
+                "exemplars."
+            )
+        smallest = np.cumsum(np.sort(sizes[members]))  # k smallest groups' images: [k - 1]
+        order = rng.permutation(members)
+        drawn = {TEST: order[:n_test], VAL: order[n_test : n_test + n_val]}
+        drawn[TRAIN] = order[n_test + n_val :]
+        for code, chosen in drawn.items():
+            images = rng.permutation(np.flatnonzero(np.isin(of_image, chosen)))
+            split[images[: smallest[len(chosen) - 1]]] = code
+    check_split(split, f"dataset '{name}': the grouped split of {len(labels)} images")
+    return split
+
+
 def fixed_test_split(
     labels: np.ndarray, fixed_test: np.ndarray, val: float, test: float, seed: int, name: str
 ) -> np.ndarray:
@@ -217,12 +262,16 @@ def run_splits(
     fixed_test: np.ndarray | None = None,
     within: np.ndarray | None = None,
     given: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Each run's split of `labels` (computed once per distinct seed); with `fixed_test`
     (a source's own test images), only train and validation are drawn; with `within`
     (bool per image), all three parts are drawn among those images only; with `given`
     (the data's own split, a part code per image), that split, validation drawn from its
-    train part where it has no validation part."""
+    train part where it has no validation part; with `groups` (an id per image: images
+    of one exemplar), each group in one part (`grouped_split`)."""
+    if groups is not None and (given is not None or fixed_test is not None or within is not None):
+        raise SplitError(f"dataset '{name}': split groups with a given or fixed test split")
     if given is not None:
         if (given == VAL).any():
             check_split(given, f"dataset '{name}': the given split")
@@ -236,6 +285,10 @@ def run_splits(
             if within is not None:
                 by_seed[seed] = within_split(
                     labels, within, split["val"], split["test"], seed, name
+                )
+            elif groups is not None:
+                by_seed[seed] = grouped_split(
+                    labels, groups, split["val"], split["test"], seed, name
                 )
             elif fixed_test is not None:
                 by_seed[seed] = fixed_test_split(

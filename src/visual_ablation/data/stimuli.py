@@ -14,6 +14,7 @@ shape bias leaves the 80 others out; `conflict_only: false` keeps them), so that
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from visual_ablation.data.decode import DatasetError, decoded, fail_on_bad_image
 from visual_ablation.data.source import Source, register
+from visual_ablation.vocabulary import CLASS
 
 REPOSITORY = "rgeirhos/texture-vs-shape"
 COMMIT = "ccd0c01d42c0a8a834e90ec141e7f24fa915dc23"
@@ -53,14 +55,20 @@ def set_folder(path: str, stimuli: str) -> str | None:
     return None
 
 
-def categories_of(name: str) -> tuple[str, str]:
-    """(shape, texture) of a cue-conflict file name `<shape><i>-<texture><j>.png`, with
-    or without a folder or texture-vs-shape's raw-data prefix
-    (`0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png`)."""
+def exemplars_of(name: str) -> tuple[str, str]:
+    """(shape image, texture image) of a cue-conflict file name
+    `<shape><i>-<texture><j>.png` (e.g. `airplane1`, `bicycle2`), with or without a folder
+    or texture-vs-shape's raw-data prefix (`0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png`)."""
     stem = os.path.basename(name).rsplit("_", 1)[-1].removesuffix(".png")
     shape, _, texture = stem.partition("-")
     if not texture:
         raise DatasetError(f"{name}: not a cue-conflict stimulus (<shape><i>-<texture><j>.png)")
+    return shape, texture
+
+
+def categories_of(name: str) -> tuple[str, str]:
+    """(shape, texture) category of a cue-conflict file name (`exemplars_of`)."""
+    shape, texture = exemplars_of(name)
     return shape.rstrip("0123456789"), texture.rstrip("0123456789")
 
 
@@ -75,11 +83,26 @@ class GeirhosStimuliSource(Source):
     needs_path = True
     default_image_size = 224  # the stimuli's own size
     factor_names = ("texture",)
-    defaults = {"stimuli": "cue-conflict", "conflict_only": True}
+    # fetch: get the pinned commit's files of the set into `path` first (the fetch_stimuli
+    # rule), from GitHub (true) or a mirror of the repository (its base URL)
+    defaults = {"stimuli": "cue-conflict", "conflict_only": True, "fetch": False}
 
     @classmethod
     def stored_factors(cls, spec: dict[str, Any]) -> tuple[str, ...]:
         return cls.factor_names if spec.get("stimuli", "cue-conflict") == "cue-conflict" else ()
+
+    @classmethod
+    def split_groups(
+        cls, spec: dict[str, Any], file_names: list[str] | None, target: str
+    ) -> np.ndarray | None:
+        # the 1,280 stimuli stylise 160 shape images with 48 texture images (3 a category,
+        # each in 17 to 37 stimuli): a probe tested on a shape or texture image it was
+        # trained on would match the image, not decode the category
+        which = {CLASS: 0, "texture": 1}.get(target)
+        if which is None or spec.get("stimuli", "cue-conflict") != "cue-conflict":
+            return None
+        exemplars = [exemplars_of(name)[which] for name in file_names or ()]
+        return np.unique(exemplars, return_inverse=True)[1].reshape(-1)
 
     @classmethod
     def read_file(cls, name: str) -> bool:
@@ -90,6 +113,8 @@ class GeirhosStimuliSource(Source):
         stimuli = spec.get("stimuli", cls.defaults["stimuli"])
         if stimuli not in SETS:
             return f"stimuli {stimuli!r}: expected one of {', '.join(SETS)}"
+        if spec.get("fetch"):
+            return None  # the fetch_stimuli rule completes it, checking every file
         folder = set_folder(spec["path"], stimuli)
         if folder is None:
             return (
@@ -105,6 +130,9 @@ class GeirhosStimuliSource(Source):
 
     @classmethod
     def manifest(cls, spec: dict[str, Any]) -> dict[str, Any] | None:
+        if spec.get("fetch"):  # the pinned files, checked by fetch_stimuli before each decode
+            stimuli = spec.get("stimuli", cls.defaults["stimuli"])
+            return {"commit": COMMIT, "files": len(manifest((stimuli,)))}
         # the set's own files, not the rest of the repository
         folder = set_folder(spec["path"], spec.get("stimuli", cls.defaults["stimuli"]))
         return super().manifest({**spec, "path": folder or spec["path"]})
@@ -231,6 +259,26 @@ def fetch(
 
     with ThreadPoolExecutor(threads) as pool:
         return sum(pool.map(one, sorted(wanted.items())))
+
+
+def fetch_dataset(spec: dict[str, Any], mark: str) -> int:
+    """The fetch_stimuli rule: a `fetch` dataset's set under its `path` (`fetch`), every
+    file checked, from GitHub (`fetch: true`) or a mirror (`fetch`: its base URL); then
+    the mark its data job waits for. Returns the number of files downloaded."""
+    base_url = spec["fetch"] if isinstance(spec["fetch"], str) else RAW_URL
+    count = fetch(spec["path"], (spec["stimuli"],), base_url=base_url.rstrip("/") + "/")
+    logging.getLogger(__name__).info(
+        "%s: %d files of %s downloaded, every file checked against %s at %s (%s)",
+        spec["path"],
+        count,
+        spec["stimuli"],
+        REPOSITORY,
+        COMMIT[:7],
+        ATTRIBUTION,
+    )
+    with open(mark, "w") as out:
+        out.write(f"{REPOSITORY}@{COMMIT} {spec['stimuli']}: {count} downloaded\n")
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from visual_ablation.data import preparation, splits
+from visual_ablation.data.sources import SOURCES
 from visual_ablation.plumbing import store
 from visual_ablation.probes import metrics, run_files
 from visual_ablation.spec.layout import WITHIN
@@ -41,6 +42,7 @@ class StoreLabels(NamedTuple):
     classes: np.ndarray  # the class labels: what splits are stratified by
     fixed_test: np.ndarray | None  # the source's fixed test images
     given_split: np.ndarray | None  # the split the data comes with (`split: given`)
+    groups: np.ndarray | None  # the target's exemplar per image, kept in one part
 
 
 def read_labels(path: str, spec: dict[str, Any], target: str = CLASS) -> StoreLabels:
@@ -53,6 +55,7 @@ def read_labels(path: str, spec: dict[str, Any], target: str = CLASS) -> StoreLa
             group["labels"][:],
             preparation.read_fixed_test(group),
             preparation.read_given_split(group),
+            SOURCES[spec["source"]].split_groups(spec, preparation.read_file_names(group), target),
         )
 
 
@@ -128,10 +131,21 @@ def train_store(
     set_cpu_threads(threads)
     runs = [runs] if isinstance(runs, int) else list(runs)
     torch_device = choose_device(device)
-    labels, n_classes, classes, fixed_test, given = read_labels(data_path, data_spec, target)
+    labels, n_classes, classes, fixed_test, given, groups = read_labels(
+        data_path, data_spec, target
+    )
     within = splits.target_images(target, fixed_test)
     split_of = splits.run_splits(
-        classes, split_spec, runs, data_spec["name"], fixed_test, within=within, given=given
+        # a target split by its exemplars is stratified by its own labels (each exemplar
+        # has one), the others by the class
+        classes if groups is None else labels,
+        split_spec,
+        runs,
+        data_spec["name"],
+        fixed_test,
+        within=within,
+        given=given,
+        groups=groups,
     )
     if within is None:  # within them, the class probe does not train at all
         check_not_class(target, labels, classes, split_of, f"data store {data_path}")
@@ -144,7 +158,8 @@ def train_store(
         feature_path,
         time.perf_counter() - t0,
         sizes,
-        split_note(split_spec, given),
+        split_note(split_spec, given)
+        + ("" if groups is None else f", each of {len(np.unique(groups))} exemplars in one part"),
         "" if within is None else f", within the {int(within.sum())} conflict images",
     )
     config = stacking.ProbeConfig.from_spec(probe_spec)

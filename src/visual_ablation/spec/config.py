@@ -276,7 +276,7 @@ def _resolve_dataset(name: str, spec: dict[str, Any], base: Path) -> dict[str, A
         path = Path(out["path"]).expanduser()
         if not path.is_absolute():
             path = base / path
-        if not path.exists():
+        if not path.exists() and not out.get("fetch"):  # fetch: a rule fills it
             raise ConfigError(
                 f"config key '{key}.path': {path} does not exist. "
                 "Point it at the dataset (absolute, or relative to the working directory)."

@@ -89,6 +89,11 @@ class Layout:
         )
 
     @property
+    def stimuli_fetched(self) -> str:
+        """The fetch_stimuli rule's mark (temporary: the stimuli live at the dataset's path)."""
+        return os.path.join(self.cache_dir, "data", "{dataset}.fetched")
+
+    @property
     def weights_fetched(self) -> str:
         """The fetch_weights checkpoint's mark (temporary: the weights live in their
         library's own cache)."""

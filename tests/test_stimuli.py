@@ -153,6 +153,22 @@ def test_cue_conflict_splits_never_share_a_shape_or_texture_image_between_parts(
     assert stimuli.GeirhosStimuliSource.split_groups({"stimuli": "edges"}, names, target) is None
 
 
+def test_a_data_job_refuses_stimuli_too_few_to_split_by_exemplar_before_decoding(tmp_path):
+    """The committed subset has one shape image a category: no split keeps shape images
+    apart, and the data job says so before it decodes anything."""
+    config = {
+        "datasets": {"geirhos": {"source": "geirhos", "path": str(SUBSET)}},
+        "representations": ["original"],
+        "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
+    }
+    exp = resolve(config)
+    split = {"val": 0.15, "test": 0.2, "seed": 0}
+    store = tmp_path / "geirhos.zarr"
+    with pytest.raises(splits.SplitError, match="has 1 exemplars"):
+        preparation.prepare(exp.data_spec("geirhos"), str(store), False, split, targets=None)
+    assert not store.exists()
+
+
 def test_a_grouped_split_with_too_few_exemplars_says_so():
     labels = np.repeat([0, 1], 6)
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4])  # class 1: two exemplars

@@ -17,4 +17,6 @@ with job_log(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
         snakemake.output[0],  # noqa: F821
         split=snakemake.config["split"],  # noqa: F821
         workers=snakemake.threads,  # noqa: F821
+        # tried too, not part of the store: a new target re-plans train jobs only
+        targets=snakemake.config["datasets"][snakemake.wildcards.dataset].get("targets"),  # noqa: F821
     )

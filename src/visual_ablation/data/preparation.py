@@ -116,17 +116,19 @@ def prepare(
     progress: bool = True,
     split: dict[str, Any] | None = None,
     workers: int = 1,
+    targets: list[str] | None = None,
 ) -> None:
     """Decode the dataset of `spec` once into the data store at `path`. `split` (the
     experiment's split config, not part of the store) is tried on the labels before
     anything is decoded, so that a dataset too small for it stops here, not in every
-    train job after the features are computed. `workers`: processes that render a
+    train job after the features are computed (with `targets`, the config's, those split by
+    their exemplars too; default the class). `workers`: processes that render a
     procedural source's images (the same bytes whatever the count); other sources
     decode in this one."""
     with store.locked(path):
         if store.built_meanwhile(path, spec) is not None:
             return
-        _prepare(spec, path, progress, split, workers)
+        _prepare(spec, path, progress, split, workers, targets)
 
 
 _RENDERING: tuple[Source, int] | None = None  # a render worker's source and image size
@@ -160,7 +162,12 @@ def rendered(source: Source, indices: np.ndarray, size: int, workers: int) -> It
 
 
 def _prepare(
-    spec: dict[str, Any], path: str, progress: bool, split: dict[str, Any] | None, workers: int
+    spec: dict[str, Any],
+    path: str,
+    progress: bool,
+    split: dict[str, Any] | None,
+    workers: int,
+    targets: list[str] | None = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -174,24 +181,27 @@ def _prepare(
     strata = source.labels if given is None else given * len(source.class_names) + source.labels
     indices = splits.stratified_subset(strata, n, int(spec.get("seed", 0)), name)
     if split is not None:
-        fixed = None if source.fixed_test is None else source.fixed_test[indices]
-        splits.run_splits(
-            source.labels[indices],
-            split,
-            [0],
-            name,
-            fixed,
-            given=None if given is None else given[indices],
-        )
-        # a target split by its exemplars (data/source.py `split_groups`) too
+        # each target as its train jobs split it: by its exemplars where the source groups
+        # its images (data/source.py `split_groups`), else by class
         stored_names = source.file_names and [source.file_names[i] for i in indices]
-        for target, values in {
-            CLASS: source.labels,
-            **{f: v for f, (v, _) in source.factors.items()},
-        }.items():
-            groups = SOURCES[spec["source"]].split_groups(spec, stored_names, target)
+        values = {CLASS: source.labels, **{f: v for f, (v, _) in source.factors.items()}}
+        grouped = {
+            target: SOURCES[spec["source"]].split_groups(spec, stored_names, target)
+            for target in set(targets or [CLASS]) & set(values)
+        }
+        if grouped.get(CLASS) is None:
+            fixed = None if source.fixed_test is None else source.fixed_test[indices]
+            splits.run_splits(
+                source.labels[indices],
+                split,
+                [0],
+                name,
+                fixed,
+                given=None if given is None else given[indices],
+            )
+        for target, groups in sorted(grouped.items()):
             if groups is not None:
-                splits.run_splits(values[indices], split, [0], name, groups=groups)
+                splits.run_splits(values[target][indices], split, [0], name, groups=groups)
     size = int(spec["image_size"])
     log.info(
         "dataset %s: %d of %d images from %s, %dx%d",

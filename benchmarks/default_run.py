@@ -4,6 +4,8 @@ folder, timed as a whole and per rule, with each rule's fixed cost measured apar
 Prints:
 - the run: wall seconds, CPU seconds (user, system) and minor page faults of snakemake and
   every job it ran, and the job count;
+- the cores no job held: the seconds in which a core was free while jobs ran (a 1-thread
+  job alone while the next ready job needs 2), from Snakemake's log;
 - per rule: jobs, job-seconds (from Snakemake's own log, one-second resolution: every rule,
   whether or not it writes a benchmark file), their share, and the mean per job;
 - per rule, its fixed cost apart from any work: a Snakemake job that does nothing (the
@@ -32,7 +34,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from grid import rule_times
+from grid import idle_cores, rule_times
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -83,6 +85,7 @@ def run_default(workdir: Path, cores: int) -> dict:
         "faults": faults,
         "jobs": int(done[-1][0]) if done else 0,
         "rules": rule_times(log),
+        "idle": idle_cores(log, cores),
     }
 
 
@@ -225,6 +228,12 @@ def main() -> None:
         f"{run['wall']:.0f} s wall, {run['user'] + run['system']:.0f} CPU-s "
         f"({run['user']:.0f} user, {run['system']:.0f} system), "
         f"{run['faults'] / 1e6:.1f} million minor page faults"
+    )
+    idle = run["idle"]
+    print(
+        f"jobs from first start to last end: {idle['span']:.0f} s; a core free while jobs "
+        f"ran: {idle['seconds_a_core_free']:.0f} s ({idle['idle_core_seconds']:.0f} "
+        "core-seconds no job held)"
     )
     total = sum(r["seconds"] for r in run["rules"].values())
     print(

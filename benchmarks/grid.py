@@ -131,6 +131,49 @@ def rule_times(log: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def idle_cores(log: Path, cores: int) -> dict[str, float]:
+    """From Snakemake's log (each job's start with its `threads:`, each `Finished jobid`;
+    one-second resolution): the seconds from the first start to the last end, the
+    core-seconds no job held, and the seconds in which at least one core was free while
+    a job ran (a 1-thread job alone, waiting for nothing the scheduler could start)."""
+    events: list[tuple[float, int, str]] = []  # (time, threads, job); 0 threads: an end
+    stamp, pending = 0.0, None
+    for line in log.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            try:
+                stamp = time.mktime(time.strptime(line[1:-1], "%a %b %d %H:%M:%S %Y"))
+            except ValueError:
+                pass
+            continue
+        head = line.removeprefix("local")
+        if head.startswith("rule ") and head.endswith(":"):
+            pending = [stamp, 1, None] if head[5:-1] != "all" else None
+        elif pending and line.strip().startswith("jobid: "):
+            pending[2] = line.split(":")[1].strip()
+        elif pending and line.strip().startswith("threads: "):
+            pending[1] = int(line.split(":")[1])
+        elif pending and pending[2] and line.strip().startswith("resources:"):
+            events.append(tuple(pending))
+            pending = None
+        elif line.startswith("Finished jobid: "):
+            events.append((stamp, 0, line.split()[2]))
+    running: dict[str, int] = {}
+    idle = partly = 0.0
+    last = events[0][0] if events else 0.0
+    for when, threads, job in sorted(events, key=lambda e: (e[0], e[1] == 0)):
+        used = min(cores, sum(running.values()))
+        if running and used < cores:
+            idle += (cores - used) * (when - last)
+            partly += when - last
+        last = when
+        if threads:
+            running[job] = threads
+        else:
+            running.pop(job, None)
+    span = events[-1][0] - events[0][0] if events else 0.0
+    return {"span": span, "idle_core_seconds": idle, "seconds_a_core_free": partly}
+
+
 def disk(results: Path) -> dict[str, int]:
     """Bytes under each folder of the results (data, features, runs, transfer, ...)."""
     return {

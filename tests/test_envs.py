@@ -43,10 +43,21 @@ def test_env_pins_match_the_project(env):
 
 
 def test_every_rule_names_an_existing_env():
+    """Each rule of every rule file has a `conda:` env, and the file exists."""
+    envs: dict[str, str | None] = {}
     for rule_file in (REPO / "rules").glob("*.smk"):
+        rule = None
         for line in rule_file.read_text().splitlines():
-            if line.strip().startswith('"../envs/'):
-                assert (REPO / "rules" / line.strip().strip('"')).resolve().is_file(), line
+            found = re.match(r"(?:checkpoint|rule) (\w+):", line)
+            if found:
+                rule = found.group(1)
+                envs[rule] = None
+            elif rule and line.strip().startswith('"../envs/'):
+                envs[rule] = line.strip().strip('"')
+    assert len(envs) >= 20, sorted(envs)  # the parse found the rules
+    assert [rule for rule, env in envs.items() if env is None] == []
+    for rule, env in envs.items():
+        assert (REPO / "rules" / env).resolve().is_file(), (rule, env)
 
 
 def test_data_and_report_stage_modules_import_without_torch():

@@ -1,4 +1,6 @@
-"""Cache semantics of DESIGN.md, checked by running Snakemake on a tiny config."""
+"""The cache's semantics (docs/operations.md, "Where the cache lives and how to reuse or
+clear it"): what a dry run plans after each kind of change, checked by running Snakemake on
+a tiny config."""
 
 from __future__ import annotations
 

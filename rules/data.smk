@@ -11,7 +11,7 @@ rule prepare_data:
     benchmark:
         LAYOUT.benchmark("prepare_data", "{dataset}")
     # the data and feature jobs first, as soon as they can run: the 1-thread jobs after
-    # them never wait on a 2-thread feature job for a free core (docs/findings.md)
+    # them never wait on a 2-thread feature job for a free core (benchmarks/README.md)
     priority: 2
     conda:
         "../envs/data.yaml"

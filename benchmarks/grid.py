@@ -98,12 +98,11 @@ class GpuSampler:
         }
 
 
-def rule_times(log: Path) -> dict[str, dict[str, float]]:
-    """Per rule: jobs, summed job seconds and the span first start to last end, from
-    Snakemake's log (a `[date]` line before each job's `rule X:` and each `Finished jobid`;
-    every rule, whether or not it writes a benchmark file; one-second resolution)."""
-    started: dict[str, tuple[str, float]] = {}
-    out: dict[str, dict[str, float]] = {}
+def job_events(log: Path) -> list[tuple[float, str, str | None, int]]:
+    """Snakemake's log as job events, in order: (time, job id, its rule, its threads) at a
+    start and (time, job id, None, 0) at an end (a `[date]` line before each job's
+    `rule X:` block and each `Finished jobid`; one-second resolution)."""
+    events: list[tuple[float, str, str | None, int]] = []
     stamp, rule = 0.0, None
     for line in log.read_text().splitlines():
         if line.startswith("[") and line.endswith("]"):
@@ -116,57 +115,50 @@ def rule_times(log: Path) -> dict[str, dict[str, float]]:
         if head.startswith("rule ") and head.endswith(":"):
             rule = head[5:-1]
         elif rule and line.strip().startswith("jobid: "):
-            started[line.split(":")[1].strip()] = (rule, stamp)
-            rule = None
+            events.append((stamp, line.split(":")[1].strip(), rule, 1))
+        elif rule and line.strip().startswith("threads: "):
+            when, job, name, _ = events[-1]
+            events[-1] = (when, job, name, int(line.split(":")[1]))
         elif line.startswith("Finished jobid: "):
-            job = line.split()[2]
-            if job in started:
-                name, begin = started.pop(job)
-                row = out.setdefault(name, {"jobs": 0, "seconds": 0.0, "first": begin})
-                row["jobs"] += 1
-                row["seconds"] += stamp - begin
-                row["first"] = min(row["first"], begin)
-                row["last"] = max(row.get("last", stamp), stamp)
+            events.append((stamp, line.split()[2], None, 0))
+            rule = None
+    return events
+
+
+def rule_times(log: Path) -> dict[str, dict[str, float]]:
+    """Per rule: jobs, summed job seconds and the span first start to last end, from
+    Snakemake's log (`job_events`: every rule, whether or not it writes a benchmark file)."""
+    started: dict[str, tuple[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
+    for stamp, job, rule, _ in job_events(log):
+        if rule is not None:
+            started[job] = (rule, stamp)
+        elif job in started:
+            name, begin = started.pop(job)
+            row = out.setdefault(name, {"jobs": 0, "seconds": 0.0, "first": begin})
+            row["jobs"] += 1
+            row["seconds"] += stamp - begin
+            row["first"] = min(row["first"], begin)
+            row["last"] = max(row.get("last", stamp), stamp)
     out.pop("all", None)
     return out
 
 
 def idle_cores(log: Path, cores: int) -> dict[str, float]:
-    """From Snakemake's log (each job's start with its `threads:`, each `Finished jobid`;
-    one-second resolution): the seconds from the first start to the last end, the
-    core-seconds no job held, and the seconds in which at least one core was free while
-    a job ran (a 1-thread job alone, waiting for nothing the scheduler could start)."""
-    events: list[tuple[float, int, str]] = []  # (time, threads, job); 0 threads: an end
-    stamp, pending = 0.0, None
-    for line in log.read_text().splitlines():
-        if line.startswith("[") and line.endswith("]"):
-            try:
-                stamp = time.mktime(time.strptime(line[1:-1], "%a %b %d %H:%M:%S %Y"))
-            except ValueError:
-                pass
-            continue
-        head = line.removeprefix("local")
-        if head.startswith("rule ") and head.endswith(":"):
-            pending = [stamp, 1, None] if head[5:-1] != "all" else None
-        elif pending and line.strip().startswith("jobid: "):
-            pending[2] = line.split(":")[1].strip()
-        elif pending and line.strip().startswith("threads: "):
-            pending[1] = int(line.split(":")[1])
-        elif pending and pending[2] and line.strip().startswith("resources:"):
-            events.append(tuple(pending))
-            pending = None
-        elif line.startswith("Finished jobid: "):
-            events.append((stamp, 0, line.split()[2]))
+    """From Snakemake's log (`job_events`): the seconds from the first start to the last
+    end, the core-seconds no job held, and the seconds in which at least one core was free
+    while a job ran (a 1-thread job alone, waiting for nothing the scheduler could start)."""
+    events = [e for e in job_events(log) if e[2] != "all"]
     running: dict[str, int] = {}
     idle = partly = 0.0
     last = events[0][0] if events else 0.0
-    for when, threads, job in sorted(events, key=lambda e: (e[0], e[1] == 0)):
+    for when, job, rule, threads in sorted(events, key=lambda e: (e[0], e[2] is None)):
         used = min(cores, sum(running.values()))
         if running and used < cores:
             idle += (cores - used) * (when - last)
             partly += when - last
         last = when
-        if threads:
+        if rule is not None:
             running[job] = threads
         else:
             running.pop(job, None)

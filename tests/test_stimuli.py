@@ -134,7 +134,7 @@ def test_cue_conflict_splits_never_share_a_shape_or_texture_image_between_parts(
     which = 0 if target == "class" else 1
     labels = np.array([categories.index(stimuli.categories_of(n)[which]) for n in names])
     spec = {"stimuli": "cue-conflict"}
-    groups = stimuli.GeirhosStimuliSource.split_groups(spec, names, target)
+    groups = stimuli.GeirhosStimuliSource.split_groups(spec, lambda: names, target)
     split_spec = {"val": 0.15, "test": 0.2, "seed": 0, "resample": True}
     of_run = splits.run_splits(labels, split_spec, [0, 1], "geirhos", groups=groups)
     for split in of_run.values():
@@ -149,8 +149,11 @@ def test_cue_conflict_splits_never_share_a_shape_or_texture_image_between_parts(
     assert test_exemplars[0] != test_exemplars[1]
     # shapes: 2 of 10 images a category tested; textures: 1 of 3
     assert len(test_exemplars[0]) == (32 if target == "class" else 16)
-    assert stimuli.GeirhosStimuliSource.split_groups(spec, names, "control") is None
-    assert stimuli.GeirhosStimuliSource.split_groups({"stimuli": "edges"}, names, target) is None
+    assert stimuli.GeirhosStimuliSource.split_groups(spec, lambda: names, "control") is None
+    assert (
+        stimuli.GeirhosStimuliSource.split_groups({"stimuli": "edges"}, lambda: names, target)
+        is None
+    )
 
 
 def test_a_data_job_refuses_stimuli_too_few_to_split_by_exemplar_before_decoding(tmp_path):

@@ -186,7 +186,7 @@ def _prepare(
         stored_names = source.file_names and [source.file_names[i] for i in indices]
         values = {CLASS: source.labels, **{f: v for f, (v, _) in source.factors.items()}}
         grouped = {
-            target: SOURCES[spec["source"]].split_groups(spec, stored_names, target)
+            target: SOURCES[spec["source"]].split_groups(spec, lambda: stored_names, target)
             for target in set(targets or [CLASS]) & set(values)
         }
         if grouped.get(CLASS) is None:

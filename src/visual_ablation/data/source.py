@@ -11,7 +11,7 @@ schema's enum follow it (tests/test_config.py checks the schema against SOURCES)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -78,11 +78,13 @@ class Source:
 
     @classmethod
     def split_groups(
-        cls, spec: dict[str, Any], file_names: list[str] | None, target: str
+        cls, spec: dict[str, Any], file_names: Callable[[], list[str] | None], target: str
     ) -> np.ndarray | None:
         """For a target whose images come in groups of one exemplar (the same source image
         in several), an id per stored image, so that splits keep each group in one part
-        (data/splits.py `grouped_split`); else None."""
+        (data/splits.py `grouped_split`); else None. `file_names`: reads the stored
+        images' names, called only by a source that groups (train jobs of other sources
+        read nothing more)."""
         return None
 
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,7 @@ class GeirhosStimuliSource(Source):
 
     @classmethod
     def split_groups(
-        cls, spec: dict[str, Any], file_names: list[str] | None, target: str
+        cls, spec: dict[str, Any], file_names: Callable[[], list[str] | None], target: str
     ) -> np.ndarray | None:
         # the 1,280 stimuli stylise 160 shape images with 48 texture images (3 a category,
         # each in 17 to 37 stimuli): a probe tested on a shape or texture image it was
@@ -101,7 +101,7 @@ class GeirhosStimuliSource(Source):
         which = {CLASS: 0, "texture": 1}.get(target)
         if which is None or spec.get("stimuli", "cue-conflict") != "cue-conflict":
             return None
-        exemplars = [exemplars_of(name)[which] for name in file_names or ()]
+        exemplars = [exemplars_of(name)[which] for name in file_names() or ()]
         return np.unique(exemplars, return_inverse=True)[1].reshape(-1)
 
     @classmethod

@@ -55,7 +55,9 @@ def read_labels(path: str, spec: dict[str, Any], target: str = CLASS) -> StoreLa
             group["labels"][:],
             preparation.read_fixed_test(group),
             preparation.read_given_split(group),
-            SOURCES[spec["source"]].split_groups(spec, preparation.read_file_names(group), target),
+            SOURCES[spec["source"]].split_groups(
+                spec, lambda: preparation.read_file_names(group), target
+            ),
         )
 
 

@@ -1,10 +1,10 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each): (fetch_stimuli) data -> (fetch_weights) -> features (+ inventory) -> train ->
-# transfer, amnesic; similarity -> report, shape bias.
-# Where things go (src/visual_ablation/): a new source is one class in data/procedural.py or
-# data/files.py, a backbone source one module in features/backbones/; a new artefact's path is one
-# template in spec/layout.py; a new config key is the schema plus vocabulary.py or
-# spec/config.py.
+# Stages (one rule file each, one plan module each in src/visual_ablation/spec/plans/):
+# data, weights -> features -> train, similarity -> transfer, amnesic -> report -> shape
+# bias -> tables. Where things go: a new analysis is a plan module, its rule file, script and
+# captions (README "Where a change goes"); a new source is one class in data/procedural.py or
+# data/files.py, a backbone source one module in features/backbones/; a new config key is the
+# schema plus vocabulary.py or spec/config.py.
 import os
 import re
 import sys
@@ -48,43 +48,25 @@ except ConfigError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
 
 
-report: "workflow/report/workflow.rst"
+# the landing text: what the plan holds, written by the report_text job (rules/tables.smk);
+# a module read from a remote source leaves the report's text to the workflow using it
+if os.path.isdir(HERE):
+
+    report: os.path.abspath(plans.tables.landing(EXPERIMENT))
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/weights.smk"
-include: "rules/features.smk"
-include: "rules/inventory.smk"
-include: "rules/train.smk"
-include: "rules/transfer.smk"
-include: "rules/similarity.smk"
-include: "rules/report.smk"
-include: "rules/shape_bias.smk"
-include: "rules/amnesic.smk"
-include: "rules/tables.smk"
 
 
-# cheap table and figure jobs run in the main process, not as cluster jobs
-localrules:
-    all,
-    fetch_weights,
-    fetch_stimuli,
-    feature_table,
-    aggregate,
-    plots,
-    representation_examples,
-    similarity_table,
-    similarity_plot,
-    shape_bias,
-    shape_bias_plot,
-    decision_shape_bias_plot,
-    amnesic_table,
-    amnesic_plot,
-    table_page,
+# every stage's rule file, in stage order: a stage is a module of spec/plans and its
+# rules/{name}.smk (spec/plans/__init__.py), found, not listed
+for stage in plans.STAGES:
+
+    include: f"rules/{plans.name(stage)}.smk"
 
 
 rule all:
     default_target: True
     input:
         plans.targets(EXPERIMENT),
+    localrule: True

@@ -19,10 +19,10 @@ rule amnesic:
         features=lambda wildcards: EXPERIMENT.feature_store(
             wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
         ),
-        data=rules.prepare_data.output[0],
+        data=LAYOUT.data_store,
     output:
-        rows=LAYOUT.amnesic_job,
-        predictions=LAYOUT.amnesic_predictions,
+        rows=LAYOUT.result(plans.amnesic.JOB),
+        predictions=LAYOUT.result(plans.amnesic.PREDICTIONS),
     log:
         LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
     priority: 1  # a long 1-thread job: started early, beside the train jobs
@@ -47,17 +47,18 @@ rule amnesic_table:
             for job in plans.amnesic.jobs(EXPERIMENT)
         ],
         predictions=[
-            plans.amnesic.job_file(EXPERIMENT, job, LAYOUT.amnesic_predictions)
+            plans.amnesic.job_file(EXPERIMENT, job, plans.amnesic.PREDICTIONS)
             for job in plans.amnesic.jobs(EXPERIMENT)
         ],
     output:
         report(
-            LAYOUT.amnesic_table,
+            LAYOUT.table(plans.amnesic.TABLE),
             caption="../workflow/report/amnesic_table.rst",
             category="Tables",
         ),
     log:
         LAYOUT.log("amnesic_table"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:
@@ -80,6 +81,7 @@ rule amnesic_plot:
         ),
     log:
         LAYOUT.log("amnesic_plot"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:

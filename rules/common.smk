@@ -13,7 +13,7 @@ wildcard_constraints:
     ),
     run=r"\d+(-\d+)?",
     transfer="|".join(map(re.escape, TRANSFER_VARIANTS)),
-    table="|".join(plans.tables.TABLES),
+    table="|".join(plans.table_names()),
 
 
 # params: one canonical string per spec (Snakemake re-plans a job whose params changed)

@@ -33,6 +33,7 @@ rule fetch_stimuli:
         temp(LAYOUT.stimuli_fetched),
     log:
         LAYOUT.log("fetch_stimuli", "{dataset}"),
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -7,7 +7,7 @@ rule features:
     input:
         # not ancient(): Snakemake skips the params check of jobs downstream of a job
         # that reruns, so with ancient() a changed feature spec could go unnoticed
-        data=rules.prepare_data.output[0],
+        data=LAYOUT.data_store,
         weights=weights_inputs,
     output:
         directory(LAYOUT.feature_store),
@@ -27,3 +27,24 @@ rule features:
         spec=feature_params,
     script:
         "../workflow/scripts/features.py"
+
+
+# Stage 2, inventory: a table of every feature store this experiment uses, each checked
+# against the config it is read for (a store built for another config is refused).
+
+
+rule feature_table:
+    input:
+        [EXPERIMENT.feature_store(*job) for job in plans.features.jobs(EXPERIMENT)],
+    output:
+        LAYOUT.feature_table,
+    log:
+        LAYOUT.log("feature_table"),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        # a function: evaluated again after the fetch_weights checkpoint
+        stores=feature_table_params,
+    script:
+        "../workflow/scripts/feature_table.py"

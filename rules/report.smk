@@ -17,6 +17,7 @@ rule aggregate:
         ),
     log:
         LAYOUT.log("aggregate"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     threads: config["aggregate"]["threads"]
@@ -34,7 +35,7 @@ PLOT_KEYS = plans.report.figure_keys(EXPERIMENT)
 
 rule plots:
     input:
-        rules.aggregate.output.summary,
+        LAYOUT.summary,
     output:
         by_layer=figure_reports(
             PLOT_KEYS,
@@ -56,6 +57,7 @@ rule plots:
         ),
     log:
         LAYOUT.log("plots"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -71,7 +73,7 @@ rule plots:
 
 rule representation_examples:
     input:
-        data=rules.prepare_data.output[0],
+        data=LAYOUT.data_store,
     output:
         report(
             LAYOUT.representation_figure,
@@ -82,6 +84,7 @@ rule representation_examples:
     log:
         LAYOUT.log("representation_examples", "{dataset}"),
     priority: 1  # needs the data only: drawn early, not alone at the end
+    localrule: True
     conda:
         "../envs/features.yaml"
     params:

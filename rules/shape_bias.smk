@@ -11,16 +11,17 @@ rule shape_bias:
         predictions=plans.shape_bias.predictions(EXPERIMENT),
         data=[EXPERIMENT.data_store(d) for d in plans.shape_bias.datasets(EXPERIMENT)],
         # the shape and cue targets' accuracy: each cue's decodability beside the bias
-        summary=rules.aggregate.output.summary,
+        summary=LAYOUT.summary,
         decisions=plans.shape_bias.decision_files(EXPERIMENT),
     output:
         report(
-            LAYOUT.shape_bias_table,
+            LAYOUT.table(plans.shape_bias.TABLE),
             caption="../workflow/report/shape_bias_table.rst",
             category="Tables",
         ),
     log:
         LAYOUT.log("shape_bias"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -38,7 +39,7 @@ rule shape_bias_plot:
         rules.shape_bias.output[0],
     output:
         report(
-            LAYOUT.shape_bias_figure,
+            LAYOUT.result(plans.shape_bias.FIGURE),
             caption="../workflow/report/shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",
@@ -46,6 +47,7 @@ rule shape_bias_plot:
         ),
     log:
         LAYOUT.log("shape_bias_plot", "{dataset}/{probe}"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -64,10 +66,10 @@ rule shape_bias_plot:
 # category's classes), per (dataset, backbone, representation).
 rule decisions:
     input:
-        data=rules.prepare_data.output[0],
+        data=LAYOUT.data_store,
         weights=weights_inputs,
     output:
-        LAYOUT.decisions,
+        LAYOUT.result(plans.shape_bias.DECISIONS),
     log:
         LAYOUT.log("decisions", "{dataset}/{backbone}/{representation}"),
     conda:
@@ -89,13 +91,14 @@ rule decision_shape_bias_plot:
         rules.shape_bias.output[0],
     output:
         report(
-            LAYOUT.decision_figure,
+            LAYOUT.result(plans.shape_bias.DECISION_FIGURE),
             caption="../workflow/report/decision_shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",
         ),
     log:
         LAYOUT.log("decision_shape_bias_plot", "{dataset}"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:

@@ -10,9 +10,9 @@ rule similarity:
         reference=lambda wildcards: EXPERIMENT.feature_store(
             wildcards.dataset, wildcards.backbone, EXPERIMENT.reference
         ),
-        features=rules.features.output[0],
+        features=LAYOUT.feature_store,
     output:
-        LAYOUT.similarity_job,
+        LAYOUT.result(plans.similarity.JOB),
     log:
         LAYOUT.log("similarity", "{dataset}/{backbone}/{representation}"),
     conda:
@@ -29,12 +29,13 @@ rule similarity_table:
         plans.similarity.jobs(EXPERIMENT),
     output:
         report(
-            LAYOUT.similarity_table,
+            LAYOUT.table(plans.similarity.TABLE),
             caption="../workflow/report/similarity_table.rst",
             category="Tables",
         ),
     log:
         LAYOUT.log("similarity_table"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:
@@ -46,7 +47,7 @@ rule similarity_plot:
         rules.similarity_table.output[0],
     output:
         report(
-            LAYOUT.similarity_figure,
+            LAYOUT.result(plans.similarity.FIGURE),
             caption="../workflow/report/similarity.rst",
             category="Similarity to original",
             subcategory="{dataset}",
@@ -54,6 +55,7 @@ rule similarity_plot:
         ),
     log:
         LAYOUT.log("similarity_plot", "{dataset}/{backbone}"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:

@@ -4,12 +4,29 @@
 
 rule table_page:
     input:
-        os.path.join(EXPERIMENT.results_dir, "{table}.csv"),
+        LAYOUT.table("{table}"),
     output:
         report(LAYOUT.table_page, category="Tables", labels={"table": "{table}"}),
     log:
         LAYOUT.log("table_page", "{table}"),
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:
         "../workflow/scripts/table_page.py"
+
+
+# The report's landing text: each planned stage's paragraph (spec/plans: describe), so it
+# names only what this experiment runs.
+rule report_text:
+    output:
+        plans.tables.landing(EXPERIMENT),
+    log:
+        LAYOUT.log("report_text"),
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        text=plans.description(EXPERIMENT),
+    script:
+        "../workflow/scripts/report_text.py"

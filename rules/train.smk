@@ -8,8 +8,8 @@
 
 rule train:
     input:
-        features=rules.features.output[0],
-        data=rules.prepare_data.output[0],
+        features=LAYOUT.feature_store,
+        data=LAYOUT.data_store,
     output:
         table=LAYOUT.run_table,
         predictions=LAYOUT.run_predictions,

@@ -12,8 +12,8 @@ TRANSFERS = list(EXPERIMENT.transfer) or list(TRANSFER_VARIANTS[:1])
 rule transfer:
     input:
         heads=reference_heads,
-        features=rules.features.output[0],
-        data=rules.prepare_data.output[0],
+        features=LAYOUT.feature_store,
+        data=LAYOUT.data_store,
     output:
         tables=expand(LAYOUT.transfer_table, transfer=TRANSFERS, allow_missing=True),
         predictions=expand(

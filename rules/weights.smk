@@ -9,6 +9,7 @@ checkpoint fetch_weights:
         temp(LAYOUT.weights_fetched),
     log:
         LAYOUT.log("fetch_weights", "{backbone}"),
+    localrule: True
     conda:
         "../envs/features.yaml"
     params:

@@ -187,7 +187,7 @@ def test_a_run_path_parses_back_to_the_model_and_runs_that_filled_it(tmp_path):
         assert key == layout.ModelKey(*model)
         assert runs == [3, 4, 5]
     with pytest.raises(ValueError, match="not a train or transfer job"):
-        layout.parse_run_path(paths.similarity_job, reference="original")
+        layout.parse_run_path(paths.feature_table, reference="original")
 
 
 def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(

@@ -59,6 +59,7 @@ def test_default_config_plans_the_documented_grid(shipped):
         "amnesic_table": 1,
         "amnesic_plot": 1,  # shapes' 4 backbones x 2 probes
         "table_page": 4,  # summary, similarity, shape_bias, amnesic as report pages
+        "report_text": 1,  # the report\'s landing text
         "all": 1,
     }
 
@@ -84,6 +85,7 @@ def test_quick_config_is_a_smaller_variant_with_its_own_results(shipped):
         "table_page": 4,
         "shape_bias": 1,
         "shape_bias_plot": 2,
+        "report_text": 1,  # the report\'s landing text
         "all": 1,
     }
     assert all(out.startswith("results/quick/") for _, out in jobs if out)
@@ -112,6 +114,7 @@ def test_scale_config_is_the_full_grid(shipped):
         "table_page": 4,
         "shape_bias": 1,
         "shape_bias_plot": 2,
+        "report_text": 1,  # the report\'s landing text
         "all": 1,
     }
     assert all(out.startswith("results/scale-100k/") for _, out in jobs if out)
@@ -144,6 +147,7 @@ def test_fashion_mnist_config_plans_the_real_dataset_alone(shipped):
         "similarity_table": 1,
         "similarity_plot": 2,
         "table_page": 2,  # summary and similarity
+        "report_text": 1,  # the report\'s landing text
         "all": 1,
     }
     # the default experiment's shapes are not in it: its own dataset and results only
@@ -178,6 +182,7 @@ def test_geirhos_config_plans_the_networks_decisions_and_both_cues(shipped):
         "shape_bias": 1,
         "decision_shape_bias_plot": 1,
         "table_page": 4,  # summary, similarity, shape_bias, amnesic
+        "report_text": 1,  # the report\'s landing text
         "all": 1,
     }
     decisions = sorted(out for rule, out in jobs if rule == "decisions")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -42,8 +44,9 @@ def test_env_pins_match_the_project(env):
         )
 
 
-def test_every_rule_names_an_existing_env():
-    """Each rule of every rule file has a `conda:` env, and the file exists."""
+def test_every_rule_names_an_existing_env(tmp_path):
+    """Each rule of every rule file has a `conda:` env, and the file exists; every one of
+    them has its script's imports checked against its env (rule_envs)."""
     envs: dict[str, str | None] = {}
     for rule_file in (REPO / "rules").glob("*.smk"):
         rule = None
@@ -54,18 +57,34 @@ def test_every_rule_names_an_existing_env():
                 envs[rule] = None
             elif rule and line.strip().startswith('"../envs/'):
                 envs[rule] = line.strip().strip('"')
-    assert len(envs) >= 20, sorted(envs)  # the parse found the rules
+    # the parse found the rules Snakemake finds (but `all`, the Snakefile's, with no job),
+    # asked with one bundled backbone (the main process checks every backbone named)
+    config = {
+        "datasets": {"d": {"source": "sklearn-digits"}},
+        "representations": ["original"],
+        "backbones": {"p": {"model": "pixels"}},
+        "results_dir": str(tmp_path / "results"),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    listed = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+        + ["--list-rules", "--configfile", "config.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.split()
+    assert sorted(envs) == sorted(set(listed) - {"all"})
     assert [rule for rule, env in envs.items() if env is None] == []
     for rule, env in envs.items():
         assert (REPO / "rules" / env).resolve().is_file(), (rule, env)
+    assert sorted(rule for rule, _, _ in rule_envs()) == sorted(envs)
 
 
 def test_data_and_report_stage_modules_import_without_torch():
     """prepare_data and feature_table run in envs/data.yaml, aggregate and plots in
     envs/report.yaml: neither has torch."""
-    import subprocess
-    import sys
-
     code = (
         # an import blocker, not sys.modules['torch'] = None: scipy looks torch up there
         "import sys\n"
@@ -168,8 +187,6 @@ def test_each_rule_imports_only_what_its_env_installs(rule, env, script, tmp_pat
     own requirements. Checked by importing it in a Python that sees nothing else: no
     site-packages (-S), only links to the env's installed packages."""
     import os
-    import subprocess
-    import sys
 
     site = env_site(env, tmp_path)
     code = "import importlib\n" + "".join(

@@ -129,9 +129,17 @@ def default_features(tmp_path_factory):
     return exp, x, labels, n_classes, split_of, runs
 
 
+# the first layer (where validation picks the grid's strongest penalty), a middle one and
+# the last (the closest call of the comparison at every layer, benchmarks/linear_fit.py):
+# scikit-learn's fits of all eight were the test suite's slowest test
+CHECKED_LAYERS = ("stem", "blocks.8", "head")
+
+
 @pytest.mark.slow
 def test_the_default_linear_probe_is_within_a_point_of_tuned_scikit_learn(default_features):
     exp, features, labels, n_classes, split_of, runs = default_features
+    assert set(CHECKED_LAYERS) <= set(features)
+    features = {layer: features[layer] for layer in CHECKED_LAYERS}
     probe = stacking.ProbeConfig.from_spec(exp.probe_spec("linear"))
     assert probe.solver == "lbfgs" and len(probe.decays) > 1
     heads, _ = fitting.train(features, labels, split_of, n_classes, probe, runs)
@@ -148,7 +156,7 @@ def test_the_default_linear_probe_is_within_a_point_of_tuned_scikit_learn(defaul
     # a real task at the deep layers, not two solvers agreeing on chance
     assert (
         np.mean(
-            [h.test_proba.argmax(1) == labels[h.test_rows] for h in heads if h.layer == "blocks.11"]
+            [h.test_proba.argmax(1) == labels[h.test_rows] for h in heads if h.layer == "blocks.8"]
         )
         > 0.6
     )

@@ -23,6 +23,9 @@ TRANSFER_JOBS = 2 * 2 * 3
 PLOT_JOBS = 1  # every (dataset, backbone, probe)'s figures
 # the summary's report page (table_page) follows the summary
 REPORT_JOBS = {"aggregate": 1, "plots": PLOT_JOBS, "table_page": 1, "all": 1}
+# the report's landing text names the runs, probes, targets and transfer variants: a change
+# of any of them writes it again
+LANDING = {"report_text": 1}
 # linear CKA: one job per (backbone, representation other than original), table, 2 figures
 # (with REPORT_JOBS: the summary's and the similarity table's pages)
 SIMILARITY_JOBS = {"similarity": 2, "similarity_table": 1, "similarity_plot": 2, "table_page": 2}
@@ -218,7 +221,12 @@ def test_the_same_config_in_another_key_order_plans_nothing_of_any_rule(tmp_path
 
 def test_more_runs_plan_only_the_new_train_jobs(built):
     jobs = built.planned("--config", "runs=5")
-    assert counts(jobs) == {"train": 2 * 2 * 2 * 2, "transfer": 2 * 2 * 2, **REPORT_JOBS}
+    assert counts(jobs) == {
+        "train": 2 * 2 * 2 * 2,
+        "transfer": 2 * 2 * 2,
+        **REPORT_JOBS,
+        **LANDING,
+    }
     assert all(out.endswith(("/run3.csv", "/run4.csv")) for out in outputs(jobs, "transfer"))
     expected = [
         f"results/runs/digits/{b}/{r}/class/{p}/run{run}.csv"
@@ -242,6 +250,7 @@ def test_a_new_probe_config_plans_only_its_train_jobs(built):
         "plots": PLOT_JOBS,
         "table_page": 1,
         "all": 1,
+        **LANDING,
     }
     assert all("/wide/run" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
 
@@ -283,7 +292,7 @@ def test_a_new_target_or_transfer_variant_plans_only_its_own_jobs(built, tmp_pat
     wf.write_config(config, "colour.yaml")
     jobs = wf.planned(config="colour.yaml")
     # the data and feature stores hold every factor already: train and transfer only
-    assert counts(jobs) == {"train": 2, "transfer": 1, **REPORT_JOBS, "plots": 1}
+    assert counts(jobs) == {"train": 2, "transfer": 1, **REPORT_JOBS, "plots": 1, **LANDING}
     assert all("/colour/" in out for out in outputs(jobs, "train") + outputs(jobs, "transfer"))
     wf.run(config="colour.yaml")
     # a second transfer variant: the transfer jobs (both targets) again, now writing both
@@ -291,7 +300,7 @@ def test_a_new_target_or_transfer_variant_plans_only_its_own_jobs(built, tmp_pat
     config["transfer"] = ["as-trained", "restandardised"]
     wf.write_config(config, "variants.yaml")
     jobs = wf.planned(config="variants.yaml")
-    assert counts(jobs) == {"transfer": 2, **REPORT_JOBS, "plots": 1}
+    assert counts(jobs) == {"transfer": 2, **REPORT_JOBS, "plots": 1, **LANDING}
     wf.run(config="variants.yaml")
     written = sorted((wf.workdir / "results/transfer/restandardised").rglob("run*.csv"))
     assert len([p for p in written if not p.name.endswith(".predictions.csv")]) == 2
@@ -381,8 +390,10 @@ def test_report_html_contains_the_figures(built):
     page = (built.workdir / "results" / "tables" / "summary.html").read_text()
     assert page.count("<tr") == len(pd.read_csv(built.workdir / "results" / "summary.csv")) + 1
     # the landing text says what this experiment ran, and nothing it did not
-    assert "Layer-wise visual ablation of 1 dataset(s)" in html
-    assert "shape bias" not in html.lower().split("tables:")[0]
+    assert "Layer-wise visual ablation of 1 dataset (digits)" in html
+    assert "shape bias" not in html.lower() and "amnesic probing" not in html.lower()
+    landing = (built.workdir / "results" / "report.rst").read_text()
+    assert "``metrics.csv``, ``similarity.csv``, ``summary.csv``." in landing
 
 
 def test_changing_one_backbones_layers_replans_exactly_its_feature_jobs(built):

@@ -138,28 +138,6 @@ class Layout:
         return self._run(TRANSFER_STAGE + "/{transfer}", ".predictions.csv")
 
     @property
-    def shape_bias_table(self) -> str:
-        return os.path.join(self.results_dir, "shape_bias.csv")
-
-    @property
-    def shape_bias_figure(self) -> str:
-        """One shape-bias figure per (cue-conflict dataset, probe), a line per backbone."""
-        return os.path.join(self.results_dir, "figures", "{dataset}", "{probe}", "shape_bias.png")
-
-    @property
-    def decisions(self) -> str:
-        """The network's own 16-way decision on each cue-conflict stimulus (Geirhos et al.),
-        per (dataset, backbone, representation)."""
-        return os.path.join(
-            self.results_dir, "decisions", "{dataset}", "{backbone}", "{representation}.npz"
-        )
-
-    @property
-    def decision_figure(self) -> str:
-        """The networks' own shape bias per representation, beside the human reference."""
-        return os.path.join(self.results_dir, "figures", "{dataset}", "decision_shape_bias.png")
-
-    @property
     def figure(self) -> str:
         """One figure per (dataset, backbone, probe): `{figure}` names it."""
         return os.path.join(
@@ -170,40 +148,14 @@ class Layout:
     def representation_figure(self) -> str:
         return os.path.join(self.results_dir, "figures", "{dataset}", "representations.png")
 
-    @property
-    def similarity_job(self) -> str:
-        """Linear CKA of one representation's store against the reference's, per layer."""
-        return os.path.join(
-            self.results_dir, "similarity", "{dataset}", "{backbone}", "{representation}.csv"
-        )
+    def result(self, template: str) -> str:
+        """A stage's own artefact: `template` (a path with wildcards, `/`-separated, that
+        the stage's plan module defines) under the results directory."""
+        return os.path.join(self.results_dir, *template.split("/"))
 
-    @property
-    def similarity_table(self) -> str:
-        return os.path.join(self.results_dir, "similarity.csv")
-
-    @property
-    def similarity_figure(self) -> str:
-        """One CKA heatmap per (dataset, backbone)."""
-        return os.path.join(
-            self.results_dir, "figures", "{dataset}", "{backbone}", "similarity.png"
-        )
-
-    @property
-    def amnesic_job(self) -> str:
-        """Amnesic probing of one reference store, a group of runs (every probe's heads)."""
-        return os.path.join(self.results_dir, "amnesic", "{dataset}", "{backbone}", "run{run}.csv")
-
-    @property
-    def amnesic_predictions(self) -> str:
-        """Its heads' per-image correctness (intact, erased, random): the table's paired
-        intervals over test images and runs."""
-        return os.path.join(
-            self.results_dir, "amnesic", "{dataset}", "{backbone}", "run{run}.predictions.npz"
-        )
-
-    @property
-    def amnesic_table(self) -> str:
-        return os.path.join(self.results_dir, "amnesic.csv")
+    def table(self, stem: str) -> str:
+        """A results table: `{results}/{stem}.csv` (a stage's TABLE)."""
+        return os.path.join(self.results_dir, stem + ".csv")
 
     @property
     def feature_table(self) -> str:

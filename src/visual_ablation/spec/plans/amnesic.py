@@ -11,6 +11,12 @@ from visual_ablation.spec.plans import train
 from visual_ablation.spec.plans.jobs import RunJob
 from visual_ablation.vocabulary import CLASS
 
+AFTER = ("train",)  # the reference's class heads
+TABLE = "amnesic"
+JOB = "amnesic/{dataset}/{backbone}/run{run}.csv"  # one reference store, a group of runs
+# its heads' per-image correctness (intact, erased, random): the table's paired intervals
+PREDICTIONS = "amnesic/{dataset}/{backbone}/run{run}.predictions.npz"
+
 
 class AmnesicJob(NamedTuple):
     dataset: str
@@ -48,9 +54,9 @@ def jobs(exp) -> list[AmnesicJob]:
 
 
 def job_file(exp, job: AmnesicJob, template: str | None = None) -> str:
-    """One of the job's files: its rows (`exp.layout.amnesic_job`) or another `template`."""
+    """One of the job's files: its rows (JOB) or another `template` (PREDICTIONS)."""
     return layout.fill(
-        template or exp.layout.amnesic_job,
+        exp.layout.result(template or JOB),
         dataset=job.dataset,
         backbone=job.backbone,
         run=layout.run_label(list(job.runs)),
@@ -82,4 +88,16 @@ def figures(exp) -> list[str]:
 
 
 def targets(exp) -> list[str]:
-    return [exp.layout.amnesic_table, *figures(exp)] if jobs(exp) else []
+    return [exp.layout.table(TABLE), *figures(exp)] if jobs(exp) else []
+
+
+def describe(exp) -> str:
+    planned = sorted({j.dataset for j in jobs(exp)})
+    if not planned:
+        return ""
+    removed = "; ".join(f"{d}: {', '.join(factors(exp, d))}" for d in planned)
+    return (
+        f"Amnesic probing: each factor ({removed}) erased from ``{exp.reference}``'s "
+        "features by two erasers (INLP, LEACE), the class heads tested unchanged on what "
+        "is left, against as many random directions removed (``amnesic.csv``)."
+    )

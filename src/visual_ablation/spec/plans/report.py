@@ -9,6 +9,8 @@ from visual_ablation.spec import layout
 from visual_ablation.spec.plans import train, transfer
 from visual_ablation.vocabulary import CLASS
 
+AFTER = ("train", "transfer")  # every run's files
+TABLE = "summary"  # and metrics.csv, one row per run and layer
 FIGURES = ("accuracy_by_layer", "difference_heatmap", "targets_by_layer")
 
 
@@ -74,3 +76,14 @@ def targets(exp) -> list[str]:
         *(path for figure in FIGURES for path in figures(exp, figure)),
         *representation_figures(exp),
     ]
+
+
+def describe(exp) -> str:
+    return (
+        "``metrics.csv`` holds one row per run and layer; ``summary.csv`` the means with "
+        "95% confidence intervals and the differences to "
+        f"``{exp.reference}`` tested on the test images, with Holm-adjusted p-values."
+        if exp.reference
+        else "``metrics.csv`` holds one row per run and layer; ``summary.csv`` the means "
+        "with 95% confidence intervals."
+    )

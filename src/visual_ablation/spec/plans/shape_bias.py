@@ -11,6 +11,15 @@ from visual_ablation.spec.plans import train, transfer
 from visual_ablation.spec.plans.jobs import FeatureJob
 from visual_ablation.vocabulary import CLASS
 
+AFTER = ("train", "transfer", "report")  # class probes' predictions, the summary's cues
+TABLE = "shape_bias"
+# one figure per (cue-conflict dataset, probe), a line per backbone
+FIGURE = "figures/{dataset}/{probe}/shape_bias.png"
+# the network's own 16-way decision on each cue-conflict stimulus (Geirhos et al.)
+DECISIONS = "decisions/{dataset}/{backbone}/{representation}.npz"
+# the networks' own shape bias per representation, beside the human reference
+DECISION_FIGURE = "figures/{dataset}/decision_shape_bias.png"
+
 
 def datasets(exp) -> list[str]:
     """Datasets whose test images set shape against another cue, sorted: the shape bias
@@ -61,7 +70,7 @@ def decision_jobs(exp) -> list[FeatureJob]:
 
 def decision_files(exp) -> list[str]:
     return [
-        layout.fill(exp.layout.decisions, dataset=d, backbone=b, representation=r)
+        layout.fill(exp.layout.result(DECISIONS), dataset=d, backbone=b, representation=r)
         for d, b, r in decision_jobs(exp)
     ]
 
@@ -71,11 +80,29 @@ def figures(exp) -> list[str]:
     own decisions per Geirhos dataset that has decisions jobs."""
     decided = sorted({job.dataset for job in decision_jobs(exp)})
     return [
-        layout.fill(exp.layout.shape_bias_figure, dataset=d, probe=p)
+        layout.fill(exp.layout.result(FIGURE), dataset=d, probe=p)
         for d in datasets(exp)
         for p in exp.probes
-    ] + [layout.fill(exp.layout.decision_figure, dataset=d) for d in decided]
+    ] + [layout.fill(exp.layout.result(DECISION_FIGURE), dataset=d) for d in decided]
 
 
 def targets(exp) -> list[str]:
     return figures(exp)
+
+
+def describe(exp) -> str:
+    text = []
+    if datasets(exp):
+        text.append(
+            f"On the cue-conflict set ({', '.join(datasets(exp))}): the shape bias of each "
+            "layer's class probe beside the share of decisions that follow either cue and "
+            "each cue's own decodability (``shape_bias.csv``)."
+        )
+    decided = sorted({job.dataset for job in decision_jobs(exp)})
+    if decided:
+        text.append(
+            f"On Geirhos et al.'s cue-conflict stimuli ({', '.join(decided)}; "
+            "github.com/rgeirhos/texture-vs-shape, CC BY 4.0): each pretrained network's "
+            "own shape bias from its ImageNet head, beside the humans' 0.959."
+        )
+    return "\n\n".join(text)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from visual_ablation.spec import layout
 from visual_ablation.spec.plans import features
 
+AFTER = ("features",)
+TABLE = "similarity"
+JOB = "similarity/{dataset}/{backbone}/{representation}.csv"  # linear CKA per layer
+FIGURE = "figures/{dataset}/{backbone}/similarity.png"  # a heatmap per (dataset, backbone)
+
 
 def jobs(exp) -> list[str]:
     """One CKA table per (dataset, backbone, representation other than the reference);
@@ -12,7 +17,7 @@ def jobs(exp) -> list[str]:
     if exp.reference is None:
         return []
     return [
-        layout.fill(exp.layout.similarity_job, dataset=d, backbone=b, representation=r)
+        layout.fill(exp.layout.result(JOB), dataset=d, backbone=b, representation=r)
         for d, b, r in features.jobs(exp)
         if r != exp.reference
     ]
@@ -24,7 +29,7 @@ def figures(exp) -> list[str]:
         return []
     compared = {(d, b) for d, b, r in features.jobs(exp) if r != exp.reference}
     return [
-        layout.fill(exp.layout.similarity_figure, dataset=d, backbone=b)
+        layout.fill(exp.layout.result(FIGURE), dataset=d, backbone=b)
         for d in exp.datasets
         for b in exp.backbones
         if (d, b) in compared
@@ -33,3 +38,11 @@ def figures(exp) -> list[str]:
 
 def targets(exp) -> list[str]:
     return figures(exp)
+
+
+def describe(exp) -> str:
+    if not jobs(exp):
+        return ""
+    return (
+        f"Linear CKA of each layer to ``{exp.reference}``, on the same images (``similarity.csv``)."
+    )

@@ -1,21 +1,29 @@
-"""The tables as pages of the report: each of the experiment's summary tables that it
-plans (summary, similarity, shape bias, amnesic) also as an HTML table, which Snakemake's
-report shows as a table (a csv it offers only as a download)."""
+"""The tables as pages of the report, and its landing text: each results table the
+experiment plans (every stage's TABLE where it plans anything) also as an HTML table,
+which Snakemake's report shows as a table (a csv it offers only as a download); the
+landing text is each planned stage's paragraph (`plans.description`)."""
 
 from __future__ import annotations
 
-from visual_ablation.spec import layout
-from visual_ablation.spec.plans import amnesic, report, shape_bias, similarity
+from visual_ablation.spec import layout, plans
 
-# each table (the stem of its csv) and the stage that writes it
-TABLES = {"summary": report, "similarity": similarity, "shape_bias": shape_bias, "amnesic": amnesic}
+AFTER = plans.EVERY  # every stage's table
+LANDING = "report.rst"  # the report's landing text, under the results directory
 
 
 def jobs(exp) -> list[str]:
-    """The tables this experiment writes: the summary, and each analysis's table where it
-    plans that analysis."""
-    return [table for table, stage in TABLES.items() if stage.targets(exp)]
+    """The tables this experiment writes."""
+    return plans.planned_tables(exp)
+
+
+def landing(exp) -> str:
+    return exp.layout.result(LANDING)
 
 
 def targets(exp) -> list[str]:
-    return [layout.fill(exp.layout.table_page, table=table) for table in jobs(exp)]
+    return [layout.fill(exp.layout.table_page, table=table) for table in jobs(exp)] + [landing(exp)]
+
+
+def describe(exp) -> str:
+    listed = ", ".join(f"``{table}.csv``" for table in ["metrics", *jobs(exp)])
+    return f"Tables, in the results directory: {listed}."

@@ -6,6 +6,8 @@ from visual_ablation.spec.plans import features
 from visual_ablation.spec.plans.jobs import RunJob
 from visual_ablation.vocabulary import CLASS, CONTROL
 
+AFTER = ("features",)
+
 
 def run_groups(exp) -> list[list[int]]:
     """Runs 0..runs-1 in consecutive groups of `runs_per_job`, one train job each.
@@ -32,3 +34,11 @@ def jobs(exp) -> list[RunJob]:
 
 def targets(exp) -> list[str]:
     return []  # the report reads every run's files
+
+
+def describe(exp) -> str:
+    targets = sorted({job.target for job in jobs(exp)})
+    return (
+        f"Probes ({', '.join(sorted(exp.probes))}) trained on the features of every layer for each "
+        f"target ({', '.join(targets)}), over {exp.runs} runs per probe config."
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from visual_ablation.spec.plans import train
 from visual_ablation.spec.plans.jobs import RunJob
 
+AFTER = ("train",)  # the reference's heads
+
 
 def jobs(exp) -> list[RunJob]:
     """One job per train job of a representation other than the reference, for the same
@@ -25,3 +27,12 @@ def variant_jobs(exp) -> list[RunJob]:
 
 def targets(exp) -> list[str]:
     return []  # the report reads every run's files
+
+
+def describe(exp) -> str:
+    if not jobs(exp):
+        return ""
+    return (
+        f"The probes trained on ``{exp.reference}`` are tested on every other "
+        f"representation (transfer: {', '.join(sorted(exp.transfer))})."
+    )

@@ -1,10 +1,10 @@
 # visual-ablation: layer-wise visual ablation experiments.
-# Stages (one rule file each, one plan module each in src/visual_ablation/spec/plans/):
-# data, weights -> features -> train, similarity -> transfer, amnesic -> report -> shape
-# bias -> tables. Where things go: a new analysis is a plan module, its rule file, script and
-# captions (README "Where a change goes"); a new source is one class in data/procedural.py or
+# Stages: one module each in src/visual_ablation/plan/stages/ and one rule file each in
+# rules/, found and ordered by what each reads (plan/stages/__init__.py). Where things go: a
+# new analysis is a plan module, its rule file, script and captions (README "Where a change
+# goes"); a new source is one class in data/procedural.py or
 # data/files.py, a backbone source one module in features/backbones/; a new config key is the
-# schema plus vocabulary.py or spec/config.py.
+# schema plus vocabulary.py or plan/config.py.
 import os
 import re
 import sys
@@ -25,17 +25,18 @@ sys.path.insert(0, os.path.join(HERE, "src"))
 configfile: "config/config.yaml"
 
 
+from visual_ablation import layout
 from visual_ablation.features import backbones
-from visual_ablation.spec import layout, plans, preflight, resources
+from visual_ablation.layout import parse_run_label
+from visual_ablation.plan import preflight, resources, stages
+from visual_ablation.plan.config import ConfigError
+from visual_ablation.plan.stages.jobs import RunJob
 from visual_ablation.plumbing.canonical import canonical
-from visual_ablation.spec.config import ConfigError
-from visual_ablation.spec.layout import parse_run_label
-from visual_ablation.spec.plans.jobs import RunJob
 from visual_ablation.vocabulary import TRANSFER_VARIANTS
 
 SCHEMA = os.path.join(HERE, "workflow", "schemas", "config.schema.yaml")
 # every check before any job: duplicate keys, the schema (which fills defaults), names,
-# and in the main process the directories and the backbones (see spec/preflight.py)
+# and in the main process the directories and the backbones (see plan/preflight.py)
 try:
     EXPERIMENT = preflight.experiment(
         config,
@@ -52,21 +53,21 @@ except ConfigError as err:
 # a module read from a remote source leaves the report's text to the workflow using it
 if os.path.isdir(HERE):
 
-    report: os.path.abspath(plans.tables.landing(EXPERIMENT))
+    report: os.path.abspath(stages.tables.landing(EXPERIMENT))
 
 
 include: "rules/common.smk"
 
 
-# every stage's rule file, in stage order: a stage is a module of spec/plans and its
-# rules/{name}.smk (spec/plans/__init__.py), found, not listed
-for stage in plans.STAGES:
+# every stage's rule file, in stage order: a stage is a module of plan/stages and its
+# rules/{name}.smk (plan/stages/__init__.py), found, not listed
+for stage in stages.STAGES:
 
-    include: f"rules/{plans.name(stage)}.smk"
+    include: f"rules/{stages.name(stage)}.smk"
 
 
 rule all:
     default_target: True
     input:
-        plans.targets(EXPERIMENT),
+        stages.targets(EXPERIMENT),
     localrule: True

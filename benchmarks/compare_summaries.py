@@ -88,9 +88,9 @@ def exact_choices(results: Path, differ: pd.DataFrame) -> None:
     from sklearn.metrics import log_loss
 
     from visual_ablation.data import splits
+    from visual_ablation.plan.config import resolve
     from visual_ablation.probes import stacking, training
     from visual_ablation.probes.standardisation import standardise
-    from visual_ablation.spec.config import resolve
 
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -179,7 +179,7 @@ def allocator_check(workdir: Path) -> list[tuple[str, float, float, int]]:
     sys.path.insert(0, str(SRC))
     import yaml
 
-    from visual_ablation.spec.config import resolve
+    from visual_ablation.plan.config import resolve
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["results_dir"] = config["cache_dir"] = str(workdir / "results")

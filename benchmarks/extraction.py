@@ -29,8 +29,8 @@ import zarr
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
 from visual_ablation.features.extractor import LayerExtractor
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices, store
-from visual_ablation.spec.config import resolve
 
 DEFAULT_LAYERS = [
     "stem",

@@ -23,9 +23,9 @@ import numpy as np
 
 from visual_ablation.data import preparation, sources, splits
 from visual_ablation.features import extraction
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, stacking, training
-from visual_ablation.spec.config import resolve
 
 FOLDER = "/usr/share/datasets/fashion-mnist"
 

@@ -51,7 +51,7 @@ with open(os.path.join(REPO, "config", "config.yaml")) as f:
 
 
 def experiment(root: str, n: int):
-    from visual_ablation.spec.config import resolve
+    from visual_ablation.plan.config import resolve
 
     return resolve(
         {

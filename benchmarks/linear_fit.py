@@ -34,9 +34,9 @@ from threadpoolctl import threadpool_limits
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, TRAIN, VAL
+from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking, training
 from visual_ablation.probes.standardisation import standardise
-from visual_ablation.spec.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

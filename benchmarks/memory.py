@@ -28,7 +28,7 @@ sys.path.insert(0, {src!r})
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
 from visual_ablation.features.extractor import LayerExtractor
-from visual_ablation.spec.config import resolve
+from visual_ablation.plan.config import resolve
 exp = resolve(json.loads({config!r}))
 stage = {stage!r}
 t0 = time.perf_counter()

@@ -27,8 +27,8 @@ import yaml
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, VAL
+from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking, training
-from visual_ablation.spec.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 STORES = [

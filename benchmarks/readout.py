@@ -27,9 +27,9 @@ import yaml
 
 from visual_ablation.data import preparation, splits
 from visual_ablation.features import extraction
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, stacking, training
-from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:

@@ -23,10 +23,10 @@ import yaml
 from visual_ablation.analyses import shape_bias
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
+from visual_ablation.plan.config import resolve
+from visual_ablation.plan.stages.jobs import RunJob
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import run_files, training, transfer
-from visual_ablation.spec.config import resolve
-from visual_ablation.spec.plans.jobs import RunJob
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:

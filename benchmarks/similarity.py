@@ -20,8 +20,8 @@ import yaml
 
 from visual_ablation.analyses import similarity
 from visual_ablation.data import preparation
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
-from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:

@@ -40,9 +40,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from visual_ablation.data import preparation, splits
 from visual_ablation.features import extraction
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, metrics, stacking, training
-from visual_ablation.spec.config import resolve
 
 # the default config's layers and EfficientNet-Lite0's pooled widths at them
 LAYER_WIDTHS = {

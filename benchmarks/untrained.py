@@ -25,8 +25,8 @@ from visual_ablation.data import preparation, splits
 from visual_ablation.features import batchnorm
 from visual_ablation.features.extraction import StoreCheck, to_tensor
 from visual_ablation.features.extractor import LayerExtractor
+from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking
-from visual_ablation.spec.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("class", "colour", "position")

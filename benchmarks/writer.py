@@ -30,9 +30,9 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from visual_ablation.data import preparation
 from visual_ablation.features import extraction
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices, store
 from visual_ablation.probes import training
-from visual_ablation.spec.config import resolve
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:

@@ -9,7 +9,7 @@
 rule amnesic:
     input:
         unpack(
-            lambda wildcards: plans.amnesic.heads(
+            lambda wildcards: stages.amnesic.heads(
                 EXPERIMENT,
                 wildcards.dataset,
                 wildcards.backbone,
@@ -21,8 +21,8 @@ rule amnesic:
         ),
         data=LAYOUT.data_store,
     output:
-        rows=LAYOUT.result(plans.amnesic.JOB),
-        predictions=LAYOUT.result(plans.amnesic.PREDICTIONS),
+        rows=LAYOUT.result(stages.amnesic.JOB),
+        predictions=LAYOUT.result(stages.amnesic.PREDICTIONS),
     log:
         LAYOUT.log("amnesic", "{dataset}/{backbone}/run{run}"),
     priority: 1  # a long 1-thread job: started early, beside the train jobs
@@ -33,7 +33,7 @@ rule amnesic:
     params:
         store=reference_params,
         data=data_params,
-        factors=lambda wildcards: plans.amnesic.factors(EXPERIMENT, wildcards.dataset),
+        factors=lambda wildcards: stages.amnesic.factors(EXPERIMENT, wildcards.dataset),
         iterations=EXPERIMENT.amnesic["iterations"],
         probes=sorted(EXPERIMENT.probes),
     script:
@@ -43,16 +43,16 @@ rule amnesic:
 rule amnesic_table:
     input:
         rows=[
-            plans.amnesic.job_file(EXPERIMENT, job)
-            for job in plans.amnesic.jobs(EXPERIMENT)
+            stages.amnesic.job_file(EXPERIMENT, job)
+            for job in stages.amnesic.jobs(EXPERIMENT)
         ],
         predictions=[
-            plans.amnesic.job_file(EXPERIMENT, job, plans.amnesic.PREDICTIONS)
-            for job in plans.amnesic.jobs(EXPERIMENT)
+            stages.amnesic.job_file(EXPERIMENT, job, stages.amnesic.PREDICTIONS)
+            for job in stages.amnesic.jobs(EXPERIMENT)
         ],
     output:
         report(
-            LAYOUT.table(plans.amnesic.TABLE),
+            LAYOUT.table(stages.amnesic.TABLE),
             caption="../workflow/report/amnesic_table.rst",
             category="Tables",
         ),
@@ -66,7 +66,7 @@ rule amnesic_table:
 
 
 # every (dataset, backbone, probe)'s figure in one job: they all follow the table
-AMNESIC_KEYS = plans.amnesic.figure_keys(EXPERIMENT)
+AMNESIC_KEYS = stages.amnesic.figure_keys(EXPERIMENT)
 
 
 rule amnesic_plot:

@@ -13,7 +13,7 @@ wildcard_constraints:
     ),
     run=r"\d+(-\d+)?",
     transfer="|".join(map(re.escape, TRANSFER_VARIANTS)),
-    table="|".join(plans.table_names()),
+    table="|".join(stages.table_names()),
 
 
 # params: one canonical string per spec (Snakemake re-plans a job whose params changed)
@@ -83,7 +83,7 @@ def feature_table_params(wildcards):
             "path": EXPERIMENT.feature_store(d, b, r),
             "spec": EXPERIMENT.feature_spec(d, b, r),
         }
-        for d, b, r in plans.features.jobs(EXPERIMENT)
+        for d, b, r in stages.features.jobs(EXPERIMENT)
     ]
     return canonical(sorted(stores, key=lambda store: store["path"]))
 
@@ -93,7 +93,7 @@ def backbone_params(wildcards):
 
 
 # Cluster requests (mem_mb, runtime in minutes) that grow with the dataset: see
-# src/visual_ablation/spec/resources.py. Evaluated when a job is submitted, so train and
+# src/visual_ablation/plan/resources.py. Evaluated when a job is submitted, so train and
 # feature jobs see the real image count and feature width of the stores they read.
 def data_threads(wildcards):
     return resources.data_threads(

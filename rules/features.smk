@@ -35,7 +35,7 @@ rule features:
 
 rule feature_table:
     input:
-        [EXPERIMENT.feature_store(*job) for job in plans.features.jobs(EXPERIMENT)],
+        [EXPERIMENT.feature_store(*job) for job in stages.features.jobs(EXPERIMENT)],
     output:
         LAYOUT.feature_table,
     log:

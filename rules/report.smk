@@ -6,8 +6,8 @@
 
 rule aggregate:
     input:
-        tables=plans.report.run_tables(EXPERIMENT),
-        predictions=plans.report.run_predictions(EXPERIMENT),
+        tables=stages.report.run_tables(EXPERIMENT),
+        predictions=stages.report.run_predictions(EXPERIMENT),
     output:
         metrics=LAYOUT.metrics,
         summary=report(
@@ -23,14 +23,14 @@ rule aggregate:
     threads: config["aggregate"]["threads"]
     params:
         reference=EXPERIMENT.reference,
-        resampled=plans.report.resampled_test_datasets(EXPERIMENT),
+        resampled=stages.report.resampled_test_datasets(EXPERIMENT),
     script:
         "../workflow/scripts/aggregate.py"
 
 
 # every (dataset, backbone, probe)'s figures in one job: they all follow the summary, and a
 # job's start-up is most of a figure's time
-PLOT_KEYS = plans.report.figure_keys(EXPERIMENT)
+PLOT_KEYS = stages.report.figure_keys(EXPERIMENT)
 
 
 rule plots:

@@ -8,14 +8,14 @@
 
 rule shape_bias:
     input:
-        predictions=plans.shape_bias.predictions(EXPERIMENT),
-        data=[EXPERIMENT.data_store(d) for d in plans.shape_bias.datasets(EXPERIMENT)],
+        predictions=stages.shape_bias.predictions(EXPERIMENT),
+        data=[EXPERIMENT.data_store(d) for d in stages.shape_bias.datasets(EXPERIMENT)],
         # the shape and cue targets' accuracy: each cue's decodability beside the bias
         summary=LAYOUT.summary,
-        decisions=plans.shape_bias.decision_files(EXPERIMENT),
+        decisions=stages.shape_bias.decision_files(EXPERIMENT),
     output:
         report(
-            LAYOUT.table(plans.shape_bias.TABLE),
+            LAYOUT.table(stages.shape_bias.TABLE),
             caption="../workflow/report/shape_bias_table.rst",
             category="Tables",
         ),
@@ -25,9 +25,10 @@ rule shape_bias:
     conda:
         "../envs/report.yaml"
     params:
-        datasets=plans.shape_bias.datasets(EXPERIMENT),
+        datasets=stages.shape_bias.datasets(EXPERIMENT),
         data=[
-            EXPERIMENT.params("data", d) for d in plans.shape_bias.datasets(EXPERIMENT)
+            EXPERIMENT.params("data", d)
+            for d in stages.shape_bias.datasets(EXPERIMENT)
         ],
         reference=EXPERIMENT.reference,
     script:
@@ -39,7 +40,7 @@ rule shape_bias_plot:
         rules.shape_bias.output[0],
     output:
         report(
-            LAYOUT.result(plans.shape_bias.FIGURE),
+            LAYOUT.result(stages.shape_bias.FIGURE),
             caption="../workflow/report/shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",
@@ -69,7 +70,7 @@ rule decisions:
         data=LAYOUT.data_store,
         weights=weights_inputs,
     output:
-        LAYOUT.result(plans.shape_bias.DECISIONS),
+        LAYOUT.result(stages.shape_bias.DECISIONS),
     log:
         LAYOUT.log("decisions", "{dataset}/{backbone}/{representation}"),
     conda:
@@ -91,7 +92,7 @@ rule decision_shape_bias_plot:
         rules.shape_bias.output[0],
     output:
         report(
-            LAYOUT.result(plans.shape_bias.DECISION_FIGURE),
+            LAYOUT.result(stages.shape_bias.DECISION_FIGURE),
             caption="../workflow/report/decision_shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",

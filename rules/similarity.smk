@@ -12,7 +12,7 @@ rule similarity:
         ),
         features=LAYOUT.feature_store,
     output:
-        LAYOUT.result(plans.similarity.JOB),
+        LAYOUT.result(stages.similarity.JOB),
     log:
         LAYOUT.log("similarity", "{dataset}/{backbone}/{representation}"),
     conda:
@@ -26,10 +26,10 @@ rule similarity:
 
 rule similarity_table:
     input:
-        plans.similarity.jobs(EXPERIMENT),
+        stages.similarity.jobs(EXPERIMENT),
     output:
         report(
-            LAYOUT.table(plans.similarity.TABLE),
+            LAYOUT.table(stages.similarity.TABLE),
             caption="../workflow/report/similarity_table.rst",
             category="Tables",
         ),
@@ -47,7 +47,7 @@ rule similarity_plot:
         rules.similarity_table.output[0],
     output:
         report(
-            LAYOUT.result(plans.similarity.FIGURE),
+            LAYOUT.result(stages.similarity.FIGURE),
             caption="../workflow/report/similarity.rst",
             category="Similarity to original",
             subcategory="{dataset}",

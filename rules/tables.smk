@@ -16,17 +16,17 @@ rule table_page:
         "../workflow/scripts/table_page.py"
 
 
-# The report's landing text: each planned stage's paragraph (spec/plans: describe), so it
+# The report's landing text: each planned stage's paragraph (plan/stages: describe), so it
 # names only what this experiment runs.
 rule report_text:
     output:
-        plans.tables.landing(EXPERIMENT),
+        stages.tables.landing(EXPERIMENT),
     log:
         LAYOUT.log("report_text"),
     localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        text=plans.description(EXPERIMENT),
+        text=stages.description(EXPERIMENT),
     script:
         "../workflow/scripts/report_text.py"

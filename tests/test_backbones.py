@@ -10,7 +10,7 @@ from visual_ablation.data import reference_photos
 from visual_ablation.features import backbones
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.features.readout import Readout
-from visual_ablation.spec.config import ConfigError, resolve
+from visual_ablation.plan.config import ConfigError, resolve
 
 EFFNET_DIMS = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320, 1280]
 

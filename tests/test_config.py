@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visual_ablation.spec import plans
-from visual_ablation.spec.config import PROBE_DEFAULTS, ConfigError, resolve
-from visual_ablation.spec.preflight import check_backbones
+from visual_ablation.plan import stages
+from visual_ablation.plan.config import PROBE_DEFAULTS, ConfigError, resolve
+from visual_ablation.plan.preflight import check_backbones
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def test_default_config_resolves_and_its_layers_exist():
     check_backbones(exp)
     # shapes: 3 backbones x 8 representations + the untrained one's original; conflict: 4
     # backbones x original
-    assert len(plans.features.jobs(exp)) == 3 * 8 + 1 + 4 * 1
+    assert len(stages.features.jobs(exp)) == 3 * 8 + 1 + 4 * 1
     assert exp.datasets["shapes"]["image_size"] == 64
     assert exp.targets == {
         "shapes": ["class", "control"],
@@ -47,18 +47,18 @@ def test_default_config_resolves_and_its_layers_exist():
     # stores x 4 targets x 2 probes, each for the 3 runs; transfer: shapes' 21 other
     # stores x 2 probes, each job writing the 2 variants; amnesic: shapes' 4 originals
     # (conflict: none)
-    assert len(plans.train.jobs(exp)) == (25 + 4) * 2 + 4 * 4 * 2
-    assert len(plans.transfer.jobs(exp)) == 21 * 2
-    assert len(plans.transfer.variant_jobs(exp)) == 21 * 2 * 2
-    assert len(plans.amnesic.jobs(exp)) == 4
-    assert plans.amnesic.factors(exp, "shapes") == list(ShapesSource.factor_names)
-    assert plans.amnesic.factors(exp, "conflict") == []
-    assert len(plans.report.run_tables(exp)) == len(plans.train.jobs(exp)) + len(
-        plans.transfer.variant_jobs(exp)
+    assert len(stages.train.jobs(exp)) == (25 + 4) * 2 + 4 * 4 * 2
+    assert len(stages.transfer.jobs(exp)) == 21 * 2
+    assert len(stages.transfer.variant_jobs(exp)) == 21 * 2 * 2
+    assert len(stages.amnesic.jobs(exp)) == 4
+    assert stages.amnesic.factors(exp, "shapes") == list(ShapesSource.factor_names)
+    assert stages.amnesic.factors(exp, "conflict") == []
+    assert len(stages.report.run_tables(exp)) == len(stages.train.jobs(exp)) + len(
+        stages.transfer.variant_jobs(exp)
     )
     assert exp.reference == "original"
-    assert plans.shape_bias.datasets(exp) == ["conflict"]
-    assert len(plans.shape_bias.figures(exp)) == 2  # conflict x 2 probes
+    assert stages.shape_bias.datasets(exp) == ["conflict"]
+    assert len(stages.shape_bias.figures(exp)) == 2  # conflict x 2 probes
 
 
 def test_probe_defaults_fill_every_key_and_the_reference_follows_kind():
@@ -107,7 +107,7 @@ def test_missing_checkpoint_is_refused(tmp_path):
 
 
 def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch):
-    from visual_ablation.spec import preflight as config_module
+    from visual_ablation.plan import preflight as config_module
 
     calls = []
     monkeypatch.setattr(config_module, "check_backbones", lambda exp: calls.append(exp))
@@ -131,15 +131,15 @@ def test_backbone_check_runs_once_per_backbone_definition(tmp_path, monkeypatch)
 
 def test_runs_per_job_groups_runs_into_aligned_job_tables():
     exp = resolve(base(runs=7, training={"runs_per_job": 3}))
-    assert plans.train.run_groups(exp) == [[0, 1, 2], [3, 4, 5], [6]]
-    names = [Path(p).name for p in plans.report.run_tables(exp)]
+    assert stages.train.run_groups(exp) == [[0, 1, 2], [3, 4, 5], [6]]
+    names = [Path(p).name for p in stages.report.run_tables(exp)]
     assert names == ["run0-2.csv", "run3-5.csv", "run6.csv"] * 2  # x 2 default probes
     more = resolve(base(runs=9, training={"runs_per_job": 3}))
     # raising runs keeps every full group's table: only new groups are new jobs
-    assert set(plans.report.run_tables(exp)) - set(plans.report.run_tables(more)) == {
-        p for p in plans.report.run_tables(exp) if p.endswith("run6.csv")
+    assert set(stages.report.run_tables(exp)) - set(stages.report.run_tables(more)) == {
+        p for p in stages.report.run_tables(exp) if p.endswith("run6.csv")
     }
-    assert plans.train.run_groups(resolve(base(runs=3, training={"device": "cpu"}))) == [
+    assert stages.train.run_groups(resolve(base(runs=3, training={"device": "cpu"}))) == [
         [0],
         [1],
         [2],
@@ -158,8 +158,8 @@ def test_runs_per_job_groups_runs_into_aligned_job_tables():
 )
 def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, training, gpus, groups):
     monkeypatch.setenv("VISUAL_ABLATION_GPUS", gpus)
-    assert plans.train.run_groups(resolve(base(runs=3, training=training))) == groups
-    from visual_ablation.spec.layout import parse_run_label, run_label
+    assert stages.train.run_groups(resolve(base(runs=3, training=training))) == groups
+    from visual_ablation.layout import parse_run_label, run_label
 
     for runs in ([4], [0, 1, 2], [10, 11]):
         assert parse_run_label(run_label(runs)) == runs
@@ -168,7 +168,7 @@ def test_runs_per_job_auto_puts_every_run_in_one_job_on_a_gpu(monkeypatch, train
 def test_a_run_path_parses_back_to_the_model_and_runs_that_filled_it(tmp_path):
     """parse_run_path is the inverse of every run template: what the analyses read a
     model's key from."""
-    from visual_ablation.spec import layout
+    from visual_ablation import layout
 
     paths = layout.Layout(str(tmp_path / "results"), str(tmp_path / "cache"))
     values = dict(dataset="shapes", backbone="effnet", target="class", probe="mlp")
@@ -193,7 +193,7 @@ def test_a_run_path_parses_back_to_the_model_and_runs_that_filled_it(tmp_path):
 def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_created(
     tmp_path, monkeypatch
 ):
-    from visual_ablation.spec.preflight import check_writable
+    from visual_ablation.plan.preflight import check_writable
 
     check_writable(str(tmp_path / "new" / "deeper"), "cache_dir")  # creatable: fine
     assert not (tmp_path / "new").exists()  # and nothing was created
@@ -238,7 +238,8 @@ def test_config_stage_modules_import_without_torch():
 
     code = (
         "import sys\n"
-        "from visual_ablation.spec import config, preflight, layout, resources\n"
+        "from visual_ablation.plan import config, preflight, resources, stages\n"
+        "from visual_ablation import layout\n"
         "from visual_ablation.features import backbones\n"
         "from visual_ablation.data import sources\n"
         "from visual_ablation import vocabulary\n"
@@ -257,7 +258,7 @@ def test_targets_name_what_the_source_can_label():
     exp = resolve(base(datasets={"s": shapes}, probes={"linear": {}}, runs=1))
     assert exp.targets == {"s": ["class", "colour"]}
     assert "targets" not in exp.data_spec("s")  # a new target keeps the data store
-    assert [job.target for job in plans.train.jobs(exp)] == ["class", "colour"]
+    assert [job.target for job in stages.train.jobs(exp)] == ["class", "colour"]
     with pytest.raises(ConfigError, match=r"datasets\.s\.targets.*'hue'.*colour, background"):
         resolve(base(datasets={"s": {**shapes, "targets": ["hue"]}}))
     with pytest.raises(
@@ -283,7 +284,7 @@ def test_a_dataset_may_compute_a_subset_of_the_representations():
         "b": {"source": "sklearn-digits", "representations": ["grayscale", "original"]},
     }
     exp = resolve(base(datasets=datasets, representations=["original", "edges", "grayscale"]))
-    assert [(d, r) for d, _, r in plans.features.jobs(exp)] == [
+    assert [(d, r) for d, _, r in stages.features.jobs(exp)] == [
         ("a", "original"),
         ("a", "edges"),
         ("a", "grayscale"),
@@ -311,4 +312,4 @@ def test_a_given_split_gets_the_plain_interval_over_runs(tmp_path):
             split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
         )
     )
-    assert plans.report.resampled_test_datasets(exp) == ["digits"]
+    assert stages.report.resampled_test_datasets(exp) == ["digits"]

@@ -10,10 +10,10 @@ import zarr
 from visual_ablation.data import preparation
 from visual_ablation.features import backbones, batchnorm, extraction, representations
 from visual_ablation.features.extractor import LayerExtractor
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import store
 from visual_ablation.plumbing.store import StoreError
 from visual_ablation.probes import training
-from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},

@@ -14,8 +14,8 @@ from sklearn.metrics import log_loss
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, TRAIN, VAL
+from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.probes import fitting, stacking, standardisation, training
-from visual_ablation.spec.config import ConfigError, resolve
 
 
 def scikit_learn(x, labels, split, decays, n_classes):

@@ -14,8 +14,8 @@ from conftest import tiny_config, with_key
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from visual_ablation.spec import preflight
-from visual_ablation.spec.config import ConfigError
+from visual_ablation.plan import preflight
+from visual_ablation.plan.config import ConfigError
 
 SCHEMA = str(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
 

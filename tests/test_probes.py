@@ -14,6 +14,7 @@ from conftest import build_stores
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import SplitError
+from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import store
 from visual_ablation.probes import (
     fitting,
@@ -24,7 +25,6 @@ from visual_ablation.probes import (
     training,
 )
 from visual_ablation.probes.stacking import FeatureError
-from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits"}},  # all 1,797 images

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from visual_ablation.features import representations as reps
-from visual_ablation.spec.config import REPRESENTATION_DEFAULTS
+from visual_ablation.plan.config import REPRESENTATION_DEFAULTS
 
 
 def images(n=4, size=32, seed=0):

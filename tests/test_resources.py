@@ -9,8 +9,8 @@ import pytest
 import zarr
 from conftest import tiny_config
 
-from visual_ablation.spec import plans, resources
-from visual_ablation.spec.config import resolve
+from visual_ablation.plan import resources, stages
+from visual_ablation.plan.config import resolve
 
 DATA = {"n": 100_000, "image_size": 64}
 PROBE = {"max_epochs": 300, "hidden": 0}
@@ -100,7 +100,7 @@ def test_requests_cover_what_the_jobs_of_a_run_used(workflow_copy):
         return float(next(csv.DictReader(open(tsv), delimiter="\t"))["max_rss"])
 
     checked = 0
-    for d, b, r in plans.features.jobs(exp):
+    for d, b, r in stages.features.jobs(exp):
         data_store, store = exp.data_store(d), exp.feature_store(d, b, r)
         wanted = resources.features_mem_mb(exp.feature_spec(d, b, r), 64)
         used = peak_mb(results / "benchmarks" / "features" / d / b / f"{r}.tsv")

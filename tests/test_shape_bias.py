@@ -114,7 +114,7 @@ def test_a_networks_own_decisions_are_its_imagenet_heads_16_way_answers(tmp_path
 
     from visual_ablation.data import preparation
     from visual_ablation.features.extractor import LayerExtractor
-    from visual_ablation.spec.config import resolve
+    from visual_ablation.plan.config import resolve
 
     config = {
         "results_dir": str(tmp_path),

@@ -8,8 +8,8 @@ import pytest
 from conftest import build_stores
 
 from visual_ablation.analyses import similarity
+from visual_ablation.plan.config import resolve
 from visual_ablation.probes import training
-from visual_ablation.spec.config import resolve
 
 
 def kornblith_cka(x: np.ndarray, y: np.ndarray) -> float:

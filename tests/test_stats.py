@@ -268,8 +268,8 @@ def test_a_real_large_effect_stays_significant(tmp_path):
     effnet one (7 representations x 8 layers)."""
     from visual_ablation.data import preparation
     from visual_ablation.features import extraction
+    from visual_ablation.plan.config import resolve
     from visual_ablation.probes import training
-    from visual_ablation.spec.config import resolve
 
     exp = resolve(
         {

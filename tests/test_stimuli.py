@@ -13,8 +13,8 @@ from conftest import Workflow, copy_workflow, tiny_config
 
 from visual_ablation.data import preparation, splits, stimuli
 from visual_ablation.data.decode import DatasetError
+from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.probes import training
-from visual_ablation.spec.config import ConfigError, resolve
 
 SUBSET = Path(__file__).parent / "data" / "texture-vs-shape"
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import build_stores
 
 from visual_ablation.analyses import inference, shape_bias
+from visual_ablation.plan.config import resolve
 from visual_ablation.probes import run_files, training, transfer
-from visual_ablation.spec.config import resolve
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "n": 600}},

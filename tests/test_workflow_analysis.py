@@ -14,10 +14,10 @@ from conftest import Workflow, copy_workflow, tiny_config
 pytestmark = pytest.mark.workflow
 
 TOY = {
-    "src/visual_ablation/spec/plans/toy.py": '''
+    "src/visual_ablation/plan/stages/toy.py": '''
         """A toy analysis: the width of every layer of every feature store."""
 
-        from visual_ablation.spec.plans import features
+        from visual_ablation.plan.stages import features
 
         AFTER = ("features",)
         TABLE = "toy"
@@ -33,10 +33,10 @@ TOY = {
     "rules/toy.smk": """
         rule toy:
             input:
-                [EXPERIMENT.feature_store(*job) for job in plans.features.jobs(EXPERIMENT)],
+                [EXPERIMENT.feature_store(*job) for job in stages.features.jobs(EXPERIMENT)],
             output:
                 report(
-                    LAYOUT.table(plans.toy.TABLE),
+                    LAYOUT.table(stages.toy.TABLE),
                     caption="../workflow/report/toy.rst",
                     category="Tables",
                 ),

@@ -505,7 +505,7 @@ def test_new_subset_size_replans_the_data_and_every_feature_store_of_that_datase
 
 
 def bumped(text: str, name: str) -> str:
-    """spec/config.py's text with the version constant `name` one higher, whatever it is now."""
+    """plan/config.py's text with the version constant `name` one higher, whatever it is now."""
     new, count = re.subn(
         rf"^{name} = (\d+)$", lambda m: f"{name} = {int(m[1]) + 1}", text, flags=re.M
     )
@@ -515,7 +515,7 @@ def bumped(text: str, name: str) -> str:
 
 def test_package_edit_keeps_cache_but_format_bump_replans_features(built):
     module = built.root / "src" / "visual_ablation" / "features/extraction.py"
-    config_py = built.root / "src" / "visual_ablation" / "spec/config.py"
+    config_py = built.root / "src" / "visual_ablation" / "plan/config.py"
     module_text, config_text = module.read_text(), config_py.read_text()
     try:
         module.write_text(module_text + "\n# an edit that does not change what features mean\n")

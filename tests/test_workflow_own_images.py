@@ -60,7 +60,7 @@ def test_a_changed_folder_replans_its_data_store_and_what_follows(tmp_path, work
         [
             sys.executable,
             "-m",
-            "visual_ablation.spec.changes",
+            "visual_ablation.plan.changes",
             "--configfile",
             "config.yaml",
             "--replace-workflow-config",

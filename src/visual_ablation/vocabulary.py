@@ -1,5 +1,5 @@
 """The names and defaults the config speaks, in one torch-free place: representations and
-their params, probe keys, input normalisations, poolings. spec/config.py resolves a config
+their params, probe keys, input normalisations, poolings. plan/config.py resolves a config
 with them, features/representations.py and the probes package implement them, and
 tests/test_config.py checks that workflow/schemas/config.schema.yaml agrees with them.
 (Sources and backbone families live in their own registries, data/sources.py and
@@ -29,7 +29,7 @@ CONTROL = "control"
 # How the reference's heads are tested on another representation (`transfer`): as trained
 # (the reference's standardisation), or re-standardised with the tested store's own
 # train-split mean and std (no labels: Schneider et al. 2020's adaptation of normalisation
-# statistics). A run row's `transfer` column says which (spec/layout.py WITHIN for a
+# statistics). A run row's `transfer` column says which (layout.py WITHIN for a
 # train job's rows).
 TRANSFER_VARIANTS = ("as-trained", "restandardised")
 

@@ -14,8 +14,8 @@ with job_log(smk.log[0]):
 
     # pin this job to its own GPU slot before torch initialises CUDA (none: CPU)
     devices.claim_gpu_slot(smk.config["training"]["device"])
+    from visual_ablation.layout import parse_run_label
     from visual_ablation.probes import run_files, training
-    from visual_ablation.spec.layout import parse_run_label
 
     rows, predictions, heads = training.train_store(
         feature_path=smk.input.features,

@@ -30,9 +30,9 @@ import pandas as pd
 from visual_ablation.analyses import inference
 from visual_ablation.data import preparation
 from visual_ablation.data.stimuli import categories_of
+from visual_ablation.layout import parse_run_path
 from visual_ablation.plumbing import store
 from visual_ablation.probes import run_files
-from visual_ablation.spec.layout import parse_run_path
 
 log = logging.getLogger(__name__)
 

@@ -39,12 +39,12 @@ from visual_ablation.analyses.inference import (
     paired_interval,
     t_interval,
 )
+from visual_ablation.layout import WITHIN, ModelKey
 from visual_ablation.probes.metrics import (
     METRICS,
     RUN_KEYS,
 )
 from visual_ablation.probes.run_files import PredictionLoader
-from visual_ablation.spec.layout import WITHIN, ModelKey
 from visual_ablation.vocabulary import CLASS, CONTROL
 
 

@@ -53,7 +53,7 @@ class Source:
     # the source can read a split given with the data (a dataset's `split: given`); what
     # that split is made of, for the message refusing it elsewhere
     gives_split: ClassVar[str | None] = None
-    # bump when this source's stores change: re-plans its datasets only (spec/config.py)
+    # bump when this source's stores change: re-plans its datasets only (plan/config.py)
     version: ClassVar[int] = 1
     # decode is a pure function of the indices (no files, no bad images): a data job may
     # split it over processes (data/preparation.py)

@@ -41,7 +41,7 @@ from visual_ablation.probes.standardisation import train_statistics
 
 ENGINES = ("auto", "eager", "static")
 # each run's standardised copy of the features, on the CPU, up to this size: what a train
-# job's memory request (spec/resources.py, TRAIN_BASE_MB) leaves room for beside the rest
+# job's memory request (plan/resources.py, TRAIN_BASE_MB) leaves room for beside the rest
 PER_RUN_VALUES_CPU_BYTES = 512 * 2**20
 
 

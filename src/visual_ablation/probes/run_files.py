@@ -1,7 +1,7 @@
 """What a train or transfer job writes, in one place: its csv (one row per run and
 layer), its per-image test predictions (`.predictions.npz`) and, for a train job, its best
 heads (`.heads.npz`, what transfer applies). Jobs write through here and every reader
-(transfer, the analyses, the report) reads through here; paths come from spec/layout.py
+(transfer, the analyses, the report) reads through here; paths come from layout.py
 (`parse_run_path` is the inverse of its run templates). No torch: transfer and report
 jobs import it.
 """
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from visual_ablation.layout import ModelKey, parse_run_path
 from visual_ablation.plumbing import outputs
 from visual_ablation.probes import metrics
-from visual_ablation.spec.layout import ModelKey, parse_run_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +40,7 @@ TIMING_COLUMNS = ["train_seconds"]
 PER_IMAGE = ("runs", "image", "label", "predicted", "p_true", "confidence")
 
 # (dataset, backbone, representation, train_representation, transfer, target, probe) ->
-# that model's predictions over all its runs (spec/layout.py ModelKey)
+# that model's predictions over all its runs (layout.py ModelKey)
 PredictionLoader = Callable[..., dict[str, np.ndarray]]
 
 

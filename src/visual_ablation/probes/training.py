@@ -17,9 +17,9 @@ import numpy as np
 
 from visual_ablation.data import preparation, splits
 from visual_ablation.data.sources import SOURCES
+from visual_ablation.layout import WITHIN
 from visual_ablation.plumbing import store
 from visual_ablation.probes import metrics, run_files
-from visual_ablation.spec.layout import WITHIN
 from visual_ablation.vocabulary import CLASS
 
 if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need none

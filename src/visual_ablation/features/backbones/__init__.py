@@ -7,7 +7,7 @@ library's pretrained weights in that library's own cache; `fetch` (the fetch_wei
 never a compute node) downloads them once.
 
 Adding a family is one class in its own module here, registered with `@register`, plus its
-test. Families import their library only inside methods: spec/config.py asks them for
+test. Families import their library only inside methods: plan/config.py asks them for
 defaults while Snakemake parses the workflow.
 """
 

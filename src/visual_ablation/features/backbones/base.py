@@ -1,7 +1,7 @@
 """What every backbone family is: the `Backbone` interface, the family registry by source,
 and `HookedBackbone`, the families whose layers are module names read with forward hooks.
 
-Constructing a family is cheap and torch-free (spec/config.py asks families for defaults
+Constructing a family is cheap and torch-free (plan/config.py asks families for defaults
 while Snakemake parses the workflow); everything that needs the library imports it inside
 the method.
 """
@@ -54,7 +54,7 @@ def closest(name: str, valid: list[str], n: int = 5) -> list[str]:
 
 
 class Backbone:
-    """One family of models of one source. The class attributes are what spec/config.py
+    """One family of models of one source. The class attributes are what plan/config.py
     needs without torch."""
 
     source: ClassVar[str] = "bundled"

@@ -3,7 +3,7 @@
 ...), keys prefixed by DataParallel (`module.`) or torch.compile (`_orig_mod.`), and
 safetensors files. A checkpoint that still does not fit the architecture is refused with
 a short message (how many keys are missing and unexpected, the first few of each, and
-which wrappers and prefixes were tried), before any feature is computed (spec/preflight.py
+which wrappers and prefixes were tried), before any feature is computed (plan/preflight.py
 calls `check_fits` against the model's structure)."""
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from visual_ablation.spec import layout
-from visual_ablation.spec.plans import features
+from visual_ablation import layout
+from visual_ablation.plan.stages import features
 
 AFTER = ("features",)
 TABLE = "similarity"

@@ -1,4 +1,6 @@
-"""Where every artefact lives: one path template per artefact, defined here once.
+"""Where every artefact lives: one path template per artefact of the core stages, defined
+here once (an analysis's own artefacts: templates in its plan module, under `result`). On
+the ground floor: it imports nothing of the package, every stage may read it.
 
 The rules use the templates with Snakemake wildcards left in (`{dataset}`, ...); the
 package fills them for one job (`fill`). Data and feature stores live under `cache_dir`,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from visual_ablation.spec.plans import features
-from visual_ablation.spec.plans.jobs import RunJob
+from visual_ablation.plan.stages import features
+from visual_ablation.plan.stages.jobs import RunJob
 from visual_ablation.vocabulary import CLASS, CONTROL
 
 AFTER = ("features",)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from visual_ablation import layout
 from visual_ablation.data.sources import SOURCES
-from visual_ablation.spec import layout
-from visual_ablation.spec.plans import train
-from visual_ablation.spec.plans.jobs import RunJob
+from visual_ablation.plan.stages import train
+from visual_ablation.plan.stages.jobs import RunJob
 from visual_ablation.vocabulary import CLASS
 
 AFTER = ("train",)  # the reference's class heads

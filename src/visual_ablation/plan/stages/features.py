@@ -3,7 +3,7 @@ inventory of every store."""
 
 from __future__ import annotations
 
-from visual_ablation.spec.plans.jobs import FeatureJob
+from visual_ablation.plan.stages.jobs import FeatureJob
 
 AFTER = ("data", "weights")
 

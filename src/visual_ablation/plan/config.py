@@ -1,6 +1,6 @@
 """Experiment config -> resolved specs, without importing torch: the spec model.
 
-The Snakefile resolves the config at parse time (so this stays cheap; spec/preflight.py holds
+The Snakefile resolves the config at parse time (so this stays cheap; plan/preflight.py holds
 the checks that run before any job) and hands each job the spec that defines its output.
 A spec is a plain JSON-able dict: its canonical JSON is the rule's `params` (Snakemake's
 params trigger re-plans a job when it changes) and the spec itself is the provenance
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visual_ablation import layout
 from visual_ablation.data.procedural import CueConflictSource
 from visual_ablation.data.sources import SOURCES
 from visual_ablation.features import backbones
 from visual_ablation.plumbing import devices
 from visual_ablation.plumbing.canonical import canonical
-from visual_ablation.spec import layout
 from visual_ablation.vocabulary import (
     CLASS,
     CONTROL,

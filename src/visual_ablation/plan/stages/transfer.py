@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from visual_ablation.spec.plans import train
-from visual_ablation.spec.plans.jobs import RunJob
+from visual_ablation.plan.stages import train
+from visual_ablation.plan.stages.jobs import RunJob
 
 AFTER = ("train",)  # the reference's heads
 

@@ -3,10 +3,10 @@ the figures per (dataset, backbone, probe) and per dataset."""
 
 from __future__ import annotations
 
+from visual_ablation import layout
 from visual_ablation.data import splits
 from visual_ablation.data.sources import SOURCES
-from visual_ablation.spec import layout
-from visual_ablation.spec.plans import train, transfer
+from visual_ablation.plan.stages import train, transfer
 from visual_ablation.vocabulary import CLASS
 
 AFTER = ("train", "transfer")  # every run's files

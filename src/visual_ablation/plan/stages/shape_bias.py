@@ -3,12 +3,12 @@ the networks' own decisions on Geirhos et al.'s cue-conflict stimuli."""
 
 from __future__ import annotations
 
+from visual_ablation import layout
 from visual_ablation.data.stimuli import GeirhosStimuliSource
 from visual_ablation.features import backbones
-from visual_ablation.spec import layout
-from visual_ablation.spec.config import CUE_CONFLICT
-from visual_ablation.spec.plans import train, transfer
-from visual_ablation.spec.plans.jobs import FeatureJob
+from visual_ablation.plan.config import CUE_CONFLICT
+from visual_ablation.plan.stages import train, transfer
+from visual_ablation.plan.stages.jobs import FeatureJob
 from visual_ablation.vocabulary import CLASS
 
 AFTER = ("train", "transfer", "report")  # class probes' predictions, the summary's cues

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from visual_ablation.features import backbones
+from visual_ablation.plan.config import ConfigError, Experiment, resolve
 from visual_ablation.plumbing.canonical import canonical
-from visual_ablation.spec.config import ConfigError, Experiment, resolve
 
 # where the main process remembers backbone specs that passed the check
 CHECKED_RECORD = os.path.join(".snakemake", "visual-ablation", "backbones-checked.json")

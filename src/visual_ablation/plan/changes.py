@@ -2,9 +2,9 @@
 compared key by key with the spec the config gives it now (one line per key: old and new
 value), where `snakemake -n` shows one before/now JSON string per job.
 
-    python -m visual_ablation.spec.changes                       # config/config.yaml
-    python -m visual_ablation.spec.changes --configfile my.yaml  # merged into it, as snakemake does
-    python -m visual_ablation.spec.changes --configfile my.yaml --replace-workflow-config
+    python -m visual_ablation.plan.changes                       # config/config.yaml
+    python -m visual_ablation.plan.changes --configfile my.yaml  # merged into it, as snakemake does
+    python -m visual_ablation.plan.changes --configfile my.yaml --replace-workflow-config
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from snakemake.utils import validate
 
-    from visual_ablation.spec import plans, preflight
+    from visual_ablation.plan import preflight, stages
 
     config = load_config(args.configfile, args.replace_workflow_config)
     try:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = [(experiment.data_store(d), experiment.data_spec(d)) for d in experiment.datasets]
     stores += [
         (experiment.feature_store(d, b, r), experiment.feature_spec(d, b, r))
-        for d, b, r in plans.features.jobs(experiment)
+        for d, b, r in stages.features.jobs(experiment)
     ]
     same = missing = 0
     for path, spec in stores:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from visual_ablation.spec import layout
+from visual_ablation import layout
 
 
 class FeatureJob(NamedTuple):
@@ -27,7 +27,7 @@ class RunJob(NamedTuple):
     transfer: str = layout.WITHIN
 
     def file(self, template: str) -> str:
-        """This job's file of a run template (spec/layout.py: run_table, run_heads, ...)."""
+        """This job's file of a run template (layout.py: run_table, run_heads, ...)."""
         return layout.fill(
             template,
             dataset=self.dataset,

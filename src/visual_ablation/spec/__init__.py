@@ -1,4 +1,0 @@
-"""The experiment as planned: the config resolved into specs, the jobs each stage plans,
-the artefacts' paths (layout), resource requests and the checks before any job runs.
-Imported by the Snakefile at parse time: keep it light (no torch, no zarr).
-"""

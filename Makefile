@@ -49,13 +49,13 @@ check-portable: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/snakefmt --check Snakefile workflow/Snakefile rules
+	$(BIN)/snakefmt --check workflow/Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format src tests workflow benchmarks
-	$(BIN)/snakefmt Snakefile workflow/Snakefile rules
+	$(BIN)/snakefmt workflow/Snakefile workflow/rules
 
 ## Every benchmark figure (benchmarks/README.md); about 70 minutes on 2 cores.
 bench: $(STAMP)

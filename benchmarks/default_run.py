@@ -63,7 +63,7 @@ def run_default(workdir: Path, cores: int) -> dict:
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",  # the Snakefile's relative configfile is not in workdir
@@ -92,15 +92,15 @@ def run_default(workdir: Path, cores: int) -> dict:
 def rule_scripts() -> dict[str, Path]:
     """Each rule's adapter script, from the rule files."""
     scripts = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         rule = None
         for line in smk.read_text().splitlines():
             found = re.match(r"(?:checkpoint|rule) (\w+):", line)
             if found:
                 rule = found.group(1)
-            script = re.search(r'"\.\./(workflow/scripts/[\w.]+\.py)"', line)
-            if rule and script and line.strip().startswith(("script:", '"../workflow')):
-                scripts[rule] = REPO / script.group(1)
+            script = re.search(r'"\.\./(scripts/[\w.]+\.py)"', line)
+            if rule and script and line.strip().startswith(("script:", '"../scripts')):
+                scripts[rule] = REPO / "workflow" / script.group(1)
     return scripts
 
 

@@ -96,7 +96,12 @@ def main() -> None:
         (grouped / "config.yaml").write_text(
             yaml.safe_dump({**GRID, "training": {"runs_per_job": 10}})
         )
-        snakefile = ["--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
+        snakefile = [
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            "config.yaml",
+        ]
         # --replace-workflow-config: the grid alone, not merged into config/config.yaml
         ours_args = [*snakefile, "--replace-workflow-config"]
         cold, listing = dry_run(ours, *ours_args)

@@ -71,7 +71,7 @@ def snakemake_command(workdir: Path, configs: list[str], cores: int, gpus: int) 
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         *configs,

@@ -20,7 +20,7 @@ def copy_workflow(dest: Path) -> Path:
     """A private copy of the workflow (Snakefile, rules, scripts, schema, profile, src)
     so a test may edit package code without touching the repo."""
     dest.mkdir(parents=True, exist_ok=True)
-    for part in ("Snakefile", "rules", "workflow", "profiles", "src", "envs"):
+    for part in ("workflow", "profiles", "src"):
         src = REPO / part
         if src.is_dir():
             shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -105,7 +105,10 @@ class Workflow:
             "-m",
             "snakemake",
             "--snakefile",
-            str(self.root / "Snakefile"),
+            str(self.root / "workflow" / "Snakefile"),
+            # the default profile, as `snakemake` run from the repository finds it
+            "--workflow-profile",
+            str(self.root / "profiles" / "default"),
             "--directory",
             str(self.workdir),
             "--configfile",

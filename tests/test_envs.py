@@ -1,4 +1,4 @@
-"""envs/*.yaml (for conda users) pin exactly what pyproject.toml pins."""
+"""workflow/envs/*.yaml (for conda users) pin exactly what pyproject.toml pins."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = REPO / "workflow"
 
 
 def env_pins(env: Path) -> list[str]:
@@ -31,7 +32,7 @@ def project_pins() -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("env", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("env", sorted((WORKFLOW / "envs").glob("*.yaml")), ids=lambda p: p.name)
 def test_env_pins_match_the_project(env):
     pins = project_pins()
     spec = yaml.safe_load(env.read_text())
@@ -48,7 +49,7 @@ def test_every_rule_names_an_existing_env(tmp_path):
     """Each rule of every rule file has a `conda:` env, and the file exists; every one of
     them has its script's imports checked against its env (rule_envs)."""
     envs: dict[str, str | None] = {}
-    for rule_file in (REPO / "rules").glob("*.smk"):
+    for rule_file in (WORKFLOW / "rules").glob("*.smk"):
         rule = None
         for line in rule_file.read_text().splitlines():
             found = re.match(r"(?:checkpoint|rule) (\w+):", line)
@@ -68,7 +69,7 @@ def test_every_rule_names_an_existing_env(tmp_path):
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     listed = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+        [sys.executable, "-m", "snakemake", "--snakefile", str(WORKFLOW / "Snakefile")]
         + ["--list-rules", "--configfile", "config.yaml"],
         capture_output=True,
         text=True,
@@ -78,7 +79,7 @@ def test_every_rule_names_an_existing_env(tmp_path):
     assert sorted(envs) == sorted(set(listed) - {"all"})
     assert [rule for rule, env in envs.items() if env is None] == []
     for rule, env in envs.items():
-        assert (REPO / "rules" / env).resolve().is_file(), (rule, env)
+        assert (WORKFLOW / "rules" / env).resolve().is_file(), (rule, env)
     assert sorted(rule for rule, _, _ in rule_envs()) == sorted(envs)
 
 
@@ -105,14 +106,14 @@ def test_data_and_report_stage_modules_import_without_torch():
 def rule_envs() -> list[tuple[str, Path, Path]]:
     """(rule, its conda env file, its script) for every rule with both."""
     found = []
-    for rule_file in sorted((REPO / "rules").glob("*.smk")):
+    for rule_file in sorted((WORKFLOW / "rules").glob("*.smk")):
         blocks = re.split(r"^(?:rule|checkpoint) ", rule_file.read_text(), flags=re.M)[1:]
         for block in blocks:
             name = block.split(":", 1)[0]
             env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
             script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", block)
             if env and script:
-                rules = REPO / "rules"
+                rules = WORKFLOW / "rules"
                 found.append((name, (rules / env[1]).resolve(), (rules / script[1]).resolve()))
     return found
 

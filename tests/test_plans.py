@@ -30,7 +30,7 @@ def test_every_stage_is_found_after_the_stages_it_reads_with_its_rule_file():
             assert all(position[before] < position[stages.name(stage)] for before in stage.AFTER)
     assert names[-1] == "tables"  # it reads every other stage's table
     # one rule file per stage, and no rule file that is not a stage's (but the shared one)
-    rule_files = {path.stem for path in (REPO / "rules").glob("*.smk")}
+    rule_files = {path.stem for path in (REPO / "workflow" / "rules").glob("*.smk")}
     assert rule_files == {*names, "common"}
     assert {"amnesic", "shape_bias", "similarity", "transfer", "report"} <= set(names)
 

@@ -30,14 +30,14 @@ TOY = {
         def describe(exp):
             return f"Toy: the width of each layer of {len(features.jobs(exp))} stores."
         ''',
-    "rules/toy.smk": """
+    "workflow/rules/toy.smk": """
         rule toy:
             input:
                 [EXPERIMENT.feature_store(*job) for job in stages.features.jobs(EXPERIMENT)],
             output:
                 report(
                     LAYOUT.table(stages.toy.TABLE),
-                    caption="../workflow/report/toy.rst",
+                    caption="../report/toy.rst",
                     category="Tables",
                 ),
             log:
@@ -46,7 +46,7 @@ TOY = {
             conda:
                 "../envs/report.yaml"
             script:
-                "../workflow/scripts/toy.py"
+                "../scripts/toy.py"
         """,
     "workflow/scripts/toy.py": """
         import zarr

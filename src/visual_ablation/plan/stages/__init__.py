@@ -1,6 +1,6 @@
 """What each stage plans: its jobs (named tuples) and the files it must produce, from the
 resolved `Experiment`. A stage is a module of this package, found here (no list names
-them): adding an analysis is a module here, its rule file `rules/{name}.smk` (included
+them): adding an analysis is a module here, its rule file `workflow/rules/{name}.smk` (included
 by the Snakefile because it is there), its script and its captions.
 
 A stage module has

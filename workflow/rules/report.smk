@@ -12,7 +12,7 @@ rule aggregate:
         metrics=LAYOUT.metrics,
         summary=report(
             LAYOUT.summary,
-            caption="../workflow/report/summary.rst",
+            caption="../report/summary.rst",
             category="Tables",
         ),
     log:
@@ -25,7 +25,7 @@ rule aggregate:
         reference=EXPERIMENT.reference,
         resampled=stages.report.resampled_test_datasets(EXPERIMENT),
     script:
-        "../workflow/scripts/aggregate.py"
+        "../scripts/aggregate.py"
 
 
 # every (dataset, backbone, probe)'s figures in one job: they all follow the summary, and a
@@ -40,19 +40,19 @@ rule plots:
         by_layer=figure_reports(
             PLOT_KEYS,
             "accuracy_by_layer",
-            "../workflow/report/accuracy_by_layer.rst",
+            "../report/accuracy_by_layer.rst",
             "Accuracy by layer",
         ),
         difference=figure_reports(
             PLOT_KEYS,
             "difference_heatmap",
-            "../workflow/report/difference_heatmap.rst",
+            "../report/difference_heatmap.rst",
             "Difference to original",
         ),
         targets=figure_reports(
             PLOT_KEYS,
             "targets_by_layer",
-            "../workflow/report/targets_by_layer.rst",
+            "../report/targets_by_layer.rst",
             "Targets by layer",
         ),
     log:
@@ -68,7 +68,7 @@ rule plots:
             b: EXPERIMENT.untrained_twin(b) for b in sorted(EXPERIMENT.backbones)
         },
     script:
-        "../workflow/scripts/plots.py"
+        "../scripts/plots.py"
 
 
 rule representation_examples:
@@ -77,7 +77,7 @@ rule representation_examples:
     output:
         report(
             LAYOUT.representation_figure,
-            caption="../workflow/report/representations.rst",
+            caption="../report/representations.rst",
             category="Representations",
             subcategory="{dataset}",
         ),
@@ -98,4 +98,4 @@ rule representation_examples:
         ),
         reference=EXPERIMENT.reference,
     script:
-        "../workflow/scripts/representation_examples.py"
+        "../scripts/representation_examples.py"

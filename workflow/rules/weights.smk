@@ -16,4 +16,4 @@ checkpoint fetch_weights:
         spec=backbone_params,
         allowed=EXPERIMENT.fetch_weights,
     script:
-        "../workflow/scripts/fetch_weights.py"
+        "../scripts/fetch_weights.py"

@@ -13,7 +13,7 @@ rule table_page:
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow/scripts/table_page.py"
+        "../scripts/table_page.py"
 
 
 # The report's landing text: each planned stage's paragraph (plan/stages: describe), so it
@@ -29,4 +29,4 @@ rule report_text:
     params:
         text=stages.description(EXPERIMENT),
     script:
-        "../workflow/scripts/report_text.py"
+        "../scripts/report_text.py"

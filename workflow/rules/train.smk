@@ -32,4 +32,4 @@ rule train:
         data=data_params,
         split=SPLIT_PARAMS,
     script:
-        "../workflow/scripts/train.py"
+        "../scripts/train.py"

@@ -16,7 +16,7 @@ rule shape_bias:
     output:
         report(
             LAYOUT.table(stages.shape_bias.TABLE),
-            caption="../workflow/report/shape_bias_table.rst",
+            caption="../report/shape_bias_table.rst",
             category="Tables",
         ),
     log:
@@ -32,7 +32,7 @@ rule shape_bias:
         ],
         reference=EXPERIMENT.reference,
     script:
-        "../workflow/scripts/shape_bias.py"
+        "../scripts/shape_bias.py"
 
 
 rule shape_bias_plot:
@@ -41,7 +41,7 @@ rule shape_bias_plot:
     output:
         report(
             LAYOUT.result(stages.shape_bias.FIGURE),
-            caption="../workflow/report/shape_bias.rst",
+            caption="../report/shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",
             labels={"probe": "{probe}"},
@@ -59,7 +59,7 @@ rule shape_bias_plot:
             if not backbones.family(spec).layers_in_depth
         ),
     script:
-        "../workflow/scripts/shape_bias_plot.py"
+        "../scripts/shape_bias_plot.py"
 
 
 # The networks' own decisions on Geirhos et al.'s cue-conflict stimuli: each image through
@@ -84,7 +84,7 @@ rule decisions:
         spec=feature_params,
         data=data_params,
     script:
-        "../workflow/scripts/decisions.py"
+        "../scripts/decisions.py"
 
 
 rule decision_shape_bias_plot:
@@ -93,7 +93,7 @@ rule decision_shape_bias_plot:
     output:
         report(
             LAYOUT.result(stages.shape_bias.DECISION_FIGURE),
-            caption="../workflow/report/decision_shape_bias.rst",
+            caption="../report/decision_shape_bias.rst",
             category="Shape bias",
             subcategory="{dataset}",
         ),
@@ -103,4 +103,4 @@ rule decision_shape_bias_plot:
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow/scripts/decision_shape_bias_plot.py"
+        "../scripts/decision_shape_bias_plot.py"

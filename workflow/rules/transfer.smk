@@ -33,4 +33,4 @@ rule transfer:
         data=data_params,
         variants=TRANSFERS,
     script:
-        "../workflow/scripts/transfer.py"
+        "../scripts/transfer.py"

@@ -37,7 +37,7 @@ rule amnesic:
         iterations=EXPERIMENT.amnesic["iterations"],
         probes=sorted(EXPERIMENT.probes),
     script:
-        "../workflow/scripts/amnesic.py"
+        "../scripts/amnesic.py"
 
 
 rule amnesic_table:
@@ -53,7 +53,7 @@ rule amnesic_table:
     output:
         report(
             LAYOUT.table(stages.amnesic.TABLE),
-            caption="../workflow/report/amnesic_table.rst",
+            caption="../report/amnesic_table.rst",
             category="Tables",
         ),
     log:
@@ -62,7 +62,7 @@ rule amnesic_table:
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow/scripts/amnesic_table.py"
+        "../scripts/amnesic_table.py"
 
 
 # every (dataset, backbone, probe)'s figure in one job: they all follow the table
@@ -76,7 +76,7 @@ rule amnesic_plot:
         figure_reports(
             AMNESIC_KEYS,
             "amnesic",
-            "../workflow/report/amnesic.rst",
+            "../report/amnesic.rst",
             "Amnesic probing",
         ),
     log:
@@ -87,4 +87,4 @@ rule amnesic_plot:
     params:
         figures=[list(key) for key in AMNESIC_KEYS],
     script:
-        "../workflow/scripts/amnesic_plot.py"
+        "../scripts/amnesic_plot.py"

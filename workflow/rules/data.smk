@@ -22,7 +22,7 @@ rule prepare_data:
     params:
         spec=data_params,
     script:
-        "../workflow/scripts/prepare_data.py"
+        "../scripts/prepare_data.py"
 
 
 # Geirhos' stimuli with `fetch`: the pinned commit's files of the set, into the dataset's
@@ -39,4 +39,4 @@ rule fetch_stimuli:
     params:
         spec=data_params,
     script:
-        "../workflow/scripts/fetch_stimuli.py"
+        "../scripts/fetch_stimuli.py"

@@ -15,7 +15,7 @@ rule features:
         LAYOUT.log("features", "{dataset}/{backbone}/{representation}"),
     benchmark:
         LAYOUT.benchmark("features", "{dataset}/{backbone}/{representation}")
-    priority: 2  # before the jobs that need it (rules/data.smk)
+    priority: 2  # before the jobs that need it (data.smk)
     conda:
         "../envs/features.yaml"
     threads: config["extraction"]["threads"]
@@ -26,7 +26,7 @@ rule features:
     params:
         spec=feature_params,
     script:
-        "../workflow/scripts/features.py"
+        "../scripts/features.py"
 
 
 # Stage 2, inventory: a table of every feature store this experiment uses, each checked
@@ -47,4 +47,4 @@ rule feature_table:
         # a function: evaluated again after the fetch_weights checkpoint
         stores=feature_table_params,
     script:
-        "../workflow/scripts/feature_table.py"
+        "../scripts/feature_table.py"

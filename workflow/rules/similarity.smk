@@ -21,7 +21,7 @@ rule similarity:
         store=feature_params,
         reference=reference_params,
     script:
-        "../workflow/scripts/similarity.py"
+        "../scripts/similarity.py"
 
 
 rule similarity_table:
@@ -30,7 +30,7 @@ rule similarity_table:
     output:
         report(
             LAYOUT.table(stages.similarity.TABLE),
-            caption="../workflow/report/similarity_table.rst",
+            caption="../report/similarity_table.rst",
             category="Tables",
         ),
     log:
@@ -39,7 +39,7 @@ rule similarity_table:
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow/scripts/similarity_table.py"
+        "../scripts/similarity_table.py"
 
 
 rule similarity_plot:
@@ -48,7 +48,7 @@ rule similarity_plot:
     output:
         report(
             LAYOUT.result(stages.similarity.FIGURE),
-            caption="../workflow/report/similarity.rst",
+            caption="../report/similarity.rst",
             category="Similarity to original",
             subcategory="{dataset}",
             labels={"backbone": "{backbone}"},
@@ -59,4 +59,4 @@ rule similarity_plot:
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow/scripts/similarity_plot.py"
+        "../scripts/similarity_plot.py"

@@ -25,8 +25,8 @@ import time
 import zlib
 
 import numpy as np
+from common import REPO
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OTHERS = ["grayscale", "lowpass", "highpass", "phase_scramble", "patch_shuffle", "edges"]
 OTHERS.append("occlusion")
 N_IMAGES = 100_000

@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from common import REPO
 from scipy import stats as sps
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cell(row, name: str) -> str:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from common import default_config
 
 KEYS = [
     "dataset",
@@ -33,7 +34,6 @@ KEYS = [
     "probe",
 ]
 RUN_KEYS = [*KEYS, "run"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def compare(before: Path, after: Path, points: float, show: int, exact: bool = False) -> int:
@@ -82,18 +82,18 @@ def exact_choices(results: Path, differ: pd.DataFrame) -> None:
     import warnings
 
     import numpy as np
-    import yaml
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
     from visual_ablation.data import splits
+    from visual_ablation.features import feature_store
     from visual_ablation.plan.config import resolve
     from visual_ablation.probes import stacking, training
     from visual_ablation.probes.standardisation import standardise
 
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["results_dir"] = config["cache_dir"] = str(results)
     exp = resolve(config)
     decays = stacking.ProbeConfig.from_spec(exp.probe_spec("linear")).decays
@@ -108,7 +108,7 @@ def exact_choices(results: Path, differ: pd.DataFrame) -> None:
             classes, exp.split, list(range(exp.runs)), dataset, fixed, within=within, given=given
         )[run]
         spec = exp.feature_spec(dataset, backbone, representation)
-        x = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
+        x = feature_store.read(exp.feature_store(dataset, backbone, representation), spec)
         train, val = split == splits.TRAIN, split == splits.VAL
         z = standardise(x[layer], train)
         if np.ptp(z[train], axis=0).max() == 0:

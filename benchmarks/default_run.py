@@ -34,9 +34,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from common import REPO, default_config
 from grid import idle_cores, rule_times
 
-REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
 
@@ -177,11 +177,10 @@ def allocator_check(workdir: Path) -> list[tuple[str, float, float, int]]:
     """One MLP train job's training (shapes, effnet, original) with malloc's defaults and
     with the jobs' setting, each in a fresh process: (setting, wall, system s, faults)."""
     sys.path.insert(0, str(SRC))
-    import yaml
 
     from visual_ablation.plan.config import resolve
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["results_dir"] = config["cache_dir"] = str(workdir / "results")
     exp = resolve(config)
     args = {

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from visual_ablation.data import preparation, sources, splits
-from visual_ablation.features import extraction
+from visual_ablation.features import extraction, feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, stacking, training
@@ -63,7 +63,7 @@ def main() -> None:
         spec = exp.feature_spec("fashion", "pixels", "original")
         path = exp.feature_store("fashion", "pixels", "original")
         extraction.extract(exp.data_store("fashion"), path, spec, "cpu", 512, args.threads, False)
-        x = training.read_features(path, spec)["pixels"]
+        x = feature_store.read(path, spec)["pixels"]
         labels, n_classes, *_ = training.read_labels(
             exp.data_store("fashion"), exp.data_spec("fashion")
         )

@@ -40,14 +40,12 @@ import sys
 import tempfile
 import time
 
-import yaml
+from common import REPO, default_config
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BENCH = os.path.join(REPO, "benchmarks")
 
 # the default config's backbone: EfficientNet-Lite0 pretrained, 8 layers, 64 px
-with open(os.path.join(REPO, "config", "config.yaml")) as f:
-    EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
+EFFNET = default_config()["backbones"]["effnet"]
 
 
 def experiment(root: str, n: int):

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 import yaml
+from common import REPO
 from seed_scale import snakemake_command
 
 from visual_ablation.plumbing import store
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "config" / "scale-100k.yaml"
 # benchmarks/README.md, "The seed grid on one GPU": seconds per stage at 100k (8 layers at
 # 64 px; the grid's 18 layers at 160 px cost more)

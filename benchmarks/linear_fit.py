@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from common import REPO, default_config
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -34,11 +33,10 @@ from threadpoolctl import threadpool_limits
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, TRAIN, VAL
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking, training
 from visual_ablation.probes.standardisation import standardise
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def scikit_learn(x, labels, split_of, decays, n_classes, warm: bool):
@@ -77,12 +75,12 @@ def ours(features, labels, split_of, probe, n_classes):
 def read_store(results: str, store: str):
     """(experiment, features, class labels, number of classes, each run's split) of one stored
     `dataset/backbone/representation` of a default run's results folder."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["results_dir"] = config["cache_dir"] = results
     exp = resolve(config)
     dataset, backbone, representation = store.split("/")
     spec = exp.feature_spec(dataset, backbone, representation)
-    features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
+    features = feature_store.read(exp.feature_store(dataset, backbone, representation), spec)
     labels, n_classes, classes, fixed, given, _ = training.read_labels(
         exp.data_store(dataset), exp.data_spec(dataset)
     )

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from common import REPO, default_config
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, VAL
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking, training
 
-REPO = Path(__file__).resolve().parents[1]
 STORES = [
     "shapes/effnet/original/class",
     "shapes/effnet/edges/class",
@@ -51,7 +50,7 @@ def curves(exp, store: str, lr: float, epochs: int) -> np.ndarray:
     """[heads, 3 (val loss, val accuracy, test accuracy), epochs] of one store's MLP heads."""
     dataset, backbone, representation, target = store.split("/")
     spec = exp.feature_spec(dataset, backbone, representation)
-    features = training.read_features(exp.feature_store(dataset, backbone, representation), spec)
+    features = feature_store.read(exp.feature_store(dataset, backbone, representation), spec)
     labels, n_classes, classes, fixed, given, _ = training.read_labels(
         exp.data_store(dataset), exp.data_spec(dataset), target
     )
@@ -102,7 +101,7 @@ def main() -> None:
     parser.add_argument("--reference", default="0.0003,loss,15,100", help="lr,monitor,patience,max")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config["results_dir"] = config["cache_dir"] = args.results
     exp = resolve(config)
     measured = {lr: {s: curves(exp, s, lr, args.epochs) for s in args.stores} for lr in args.lr}

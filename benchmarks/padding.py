@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import REPO
 from linear_fit import read_store
 
 from visual_ablation.probes import fitting, stacking
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

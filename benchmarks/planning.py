@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import yaml
+from common import REPO, default_config
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = {
     "results_dir": "results",
     "datasets": {
@@ -37,9 +37,7 @@ GRID = {
         "digits": {"source": "sklearn-digits"},
     },
     # all eight, as the default config lists them
-    "representations": yaml.safe_load((REPO / "config" / "config.yaml").read_text())[
-        "representations"
-    ],
+    "representations": default_config()["representations"],
     "backbones": {
         "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", "layers": "all"},
         "resnet18": {"model": "resnet18", "weights": "none", "layers": "all"},

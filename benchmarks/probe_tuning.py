@@ -20,17 +20,15 @@ import tempfile
 import time
 
 import numpy as np
-import yaml
+from common import default_config
 
 from visual_ablation.data import preparation, splits
-from visual_ablation.features import extraction
+from visual_ablation.features import extraction, feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, stacking, training
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-with open(os.path.join(REPO, "config", "config.yaml")) as f:
-    DEFAULT = yaml.safe_load(f)
+DEFAULT = default_config()
 CS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 100.0]
 
 
@@ -80,7 +78,7 @@ def main() -> None:
             exp.feature_spec("shapes", "effnet", "original"),
         )
         extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
-        feats = training.read_features(path, spec)
+        feats = feature_store.read(path, spec)
         labels, n_classes, classes, fixed, *_ = training.read_labels(
             exp.data_store("shapes"), exp.data_spec("shapes")
         )

@@ -23,17 +23,15 @@ import tempfile
 import time
 
 import numpy as np
-import yaml
+from common import default_config
 
 from visual_ablation.data import preparation, splits
-from visual_ablation.features import extraction
+from visual_ablation.features import extraction, feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, stacking, training
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-with open(os.path.join(REPO, "config", "config.yaml")) as f:
-    DEFAULT = yaml.safe_load(f)
+DEFAULT = default_config()
 READOUTS = ["mean", {"grid": 2}, {"grid": 4}, {"budget": 512}, {"budget": 1024}, {"budget": 2048}]
 
 
@@ -64,7 +62,7 @@ def measure(root: str, n: int, readout, threads: int, probe: dict) -> dict:
     t0 = time.perf_counter()
     extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", threads=threads)
     extract_s = time.perf_counter() - t0
-    feats = training.read_features(path, spec)
+    feats = feature_store.read(path, spec)
     labels, n_classes, classes, fixed, *_ = training.read_labels(
         exp.data_store("shapes"), exp.data_spec("shapes")
     )

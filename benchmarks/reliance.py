@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 
-import yaml
+from common import default_config
 
 from visual_ablation.analyses import shape_bias
 from visual_ablation.data import preparation
@@ -28,9 +28,7 @@ from visual_ablation.plan.stages.jobs import RunJob
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import run_files, training, transfer
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-with open(os.path.join(REPO, "config", "config.yaml")) as f:
-    DEFAULT = yaml.safe_load(f)
+DEFAULT = default_config()
 
 
 def main() -> None:

@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 import yaml
+from common import REPO, default_config
 
 from visual_ablation.plumbing import store
 
-REPO = Path(__file__).resolve().parents[1]
 # the default config's 8 EfficientNet layers and all eight representations
-DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+DEFAULT = default_config()
 LAYERS = DEFAULT["backbones"]["effnet"]["layers"]
 REPRESENTATIONS = DEFAULT["representations"]
 

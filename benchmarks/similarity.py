@@ -17,13 +17,13 @@ import tempfile
 import time
 
 import yaml
+from common import REPO
 
 from visual_ablation.analyses import similarity
 from visual_ablation.data import preparation
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
     EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
 

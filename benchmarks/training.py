@@ -39,7 +39,7 @@ import numpy as np
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from visual_ablation.data import preparation, splits
-from visual_ablation.features import extraction
+from visual_ablation.features import extraction, feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices
 from visual_ablation.probes import fitting, metrics, stacking, training
@@ -187,7 +187,7 @@ def main() -> None:
             exp.data_store("shapes"), feature_path, feature_spec, device="cpu", progress=False
         )
         devices.set_cpu_threads(1)  # a train job's default threads
-        feats = training.read_features(feature_path, feature_spec)
+        feats = feature_store.read(feature_path, feature_spec)
         labels, n_classes, *_ = training.read_labels(exp.data_store("shapes"), data_spec)
         split = splits.stratified_split(labels, 0.15, 0.2, 0, "shapes")
         config = stacking.ProbeConfig.from_spec(exp.probe_spec(args.probe))

@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 import zarr
+from common import default_config
 
-from visual_ablation.data import preparation, splits
+from visual_ablation.data import data_store, preparation, splits
 from visual_ablation.features import batchnorm
 from visual_ablation.features.extraction import StoreCheck, to_tensor
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plan.config import resolve
 from visual_ablation.probes import fitting, stacking
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("class", "colour", "position")
 
 
@@ -46,7 +44,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     with tempfile.TemporaryDirectory() as tmp:
         config["results_dir"] = config["cache_dir"] = tmp
         config["datasets"]["shapes"]["n"] = args.n
@@ -55,7 +53,7 @@ def main() -> None:
         data = zarr.open_group(exp.data_store("shapes"), mode="r")
         images = data["images"][:]
         spec = exp.feature_spec("shapes", "untrained", "original")["backbone"]
-        labels = {t: preparation.read_target(data, t, "shapes")[0] for t in TARGETS}
+        labels = {t: data_store.read_target(data, t, "shapes")[0] for t in TARGETS}
         split_of = splits.run_splits(labels["class"], exp.split, list(range(exp.runs)), "shapes")
         probe = stacking.ProbeConfig.from_spec(exp.probe_spec("linear"))
         majority = {t: np.bincount(y).max() / len(y) for t, y in labels.items()}

@@ -26,15 +26,14 @@ import numpy as np
 import torch
 import yaml
 import zarr
+from common import REPO
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from visual_ablation.data import preparation
-from visual_ablation.features import extraction
+from visual_ablation.features import extraction, feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import devices, store
-from visual_ablation.probes import training
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 with open(os.path.join(REPO, "config", "config.yaml")) as f:
     EFFNET = yaml.safe_load(f)["backbones"]["effnet"]
 STORE_ZSTD = [BloscCodec(**store.CODECS["zstd"])]  # the stores' own settings
@@ -68,7 +67,7 @@ def pooled_features(root: str, n: int) -> dict[str, np.ndarray]:
     spec = exp.feature_spec("shapes", "effnet", "original")
     path = exp.feature_store("shapes", "effnet", "original")
     extraction.extract(exp.data_store("shapes"), path, spec, device="cpu", progress=False)
-    return training.read_features(path, spec)
+    return feature_store.read(path, spec)
 
 
 def bench_array(group, name: str, values: np.ndarray, codec: list, scan: bool = False):

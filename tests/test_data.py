@@ -11,7 +11,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from visual_ablation.data import decode, files, preparation, procedural, sources, splits
+from visual_ablation.data import data_store, decode, files, preparation, procedural, sources, splits
 from visual_ablation.plumbing.store import StoreError, open_checked
 
 
@@ -362,8 +362,8 @@ def test_imagefolder_uses_a_given_train_val_split(tmp_path):
     group = build(tmp_path, s)
     check_store(group, 54, 3)
     assert group.attrs["class_names"] == ["cat", "dog", "eel"]
-    given = preparation.read_given_split(group)
-    names = preparation.read_file_names(group)
+    given = data_store.read_given_split(group)
+    names = data_store.read_file_names(group)
     assert [n.split("/")[0] for n in names] == ["train"] * 36 + ["val"] * 18
     assert (given == np.where(np.arange(54) < 36, splits.TRAIN, splits.TEST)).all()
     labels = group["labels"][:]
@@ -377,7 +377,7 @@ def test_imagefolder_uses_a_given_train_val_split(tmp_path):
     assert not np.array_equal(by_run[0], by_run[1])  # each run its own validation draw
     # a subset keeps each part's share of every class
     sub = build(tmp_path / "sub", spec("imagefolder", path=str(root), split="given", n=27))
-    sub_given, sub_labels = preparation.read_given_split(sub), sub["labels"][:]
+    sub_given, sub_labels = data_store.read_given_split(sub), sub["labels"][:]
     assert list(np.bincount(sub_labels[sub_given == splits.TRAIN])) == [6, 6, 6]
     assert list(np.bincount(sub_labels[sub_given == splits.TEST])) == [3, 3, 3]
 
@@ -446,7 +446,7 @@ def test_parquet_folder_as_hugging_face_writes_it_gives_its_split(tmp_path):
     assert drawn.file_names[:2] == ["test-00000-of-00001/0.png", "test-00000-of-00001/1.png"]
     assert drawn.file_names[-1] == "train-00001-of-00002.parquet:7"
     group = build(tmp_path, {**s, "split": "given"})
-    assert list(preparation.read_given_split(group)) == [2] * 10 + [0] * 20
+    assert list(data_store.read_given_split(group)) == [2] * 10 + [0] * 20
     rows = group["source_index"][:]
     blobs = test + train
     assert np.array_equal(

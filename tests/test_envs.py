@@ -94,6 +94,7 @@ def test_data_and_report_stage_modules_import_without_torch():
         "        if name.split('.')[0] == 'torch': raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, NoTorch())\n"
         "import visual_ablation.data.preparation, visual_ablation.plumbing.store\n"
+        "import visual_ablation.data.data_store, visual_ablation.features.feature_store\n"
         "import visual_ablation.plumbing.logs, visual_ablation.plan.config\n"
         # aggregate and plots run in envs/report.yaml, which has no torch either
         "import visual_ablation.report.tables, visual_ablation.analyses.stats\n"

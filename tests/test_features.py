@@ -7,13 +7,17 @@ import pytest
 import torch
 import zarr
 
-from visual_ablation.data import preparation
-from visual_ablation.features import backbones, batchnorm, extraction, representations
+from visual_ablation.data import data_store, preparation
+from visual_ablation.features import (
+    backbones,
+    batchnorm,
+    extraction,
+    feature_store,
+    representations,
+)
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plan.config import resolve
-from visual_ablation.plumbing import store
 from visual_ablation.plumbing.store import StoreError
-from visual_ablation.probes import training
 
 CONFIG = {
     "datasets": {"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},
@@ -56,7 +60,7 @@ def test_features_equal_a_direct_forward_of_the_transformed_images(experiment):
     assert summary["dims"] == {"blocks.2": 24, "stem": 32}
     spec = experiment.feature_spec("digits", "effnet", "shuffled")
     path = experiment.feature_store("digits", "effnet", "shuffled")
-    stored = training.read_features(path, spec)["blocks.2"].astype(np.float32)
+    stored = feature_store.read(path, spec)["blocks.2"].astype(np.float32)
     images = zarr.open_group(experiment.data_store("digits"))["images"][:]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = representations.build("patch_shuffle", {"grid": 2})(x, torch.arange(len(x)))
@@ -76,7 +80,7 @@ def test_cuda_features_are_the_cpus_image_for_image(experiment, tmp_path):
         extraction.extract(
             experiment.data_store("digits"), path, spec, device, batch_size=37, progress=False
         )
-        stores[device] = training.read_features(path, spec)["blocks.2"].astype(np.float32)
+        stores[device] = feature_store.read(path, spec)["blocks.2"].astype(np.float32)
     cpu, cuda = stores["cpu"], stores["cuda"]
     assert np.abs(cuda - cpu).max() < 0.05 * np.abs(cpu).max()  # bf16 against float32
     # rows one place off would differ as much as two images do
@@ -122,13 +126,13 @@ def test_inventory_lists_each_layer_and_refuses_mismatch(experiment):
         "path": experiment.feature_store("digits", "effnet", "original"),
         "spec": experiment.feature_spec("digits", "effnet", "original"),
     }
-    rows = store.inventory([entry])
+    rows = feature_store.inventory([entry])
     assert [r["layer"] for r in rows] == ["blocks.2", "stem"]
     assert all(r["store_bytes_per_image"] > 0 for r in rows)
     changed = dict(entry, spec={**entry["spec"], "format_version": 99})
     built = entry["spec"]["format_version"]
     with pytest.raises(StoreError, match=f"format_version: store has {built}, config has 99"):
-        store.inventory([changed])
+        feature_store.inventory([changed])
 
 
 def test_prefetched_batches_are_exact_contiguous_and_cover_every_row(tmp_path):
@@ -193,7 +197,7 @@ def test_a_deep_random_networks_last_layer_holds_a_distinct_row_per_image(experi
         experiment.data_store("digits"), path, spec, device="cpu", batch_size=64, progress=False
     )
     assert summary["batchnorm_calibration_images"] == 150  # every image: none is fixed test
-    features = training.read_features(path, spec)
+    features = feature_store.read(path, spec)
     for layer in ("blocks.15", "head"):
         assert len(np.unique(features[layer], axis=0)) == 150, layer
         assert 0.05 < np.abs(features[layer].astype(np.float32)).mean() < 5, layer
@@ -238,7 +242,7 @@ def test_the_store_check_names_constant_and_underflowing_layers():
 def test_calibration_images_leave_out_a_fixed_test_set(tmp_path):
     group = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
     group.create_array("images", shape=(10, 2, 2, 3), dtype="uint8")
-    group.create_array(preparation.FIXED_TEST, data=np.arange(10) >= 6)
+    group.create_array(data_store.FIXED_TEST, data=np.arange(10) >= 6)
     assert batchnorm.calibration_images(group, 100, seed=0).tolist() == [0, 1, 2, 3, 4, 5]
     drawn = batchnorm.calibration_images(group, 3, seed=0)
     assert len(drawn) == 3 and set(drawn) <= {0, 1, 2, 3, 4, 5}

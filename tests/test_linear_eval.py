@@ -14,6 +14,7 @@ from sklearn.metrics import log_loss
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import TEST, TRAIN, VAL
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.probes import fitting, stacking, standardisation, training
 
@@ -46,7 +47,7 @@ def stored(exp, dataset: str, backbone: str):
     (features by layer, labels, class count, class labels, the source's fixed test)."""
     build_stores(exp, dataset, [(backbone, "original")])
     spec = exp.feature_spec(dataset, backbone, "original")
-    x = training.read_features(exp.feature_store(dataset, backbone, "original"), spec)
+    x = feature_store.read(exp.feature_store(dataset, backbone, "original"), spec)
     return x, *training.read_labels(exp.data_store(dataset), exp.data_spec(dataset))[:4]
 
 

@@ -14,6 +14,7 @@ from conftest import build_stores
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import SplitError
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing import store
 from visual_ablation.probes import (
@@ -88,9 +89,7 @@ def test_linear_probe_matches_scikit_learn_logistic_regression(experiment):
     from sklearn.linear_model import LogisticRegression
 
     spec = experiment.feature_spec("digits", "pixels", "original")
-    x = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)[
-        "pixels"
-    ]
+    x = feature_store.read(experiment.feature_store("digits", "pixels", "original"), spec)["pixels"]
     labels, split, _ = labels_and_split(experiment)
     z = standardisation.standardise(x, split == splits.TRAIN)
     train, test = split == splits.TRAIN, split == splits.TEST
@@ -190,7 +189,7 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(
     experiment, hidden, device, engine
 ):
     spec = experiment.feature_spec("digits", "effnet", "original")
-    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    feats = feature_store.read(experiment.feature_store("digits", "effnet", "original"), spec)
     # a third layer as wide as `stem` (32) from other features: they train as one stack
     feats["wide_blocks.1"] = np.concatenate([feats["blocks.1"], feats["blocks.1"][:, :8]], 1)
     assert feats["wide_blocks.1"].shape[1] == feats["stem"].shape[1] != feats["blocks.1"].shape[1]
@@ -219,7 +218,7 @@ def test_batched_heads_and_runs_match_a_looped_plain_pytorch_reference(
 @pytest.mark.parametrize("device,engine", engines())
 def test_each_head_trains_as_it_would_alone(experiment, device, engine):
     spec = experiment.feature_spec("digits", "effnet", "original")
-    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    feats = feature_store.read(experiment.feature_store("digits", "effnet", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     config = stacking.ProbeConfig(hidden=8, max_epochs=30, patience=3)
     kwargs = {"device": device, "engine": engine}
@@ -241,7 +240,7 @@ def test_a_weight_decay_grid_keeps_each_heads_lowest_validation_loss(experiment,
     for backbone in ("effnet", "pixels"):
         spec = experiment.feature_spec("digits", backbone, "original")
         path = experiment.feature_store("digits", backbone, "original")
-        feats |= training.read_features(path, spec)
+        feats |= feature_store.read(path, spec)
     labels, split, n_classes = labels_and_split(experiment)
     kwargs = {"device": device, "engine": engine, "runs": [0, 1]}
     config = stacking.ProbeConfig(hidden=0, lr=0.01, max_epochs=40, patience=4)
@@ -270,7 +269,7 @@ def test_a_weight_decay_grid_keeps_each_heads_lowest_validation_loss(experiment,
 @pytest.mark.parametrize("device,engine", engines())
 def test_early_stopping_keeps_the_best_epoch(experiment, device, engine):
     spec = experiment.feature_spec("digits", "pixels", "original")
-    feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
+    feats = feature_store.read(experiment.feature_store("digits", "pixels", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     # a large lr overfits the validation loss within a few epochs
     config = stacking.ProbeConfig(hidden=0, lr=0.05, patience=4, max_epochs=300)
@@ -302,7 +301,7 @@ def test_early_stopping_on_validation_accuracy_keeps_its_best_epoch(experiment, 
     keeps that epoch's weights, where the loss would have kept another (on a probe whose
     validation loss turns up before its accuracy stops rising)."""
     spec = experiment.feature_spec("digits", "pixels", "original")
-    feats = training.read_features(experiment.feature_store("digits", "pixels", "original"), spec)
+    feats = feature_store.read(experiment.feature_store("digits", "pixels", "original"), spec)
     labels, split, n_classes = labels_and_split(experiment)
     kwargs = {"device": device, "engine": engine, "runs": 0}
     config = stacking.ProbeConfig(hidden=8, lr=0.1, patience=6, max_epochs=200)
@@ -400,10 +399,10 @@ def test_too_few_images_for_the_split_are_refused_before_extraction():
 
 
 def test_store_module_reads_the_features_it_checked(experiment):
-    # read_features refuses a store made for another spec (the same check as every reader)
+    # feature_store.read refuses a store made for another spec (the same check as every reader)
     other = experiment.feature_spec("digits", "pixels", "original") | {"format_version": 99}
     with pytest.raises(store.StoreError, match="built for another config"):
-        training.read_features(experiment.feature_store("digits", "pixels", "original"), other)
+        feature_store.read(experiment.feature_store("digits", "pixels", "original"), other)
 
 
 def test_adamw_matches_torch_step_for_step():
@@ -509,7 +508,7 @@ def test_memory_layouts_change_no_number(experiment, device, engine, layout):
     """Each run's standardised copy of the features, or every layer in one zero-padded
     stack: the same heads as the eager engine's (bit for bit on the CPU)."""
     spec = experiment.feature_spec("digits", "effnet", "original")
-    feats = training.read_features(experiment.feature_store("digits", "effnet", "original"), spec)
+    feats = feature_store.read(experiment.feature_store("digits", "effnet", "original"), spec)
     labels, _, n_classes = labels_and_split(experiment)
     split_of = splits.run_splits(labels, {**experiment.split, "resample": True}, [0, 1], "d")
     config = stacking.ProbeConfig(hidden=8, max_epochs=30, patience=3)

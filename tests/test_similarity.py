@@ -8,8 +8,8 @@ import pytest
 from conftest import build_stores
 
 from visual_ablation.analyses import similarity
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
-from visual_ablation.probes import training
 
 
 def kornblith_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -128,11 +128,11 @@ def test_a_layer_table_on_real_stores(tmp_path):
     assert grey[0]["cka"] == pytest.approx(1.0, abs=1e-4)
     assert scrambled[0]["cka"] < 0.5
     # the same as the formula on the stores' own values
-    ref = training.read_features(
+    ref = feature_store.read(
         exp.feature_store("digits", "pixels", "original"),
         exp.feature_spec("digits", "pixels", "original"),
     )["pixels"]
-    other = training.read_features(
+    other = feature_store.read(
         exp.feature_store("digits", "pixels", "phase_scramble"),
         exp.feature_spec("digits", "pixels", "phase_scramble"),
     )["pixels"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import Workflow, copy_workflow, tiny_config
 
-from visual_ablation.data import preparation, splits, stimuli
+from visual_ablation.data import data_store, preparation, splits, stimuli
 from visual_ablation.data.decode import DatasetError
 from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.probes import training
@@ -88,11 +88,11 @@ def test_a_config_reads_the_stimuli_into_a_data_store(tmp_path):
     import zarr
 
     group = zarr.open_group(exp.data_store("geirhos"), mode="r")
-    texture, names = preparation.read_target(group, "texture", "here")
+    texture, names = data_store.read_target(group, "texture", "here")
     assert len(texture) == 16 and (texture != group["labels"][:]).all()
-    assert preparation.read_file_names(group)[0].endswith(".png")
+    assert data_store.read_file_names(group)[0].endswith(".png")
     # the train jobs' split groups: each stimulus's shape image (class) and texture image
-    stored = preparation.read_file_names(group)
+    stored = data_store.read_file_names(group)
     for target, which in (("class", 0), ("texture", 1)):
         groups = training.read_labels(exp.data_store("geirhos"), spec, target).groups
         exemplar = [stimuli.exemplars_of(name)[which] for name in stored]

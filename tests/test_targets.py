@@ -8,7 +8,7 @@ import colorsys
 import numpy as np
 import pytest
 
-from visual_ablation.data import splits
+from visual_ablation.data import data_store, splits
 from visual_ablation.data.procedural import (
     CUE_TEXTURES,
     HUES,
@@ -114,24 +114,20 @@ def control_store(tmp_path, source, spec):
     """A data store's label arrays (what control_labels reads) for a source's labels."""
     import zarr
 
-    from visual_ablation.data import preparation
-
     group = zarr.open_group(str(tmp_path / "labels.zarr"), mode="w")
     group.attrs.update({"spec": spec, "class_names": list(source.class_names)})
     group.create_array("labels", data=source.labels)
     for name, (labels, _) in source.factors.items():
-        group.create_array(preparation.factor_array(name), data=labels)
+        group.create_array(data_store.factor_array(name), data=labels)
     return group
 
 
 def test_the_control_target_has_the_class_balance_and_is_independent_of_the_class(tmp_path):
     from scipy.stats import chi2_contingency
 
-    from visual_ablation.data import preparation
-
     source = ShapesSource(3000, seed=0)
     spec = {"source": "synthetic-shapes", "n": 3000, "seed": 0}
-    control, names = preparation.control_labels(control_store(tmp_path, source, spec))
+    control, names = data_store.control_labels(control_store(tmp_path, source, spec))
     classes = source.labels
     assert len(names) == len(source.class_names)
     # the class balance, up to the largest type (about 3000 / 108 images)
@@ -148,16 +144,14 @@ def test_the_control_target_has_the_class_balance_and_is_independent_of_the_clas
     chi2, p, _, _ = chi2_contingency(table)
     assert p > 0.01 and np.sqrt(chi2 / (len(classes) * 7)) < 0.1
     # fixed: the same labels again, other labels for another dataset seed
-    again, _ = preparation.control_labels(control_store(tmp_path, source, spec))
+    again, _ = data_store.control_labels(control_store(tmp_path, source, spec))
     assert np.array_equal(control, again)
-    other, _ = preparation.control_labels(control_store(tmp_path, source, {**spec, "seed": 1}))
+    other, _ = data_store.control_labels(control_store(tmp_path, source, {**spec, "seed": 1}))
     assert not np.array_equal(control, other)
 
 
 def test_a_source_without_factors_gets_the_class_labels_permuted(tmp_path):
     import zarr
-
-    from visual_ablation.data import preparation
 
     group = zarr.open_group(str(tmp_path / "digits.zarr"), mode="w")
     classes = np.repeat(np.arange(10), 30)
@@ -165,7 +159,7 @@ def test_a_source_without_factors_gets_the_class_labels_permuted(tmp_path):
         {"spec": {"source": "sklearn-digits", "seed": 0}, "class_names": list("0123456789")}
     )
     group.create_array("labels", data=classes)
-    control, _ = preparation.control_labels(group)
+    control, _ = data_store.control_labels(group)
     assert np.array_equal(np.sort(control), classes)  # the same balance exactly
     assert (control == classes).mean() < 0.25  # chance is 0.1
 

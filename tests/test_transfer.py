@@ -9,6 +9,7 @@ import pytest
 from conftest import build_stores
 
 from visual_ablation.analyses import inference, shape_bias
+from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.probes import run_files, training, transfer
 
@@ -110,7 +111,7 @@ def test_restandardised_heads_undo_a_shift_of_the_feature_statistics(
     # a store whose every feature is scaled and shifted (an ablation that moves the
     # statistics and keeps the information): the heads as trained collapse, the
     # re-standardised heads decide as on the original
-    original = training.read_features(
+    original = feature_store.read(
         experiment.feature_store("digits", "effnet", "original"),
         experiment.feature_spec("digits", "effnet", "original"),
     )
@@ -119,7 +120,7 @@ def test_restandardised_heads_undo_a_shift_of_the_feature_statistics(
     for layer, x in original.items():
         scale = rng.uniform(0.2, 3.0, x.shape[1]).astype(np.float32)
         shifted[layer] = x * scale + 5.0 * x.std(0) + 1.0
-    monkeypatch.setattr(transfer.training, "read_features", lambda path, spec: shifted)
+    monkeypatch.setattr(transfer.feature_store, "read", lambda path, spec: shifted)
     as_trained, _ = applied(experiment, "original", paths, "as-trained")
     undone, undone_predictions = applied(experiment, "original", paths, "restandardised")
     agree = (undone_predictions["predicted"] == predictions["predicted"]).mean()

@@ -11,7 +11,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(smk.log[0]):
     import pandas as pd
 
-    from visual_ablation.plumbing import store
+    from visual_ablation.features import feature_store
 
-    rows = store.inventory(json.loads(smk.params.stores))
+    rows = feature_store.inventory(json.loads(smk.params.stores))
     pd.DataFrame(rows).to_csv(smk.output[0], index=False)

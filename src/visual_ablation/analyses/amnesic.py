@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from visual_ablation.analyses import inference
-from visual_ablation.data import preparation
+from visual_ablation.data import data_store
+from visual_ablation.features import feature_store
 from visual_ablation.plumbing import store
 from visual_ablation.probes import run_files, transfer
 
@@ -374,14 +375,13 @@ def amnesic_store(
     """The rows of one reference store, `heads_paths` {probe: its class train job's heads
     files}, every factor in `factors`; and the heads' per-image correctness per (layer,
     factor, method, probe) (`write_predictions`)."""
-    from visual_ablation.probes import training
 
-    features = training.read_features(feature_path, feature_spec)
+    features = feature_store.read(feature_path, feature_spec)
     with store.reading(data_path, data_spec) as group:
-        labels = group["labels"][:]
+        labels = data_store.class_labels(group)
         factor_labels, factor_names = {}, {}
         for factor in factors:
-            factor_labels[factor], factor_names[factor] = preparation.read_target(
+            factor_labels[factor], factor_names[factor] = data_store.read_target(
                 group, factor, f"data store {data_path}"
             )
     heads = {probe: run_files.read_heads(paths) for probe, paths in heads_paths.items()}

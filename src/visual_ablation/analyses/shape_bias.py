@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from visual_ablation.analyses import inference
-from visual_ablation.data import preparation
+from visual_ablation.data import data_store
 from visual_ablation.data.stimuli import categories_of
 from visual_ablation.layout import parse_run_path
 from visual_ablation.plumbing import store
@@ -178,7 +178,7 @@ def table(
     cues, classes = {}, {}
     for dataset, path in data_paths.items():
         with store.reading(path, data_specs[dataset]) as group:
-            cues[dataset], names = preparation.read_target(group, "cue", f"data store {path}")
+            cues[dataset], names = data_store.read_target(group, "cue", f"data store {path}")
             classes[dataset] = len(names)
     load = run_files.prediction_loader(prediction_paths, reference)
     rows = []
@@ -297,14 +297,14 @@ def network_decisions(
         "representation": feature_spec["representation"]["name"],
     }
     with store.reading(data_path, data_spec) as group:
-        classes = list(group.attrs["class_names"])
+        classes = data_store.class_names(group)
         if tuple(classes) != imagenet16.CATEGORIES:
             raise ValueError(
                 f"data store {data_path}: its classes are not Geirhos et al.'s 16 categories"
             )
-        shape = group["labels"][:]
-        texture, _ = preparation.read_target(group, "texture", f"data store {data_path}")
-        images = group["images"]
+        shape = data_store.class_labels(group)
+        texture, _ = data_store.read_target(group, "texture", f"data store {data_path}")
+        images = data_store.images(group)
         pipeline = Pipeline(feature_spec, torch_device)
         parts = []
         for start in range(0, len(shape), batch_size):

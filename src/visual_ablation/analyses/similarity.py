@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from visual_ablation.features import feature_store
 from visual_ablation.plumbing import outputs, store
 
 LIMIT = 10_000  # images at most
@@ -153,11 +154,11 @@ def layer_similarity(
         store.reading(reference_path, reference_spec) as ref,
         store.reading(other_path, other_spec) as other,
     ):
-        rows = image_rows(int(ref.attrs["n_images"]), limit)
+        rows = image_rows(feature_store.n_images(ref), limit)
         table = []
-        for layer in ref.attrs["layers"]:
-            x = ref[f"layers/{layer}"][:][rows]
-            y = other[f"layers/{layer}"][:][rows]
+        for layer in feature_store.layers(ref):
+            x = feature_store.read_layer(ref, layer, rows)
+            y = feature_store.read_layer(other, layer, rows)
             table.append(
                 {
                     "dataset": other_spec["dataset"]["name"],

@@ -6,7 +6,6 @@ Train jobs draw the split from the labels (data/splits.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 from collections import deque
@@ -16,98 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation.data import splits
+from visual_ablation.data import data_store, splits
 from visual_ablation.data.decode import DECODE_BATCH, BadImageError, batches
 from visual_ablation.data.source import Source
 from visual_ablation.data.sources import SOURCES, open_source
 from visual_ablation.plumbing import store
-from visual_ablation.vocabulary import CLASS, CONTROL
+from visual_ablation.vocabulary import CLASS
 
 log = logging.getLogger(__name__)
-
-FIXED_TEST = "fixed_test"  # bool per image: every run's test split, where a source fixes it
-GIVEN_SPLIT = "given_split"  # part code per image of the data's own split (`split: given`)
-
-
-def factor_array(factor: str) -> str:
-    """A factor's label array in a data store."""
-    return f"factor_{factor}"
-
-
-FILE_NAMES = "file_names"
-
-
-def write_file_names(group, names: list[str]) -> None:
-    """Each stored image's file name, as UTF-8 JSON in a byte array (zarr 3 has no stable
-    string data type)."""
-    store.save_array(group, FILE_NAMES, np.frombuffer(json.dumps(names).encode(), np.uint8))
-
-
-def read_file_names(group) -> list[str] | None:
-    """Each stored image's file name (relative to the dataset's path), or None for a
-    source without files."""
-    if FILE_NAMES not in group:
-        return None
-    return json.loads(group[FILE_NAMES][:].tobytes().decode())
-
-
-def read_target(group, target: str, where: str) -> tuple[np.ndarray, list[str]]:
-    """A target's labels and class names from an open data store: `class` (the dataset's
-    labels) or one of the factors its source stored."""
-    if target == CLASS:
-        return group["labels"][:], list(group.attrs["class_names"])
-    if target == CONTROL:
-        return control_labels(group)
-    factors = group.attrs.get("factors", {})
-    if target not in factors:
-        raise ValueError(
-            f"{where} has no target {target!r}: its source stores "
-            f"{', '.join([CLASS, *factors])}. Fix the dataset's targets in the config."
-        )
-    return group[factor_array(target)][:], list(factors[target])
-
-
-def control_labels(group) -> tuple[np.ndarray, list[str]]:
-    """The control target of an open data store (Hewitt & Liang 2019, "Designing and
-    Interpreting Probes with Control Tasks"): each image's nuisance type (the combination
-    of its source's `control_factors`) mapped by a fixed random function to as many labels
-    as the dataset has classes, with the classes' balance: types in a seeded random order,
-    largest first, each given the label furthest below its share. A probe can only learn it
-    by telling the types apart and memorising their labels, so accuracy on it is what a
-    probe reaches without the class; selectivity is the class accuracy minus it. A source
-    without control factors (image folders, files) gets the class labels randomly permuted
-    over images: the same balance, no structure at all (Zhang et al. 2017's random labels).
-    """
-    spec = dict(group.attrs["spec"])
-    classes = group["labels"][:]
-    names = list(group.attrs["class_names"])
-    share = np.bincount(classes, minlength=len(names)) / len(classes)
-    rng = np.random.default_rng([int(spec.get("seed", 0)), 0xC0417])
-    factors = SOURCES[spec["source"]].control_factors
-    if not factors:
-        return rng.permutation(classes), [f"control-{i}" for i in range(len(names))]
-    codes = np.stack([group[factor_array(f)][:] for f in factors], axis=1)
-    types, of_image, sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    of_image = of_image.reshape(-1)
-    order = rng.permutation(len(types))
-    order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, ties at random
-    label_of_type = np.zeros(len(types), np.int64)
-    filled = np.zeros(len(names))
-    for t in order:
-        label = int(np.argmax(share * len(classes) - filled))  # furthest below its share
-        label_of_type[t] = label
-        filled[label] += sizes[t]
-    return label_of_type[of_image], [f"control-{i}" for i in range(len(names))]
-
-
-def read_fixed_test(group) -> np.ndarray | None:
-    """The images every run tests on, where the source fixes them (else None)."""
-    return group[FIXED_TEST][:] if FIXED_TEST in group else None
-
-
-def read_given_split(group) -> np.ndarray | None:
-    """Each image's part of the split the data comes with (`split: given`), else None."""
-    return group[GIVEN_SPLIT][:] if GIVEN_SPLIT in group else None
 
 
 def prepare(
@@ -237,9 +152,7 @@ def _prepare(
         skipped.append({"source_index": index, "where": error.where, "error": str(error)})
 
     with store.writing(path, spec) as group:
-        images = store.create_array(
-            group, "images", (len(indices), size, size, 3), np.uint8, codec="lz4"
-        )
+        images = data_store.create_images(group, len(indices), size)
         writer = store.ChunkedWriter(images)
         bar = tqdm(
             total=len(indices),
@@ -264,22 +177,22 @@ def _prepare(
             log.warning("dataset %s: skipped %d unreadable images", name, len(skipped))
         writer.close()
         labels = source.labels[indices]
-        store.save_array(group, "labels", labels)
-        store.save_array(group, "source_index", indices.astype(np.int64))
-        if source.file_names is not None:
-            write_file_names(group, [source.file_names[i] for i in indices])
-        # every factor the source knows, whichever targets the config asks for now: a new
-        # target then re-plans train jobs only
-        for factor, (values, _) in source.factors.items():
-            store.save_array(group, factor_array(factor), values[indices].astype(np.int64))
-        if source.fixed_test is not None:
-            store.save_array(group, FIXED_TEST, source.fixed_test[indices])
-        if given is not None:
-            store.save_array(group, GIVEN_SPLIT, given[indices])
+        data_store.write_labels(
+            group,
+            labels,
+            indices,
+            source.class_names,
+            file_names=None
+            if source.file_names is None
+            else [source.file_names[i] for i in indices],
+            # every factor the source knows, whichever targets the config asks for now: a
+            # new target then re-plans train jobs only
+            factors={f: (values[indices], names) for f, (values, names) in source.factors.items()},
+            fixed_test=None if source.fixed_test is None else source.fixed_test[indices],
+            given_split=None if given is None else given[indices],
+        )
         group.attrs.update(
             {
-                "class_names": source.class_names,
-                "factors": {factor: names for factor, (_, names) in source.factors.items()},
                 "source": source.description,
                 "n": int(len(indices)),
                 "n_source": int(n_source),

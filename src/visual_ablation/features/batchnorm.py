@@ -35,14 +35,14 @@ def calibration_images(data, images: int, seed: int) -> np.ndarray:
     """Sorted indices of at most `images` images of the data store `data` that no fixed
     test set holds, drawn with `seed`."""
     # here, not at the top: every feature job imports this module, few calibrate
-    from visual_ablation.data import preparation, splits
+    from visual_ablation.data import data_store, splits
 
-    n = data["images"].shape[0]
+    n = data_store.images(data).shape[0]
     allowed = np.ones(n, dtype=bool)
-    fixed = preparation.read_fixed_test(data)
+    fixed = data_store.read_fixed_test(data)
     if fixed is not None:
         allowed &= ~fixed.astype(bool)
-    given = preparation.read_given_split(data)
+    given = data_store.read_given_split(data)
     if given is not None:
         allowed &= given != splits.TEST
     pool = np.flatnonzero(allowed)
@@ -59,6 +59,8 @@ def recalibrate(extractor, data, device, calibration: dict[str, Any]) -> int:
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    from visual_ablation.data import data_store
+
     net = extractor.net
     layers = [] if net is None else [m for m in net.modules() if isinstance(m, _BatchNorm)]
     if not layers:
@@ -69,7 +71,7 @@ def recalibrate(extractor, data, device, calibration: dict[str, Any]) -> int:
             f"cannot re-estimate the untrained backbone's BatchNorm statistics on "
             f"{len(chosen)} image(s) outside the fixed test set: use more images"
         )
-    images = data["images"].oindex[chosen]
+    images = data_store.images(data).oindex[chosen]
     momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from visual_ablation.features import backbones, batchnorm, representations
+from visual_ablation.data import data_store
+from visual_ablation.features import backbones, batchnorm, feature_store, representations
 from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plumbing import devices, store
 
 log = logging.getLogger(__name__)
-FEATURE_DTYPE = np.float16
 SPAN_CHUNKS = 4  # data-store chunks per read: large contiguous reads
 
 
@@ -191,9 +191,7 @@ class BackgroundWriter:
                 )
             self.check.add(layer, values)
             if layer not in self.writers:
-                array = store.create_array(
-                    self.group, f"layers/{layer}", (self.n, values.shape[1]), FEATURE_DTYPE
-                )
+                array = feature_store.create_layer(self.group, layer, self.n, values.shape[1])
                 self.writers[layer] = store.ChunkedWriter(
                     array, self.compressors, depth=self.chunks_in_flight
                 )
@@ -255,7 +253,7 @@ def extract(
 def _extract(data, out_path, spec, torch_device, batch_size, threads, progress) -> dict[str, Any]:
     from tqdm import tqdm
 
-    images = data["images"]
+    images = data_store.images(data)
     n = images.shape[0]
     pipeline = Pipeline(spec, torch_device)
     calibration = spec["backbone"].get("batchnorm_statistics")
@@ -287,17 +285,16 @@ def _extract(data, out_path, spec, torch_device, batch_size, threads, progress) 
             bar.close()
         dims = writer.close()
         seconds = time.perf_counter() - t0
-        summary = {
-            "layers": layers,
-            "dims": {layer: dims[layer] for layer in layers},
-            "n_images": int(n),
-            "dtype": np.dtype(FEATURE_DTYPE).name,
-            "device": str(torch_device),
-            "weights_identity": backbones.weights_identity(spec["backbone"]),
-            "normalization": pipeline.extractor.normalization,
-            "batchnorm_calibration_images": calibrated,
-            "seconds": round(seconds, 3),
-        }
-        group.attrs.update(summary)
+        summary = feature_store.describe(
+            group,
+            layers,
+            dims,
+            n,
+            device=str(torch_device),
+            weights_identity=backbones.weights_identity(spec["backbone"]),
+            normalization=pipeline.extractor.normalization,
+            batchnorm_calibration_images=calibrated,
+            seconds=round(seconds, 3),
+        )
     log.info("wrote %s: %d images in %.1f s (%.0f img/s)", out_path, n, seconds, n / seconds)
     return summary

@@ -29,14 +29,14 @@ UNKNOWN_WIDTH = 4096  # total feature width of a backbone before its first featu
 
 # bases: the process with its libraries; rates: images per second, pessimistic for CPU
 DATA_BASE_MB = 1000
-DATA_WORKER_MB = 200  # a render process (measured: 56 to 155 MB at 64 and 224 px)
+DATA_WORKER_MB = 200  # a render process, above benchmarks/data_job.py's measure
 FEATURES_BASE_MB = 3000
 TRAIN_BASE_MB = 3000
-ACTIVATION_MB_PER_IMAGE_AT_64 = 2.0  # measured 1.4 (EfficientNet-Lite0, 64 px)
+ACTIVATION_MB_PER_IMAGE_AT_64 = 2.0  # above benchmarks/memory.py's EfficientNet-Lite0
 TRAIN_BYTES_PER_VALUE = 16  # float16 read + float32 standardised + padded stack
 DATA_IMAGES_PER_SECOND = 100
 FEATURE_IMAGES_PER_SECOND_AT_64 = 50
-TRAIN_SECONDS_PER_RUN_PER_MVALUE = 1.0  # 10k images x 1,900 wide: 19 s a linear run
+TRAIN_SECONDS_PER_RUN_PER_MVALUE = 1.0  # per million stored values (images x width)
 MIN_RUNTIME = 10
 
 

@@ -52,11 +52,11 @@ def rows_per_chunk(row_bytes: int, target: int = TARGET_CHUNK_BYTES) -> int:
     return max(1, target // max(1, row_bytes))
 
 
-# Blosc codecs by what an array holds. Features: zstd level 1 gives the size of level 3
-# (2,575 against 2,606 bytes per image) at twice the speed. Images: lz4 reads 1.5 to 2
-# times as fast as zstd (the data store is read by every feature job, on a GPU machine
-# faster than one core decompresses zstd) for 0 to 17% more disk: photos and noisy
-# shapes hardly compress losslessly (benchmarks/writer.py).
+# Blosc codecs by what an array holds. Features: zstd level 1, about the size of level 3
+# at a fraction of its time. Images: lz4, which reads faster than zstd (the data store is
+# read by every feature job, on a GPU machine faster than one core decompresses zstd) for
+# little more disk: photos and noisy shapes hardly compress losslessly. The figures:
+# benchmarks/README.md, "Store codecs".
 CODECS = {
     "zstd": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"},
     "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},
@@ -393,33 +393,3 @@ class ChunkedWriter:
             raise RuntimeError(
                 f"wrote {self.start} rows into {self.array.name} of {self.array.shape[0]}"
             )
-
-
-def inventory(stores: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (store, layer): shape and disk use, each store checked against its spec.
-
-    `stores`: dicts with dataset, backbone, representation, path, spec. A store made for
-    another config raises StoreError here instead of being listed as valid.
-    """
-    rows = []
-    for entry in stores:
-        group = open_checked(entry["path"], entry["spec"])
-        attrs = group.attrs.asdict()
-        total = store_bytes(entry["path"])
-        for layer in attrs["layers"]:
-            rows.append(
-                {
-                    "dataset": entry["dataset"],
-                    "backbone": entry["backbone"],
-                    "representation": entry["representation"],
-                    "layer": layer,
-                    "n_images": attrs["n_images"],
-                    "dim": attrs["dims"][layer],
-                    "dtype": attrs["dtype"],
-                    "store_bytes_per_image": round(total / max(1, attrs["n_images"]), 1),
-                    "extract_seconds": attrs["seconds"],
-                    "device": attrs["device"],
-                    "path": entry["path"],
-                }
-            )
-    return rows

@@ -49,8 +49,8 @@ ARMIJO = 1e-4  # sufficient decrease of the backtracking line search
 MAX_HALVINGS = 30
 # the softmax cross-entropy's curvature per unit of squared input, as the preconditioner
 # assumes it: at most 1/C at uniform probabilities over C classes, less as the fit grows
-# confident. Only the speed depends on it: of 0.0003 to 1, 0.01 took the fewest
-# iterations on the default experiment's stores (benchmarks/linear_fit.py)
+# confident. Only the speed depends on it: the value that took the fewest iterations on
+# the default experiment's stores (benchmarks/linear_fit.py)
 CURVATURE = 0.01
 
 

@@ -56,12 +56,12 @@ def write_predictions_table(
     """The per-image predictions as a csv a person can read: one row per (run, test
     image) with the image's data-store row, its file (file-based sources) and true label,
     and each layer's predicted label (class names), so a mistake can be looked at."""
-    from visual_ablation.data import preparation
+    from visual_ablation.data import data_store
     from visual_ablation.plumbing import store
 
     with store.reading(data_path, data_spec) as group:
-        _, names = preparation.read_target(group, target, f"data store {data_path}")
-        files = preparation.read_file_names(group)
+        _, names = data_store.read_target(group, target, f"data store {data_path}")
+        files = data_store.read_file_names(group)
     layers = [str(layer) for layer in values["layers"]]
     rows = []  # csv, not pandas: train and transfer jobs do not import it
     for r, run in enumerate(values["runs"]):

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from visual_ablation.data import preparation, splits
+from visual_ablation.data import data_store, splits
 from visual_ablation.data.sources import SOURCES
+from visual_ablation.features import feature_store
 from visual_ablation.layout import WITHIN
 from visual_ablation.plumbing import store
 from visual_ablation.probes import metrics, run_files
@@ -28,12 +29,6 @@ if TYPE_CHECKING:  # torch is imported by train_store only: transfer jobs need n
 log = logging.getLogger(__name__)
 
 STOPS = {"adamw": "patience", "lbfgs": "converged"}  # what ends a head, per solver
-
-
-def read_features(path: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every layer of a checked feature store, in the store's layer order."""
-    with store.reading(path, spec) as group:
-        return {layer: group[f"layers/{layer}"][:] for layer in group.attrs["layers"]}
 
 
 class StoreLabels(NamedTuple):
@@ -48,15 +43,15 @@ class StoreLabels(NamedTuple):
 def read_labels(path: str, spec: dict[str, Any], target: str = CLASS) -> StoreLabels:
     """A checked data store's labels of `target` and what its splits are drawn from."""
     with store.reading(path, spec) as group:
-        labels, names = preparation.read_target(group, target, f"data store {path}")
+        labels, names = data_store.read_target(group, target, f"data store {path}")
         return StoreLabels(
             labels,
             len(names),
-            group["labels"][:],
-            preparation.read_fixed_test(group),
-            preparation.read_given_split(group),
+            data_store.class_labels(group),
+            data_store.read_fixed_test(group),
+            data_store.read_given_split(group),
             SOURCES[spec["source"]].split_groups(
-                spec, lambda: preparation.read_file_names(group), target
+                spec, lambda: data_store.read_file_names(group), target
             ),
         )
 
@@ -153,7 +148,7 @@ def train_store(
         check_not_class(target, labels, classes, split_of, f"data store {data_path}")
     sizes = splits.check_split(split_of[runs[0]], f"data store {data_path}")
     t0 = time.perf_counter()
-    features = read_features(feature_path, feature_spec)
+    features = feature_store.read(feature_path, feature_spec)
     log.info(
         "read %d layers of %s in %.2f s; split %s%s%s",
         len(features),

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from visual_ablation.data import preparation
+from visual_ablation.data import data_store
+from visual_ablation.features import feature_store
 from visual_ablation.plumbing import store
-from visual_ablation.probes import metrics, run_files, training
+from visual_ablation.probes import metrics, run_files
 from visual_ablation.probes.standardisation import train_statistics
 from visual_ablation.vocabulary import TRANSFER_VARIANTS
 
@@ -68,8 +69,8 @@ def transfer_store(
     trained_rows, values = run_files.read_heads(heads_paths)
     heads_path = ", ".join(heads_paths)
     with store.reading(data_path, data_spec) as group:
-        labels, _ = preparation.read_target(group, target, f"data store {data_path}")
-    features = training.read_features(feature_path, feature_spec)
+        labels, _ = data_store.read_target(group, target, f"data store {data_path}")
+    features = feature_store.read(feature_path, feature_spec)
     runs = list(dict.fromkeys(int(row["run"]) for row in trained_rows))
     layers = list(dict.fromkeys(row["layer"] for row in trained_rows))
     missing = [layer for layer in layers if layer not in features]

@@ -85,16 +85,17 @@ def representation_figure(
     import numpy as np
     import torch
 
+    from visual_ablation.data import data_store
     from visual_ablation.features import representations as transforms
     from visual_ablation.plumbing import store
     from visual_ablation.report import plots
 
     with store.reading(data_path, data_spec) as group:
-        labels = group["labels"][:]
-        names = list(group.attrs["class_names"])
+        labels = data_store.class_labels(group)
+        names = data_store.class_names(group)
         classes = list(dict.fromkeys(labels.tolist()))[:images]
         index = np.array([int(np.flatnonzero(labels == c)[0]) for c in classes])
-        batch = group["images"].get_orthogonal_selection((index, slice(None)))
+        batch = data_store.images(group).get_orthogonal_selection((index, slice(None)))
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
     kinds = list(REPRESENTATION_DEFAULTS)
     order = sorted(

@@ -15,8 +15,8 @@
   (every core), and CUDA's heads against the CPU's.
   Section `variants` (not by default): memory layouts, and ten runs without CUDA graphs
   (what the graphs give).
-- The CUDA cases of tests/test_probes.py (CUDA against the CPU at the tests' tolerances,
-  one host sync per epoch) and tests/test_features.py (features image for image).
+- The CUDA cases of tests/probes/test_probes.py (CUDA against the CPU at the tests' tolerances,
+  one host sync per epoch) and tests/features/test_features.py (features image for image).
 - The aggregate job's paired bootstrap at the grid's size on this machine's cores
   (benchmarks/aggregate.py, CPU only), if time is left.
 - The seed-scale run (benchmarks/seed_scale.py) at `--seed-scale` images, if time is left.

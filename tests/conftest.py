@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "tests" / "assets"  # committed data the tests read (with their licences)
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)+)", re.M)
 
 

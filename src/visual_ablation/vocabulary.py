@@ -1,7 +1,7 @@
 """The names and defaults the config speaks, in one torch-free place: representations and
 their params, probe keys, input normalisations, poolings. plan/config.py resolves a config
 with them, features/representations.py and the probes package implement them, and
-tests/test_config.py checks that workflow/schemas/config.schema.yaml agrees with them.
+tests/plan/test_config.py checks that workflow/schemas/config.schema.yaml agrees with them.
 (Sources and backbone families live in their own registries, data/sources.py and
 features/backbones/.)
 """
@@ -34,7 +34,7 @@ CONTROL = "control"
 TRANSFER_VARIANTS = ("as-trained", "restandardised")
 
 # Probe config defaults (the schema fills the same ones); measured against scikit-learn's
-# LogisticRegression on digits (tests/test_probes.py).
+# LogisticRegression on digits (tests/probes/test_probes.py).
 PROBE_DEFAULTS: dict[str, Any] = {
     "hidden": 0,
     "lr": 1e-3,

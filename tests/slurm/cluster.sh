@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB) and one
-# fake GPU, for tests/test_slurm.py. Debian 12, as root, without systemd.
+# fake GPU, for tests/workflow/test_slurm.py. Debian 12, as root, without systemd.
 #
 #   tests/slurm/cluster.sh install   # apt packages (about 15 s)
 #   tests/slurm/cluster.sh start     # munged, mariadb, slurmdbd, slurmctld, slurmd (seconds)

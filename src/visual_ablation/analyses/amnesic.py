@@ -280,7 +280,7 @@ def leace_erased(fits: RidgeFits, y_train: np.ndarray, k: int) -> tuple[dict[str
     are z Z^T U S^-1), a row z changes by (z Z^T U S^-2 Q) (Q^T U^T Z): no decomposition
     beyond the one the ridge fits hold. concept-erasure's LeaceFitter (no shrinkage, no
     trace constraint) on the same coordinates gives the same eraser
-    (tests/test_amnesic.py). Returns the train, validation and test features erased and
+    (tests/analyses/test_amnesic.py). Returns the train, validation and test features erased and
     the number of directions changed."""
     keep = fits.eigenvalues > 1e-10 * fits.eigenvalues.max()
     vectors, eigenvalues = fits.vectors[:, keep], fits.eigenvalues[keep]

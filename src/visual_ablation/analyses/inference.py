@@ -156,7 +156,7 @@ def weighted_metrics(
 ) -> dict[str, np.ndarray]:
     """Every metric of probes/metrics.py on one test set under image weights [B, n] (a weight of
     2 counts the image twice): each metric for each of the B weightings. With all weights
-    1 these are the run's own metrics (tests/test_stats.py checks it)."""
+    1 these are the run's own metrics (tests/analyses/test_stats.py checks it)."""
     w = np.asarray(weights)
     w = w if w.dtype in (np.float32, np.float64) else w.astype(np.float64)
     columns = metric_columns(label, predicted, p_true, confidence, n_classes, w.dtype)

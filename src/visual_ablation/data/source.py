@@ -5,7 +5,7 @@ its own keys and their defaults) and reads in two steps: labels and class names 
 first, so that a subset is chosen before anything is decoded, then the chosen images in
 batches (data/decode.py), so memory is bounded by a batch. Adding a source is one class in
 procedural.py or files.py, registered with `@register`, plus its test; the config and the
-schema's enum follow it (tests/test_config.py checks the schema against SOURCES).
+schema's enum follow it (tests/plan/test_config.py checks the schema against SOURCES).
 """
 
 from __future__ import annotations

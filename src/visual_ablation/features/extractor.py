@@ -66,7 +66,7 @@ class LayerExtractor:
 
     def forward_bare(self, x: torch.Tensor) -> torch.Tensor:
         """The network's own full output (class logits) of the preprocessed batch: what
-        checks the preprocessing against labelled photos (tests/test_backbones.py,
+        checks the preprocessing against labelled photos (tests/features/test_backbones.py,
         benchmarks/image_size.py) and the bare-forward reference of the benchmarks."""
         import torch
 

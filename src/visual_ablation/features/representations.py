@@ -222,7 +222,7 @@ def canny_edges(
     high thresholds per image [N]).
 
     Smoothing, Sobel gradients, non-maximum suppression and 8-connected hysteresis follow
-    scikit-image's `feature.canny` (tests/test_representations.py checks the maps against
+    scikit-image's `feature.canny` (tests/features/test_representations.py checks the maps against
     it); the thresholds follow MATLAB's `edge(I, 'canny')`, which Geirhos et al. (2019)
     used: the high threshold leaves the fraction `high` of each image's pixels below it
     (MATLAB's PercentOfPixelsNotEdges, 0.7), the low one is `low` times the high one

@@ -3,7 +3,7 @@
 The definitions are scikit-learn's (`accuracy_score`, `balanced_accuracy_score`,
 `f1_score(average="macro", zero_division=0)`, `log_loss`), written out in numpy because
 importing `sklearn.metrics` costs about 1.5 s, a third of a small train job's whole
-time (measured with benchmarks/training.py). tests/test_metrics.py checks every one
+time (measured with benchmarks/training.py). tests/probes/test_metrics.py checks every one
 against scikit-learn on real probe outputs and on edge cases. The calibration error
 (`ece`) is Kumar et al.'s (2019) debiased estimator, checked against their algorithm.
 """

@@ -32,7 +32,7 @@ class AdamW:
     the parameters given a gradient, written out with torch's foreach ops.
 
     Why not torch.optim.AdamW: constructing it imports torch._dynamo (about 1.7 s here),
-    more than the whole training of a small train job. tests/test_probes.py checks this
+    more than the whole training of a small train job. tests/probes/test_probes.py checks this
     class step for step against torch.optim.AdamW. Like torch, each parameter counts its
     own steps (a stack whose heads have all stopped gets no gradient and takes no step);
     parameters are updated in groups of equal step count (in a train job, all live ones
@@ -113,7 +113,7 @@ class DeviceAdamW(AdamW):
     differently, and a probe at a high learning rate amplifies that last-bit difference
     into visibly different heads (0.04 in a test probability); this class does `AdamW`'s
     ops in `AdamW`'s order, so on the CPU the two engines give identical numbers.
-    tests/test_probes.py checks it step for step against torch.optim.AdamW."""
+    tests/probes/test_probes.py checks it step for step against torch.optim.AdamW."""
 
     def __init__(
         self,

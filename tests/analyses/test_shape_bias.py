@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ASSETS
 
 from visual_ablation.analyses import imagenet16, shape_bias
 from visual_ablation.data.stimuli import categories_of
@@ -102,7 +103,7 @@ def test_the_16_way_decision_is_the_highest_mean_probability_over_a_categorys_cl
         imagenet16.decisions(np.ones((1, 16)) / 16)
 
 
-SUBSET = __import__("pathlib").Path(__file__).parent / "data" / "texture-vs-shape"
+SUBSET = ASSETS / "texture-vs-shape"
 
 
 def test_a_networks_own_decisions_are_its_imagenet_heads_16_way_answers(tmp_path):

@@ -191,7 +191,7 @@ def test_a_second_writer_waits_for_the_lock_and_then_finds_the_store_complete(tm
     from pathlib import Path
 
     path = str(tmp_path / "s.zarr")
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     first = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK_AND_WRITE.format(src=src, path=path)],
         stdout=subprocess.PIPE,

@@ -289,7 +289,7 @@ def test_swin_stages_are_read_channels_first():
 def test_the_readme_layer_commands_run(capsys, monkeypatch):
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)  # --backbone reads config/config.yaml
     commands = [
         line.split("visual_ablation.features.layers", 1)[1].split("#")[0].split()

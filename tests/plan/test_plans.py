@@ -13,7 +13,7 @@ import yaml
 from visual_ablation.plan import stages
 from visual_ablation.plan.config import resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shipped(name: str):

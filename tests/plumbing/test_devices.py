@@ -13,7 +13,7 @@ import pytest
 
 from visual_ablation.plumbing import devices
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from conftest import Workflow, copy_workflow, tiny_config
+from conftest import ASSETS, Workflow, copy_workflow, tiny_config
 
 from visual_ablation.data.procedural import ShapesSource
 
@@ -144,11 +144,11 @@ def reversed_mappings(value):
 
 def stimuli_copy(root) -> str:
     """Geirhos-style cue-conflict stimuli enough to split: each committed conflict image
-    (tests/data/texture-vs-shape) under 8 shape numbers, 128 images in all."""
+    (tests/assets/texture-vs-shape) under 8 shape numbers, 128 images in all."""
     import shutil
     from pathlib import Path
 
-    subset = Path(__file__).parent / "data" / "texture-vs-shape" / "stimuli"
+    subset = ASSETS / "texture-vs-shape" / "stimuli"
     folder = Path(root) / "style-transfer-preprocessed-512"
     for image in (subset / "style-transfer-preprocessed-512").rglob("*.png"):
         shape, texture = image.stem.split("-")

@@ -1,6 +1,6 @@
 """Bad config is refused before any job, with a message that names the key and the fix:
 the checks the Snakefile runs at parse time (`preflight.experiment`), called in-process
-with the Snakefile's own schema validation. tests/test_bad_input.py keeps a few of these
+with the Snakefile's own schema validation. tests/workflow/test_bad_input.py keeps a few of these
 through the console, and the errors that only a job can find."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from snakemake.utils import validate
 from visual_ablation.plan import preflight
 from visual_ablation.plan.config import ConfigError
 
-SCHEMA = str(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Bad input stops the run with a message on the console that names the key or file.
 
-Config checks are tested in-process in tests/test_preflight.py; a few stay here to show
+Config checks are tested in-process in tests/plan/test_preflight.py; a few stay here to show
 the message reaches the console, with the errors only a job can find."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from visual_ablation.plan import stages
 from visual_ablation.plan.config import PROBE_DEFAULTS, ConfigError, resolve
 from visual_ablation.plan.preflight import check_backbones
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def base(**kw):
@@ -212,7 +212,7 @@ def test_the_schema_agrees_with_the_registries_and_vocabularies():
     from visual_ablation.data import sources
 
     schema = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
+        (Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text()
     )
     defs = schema["$defs"]
     assert sorted(defs["dataset"]["properties"]["source"]["enum"]) == sorted(sources.SOURCES)

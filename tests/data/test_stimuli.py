@@ -1,22 +1,21 @@
-"""Geirhos et al.'s stimuli as a source: a committed subset (tests/data/texture-vs-shape,
+"""Geirhos et al.'s stimuli as a source: a committed subset (tests/assets/texture-vs-shape,
 CC BY 4.0), its files checked against the pinned commit's hashes; nothing downloads."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Workflow, copy_workflow, tiny_config
+from conftest import ASSETS, Workflow, copy_workflow, tiny_config
 
 from visual_ablation.data import data_store, preparation, splits, stimuli
 from visual_ablation.data.decode import DatasetError
 from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.probes import training
 
-SUBSET = Path(__file__).parent / "data" / "texture-vs-shape"
+SUBSET = ASSETS / "texture-vs-shape"
 
 
 def subset_files(folder: str) -> list[str]:

@@ -24,7 +24,9 @@ def copy_workflow(dest: Path) -> Path:
     for part in ("workflow", "profiles", "src"):
         src = REPO / part
         if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, dest / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             shutil.copy2(src, dest / part)
     return dest

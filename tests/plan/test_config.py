@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visual_ablation import vocabulary
 from visual_ablation.plan import stages
-from visual_ablation.plan.config import PROBE_DEFAULTS, ConfigError, resolve
+from visual_ablation.plan.config import ConfigError, resolve
 from visual_ablation.plan.preflight import check_backbones
+from visual_ablation.vocabulary import PROBE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +73,39 @@ def test_probe_defaults_fill_every_key_and_the_reference_follows_kind():
     )
     assert exp.reference == "orig"
     assert resolve(base(representations=["grayscale"])).reference is None
+
+
+def test_every_default_is_read_from_the_schema(monkeypatch):
+    """Defaults live once, in the schema: change one there and the resolved experiment
+    follows (a default also written in the package would not)."""
+    top = vocabulary.SCHEMA["properties"]
+    probe, backbone = (vocabulary.SCHEMA["$defs"][d]["properties"] for d in ("probe", "backbone"))
+    changed = [
+        (top["runs"], 7),
+        (top["results_dir"], "elsewhere"),
+        (top["fetch_weights"], False),
+        (top["transfer"], ["as-trained"]),
+        (top["split"]["properties"]["val"], 0.3),
+        (top["amnesic"]["properties"]["iterations"], 5),
+        (top["training"]["properties"]["runs_per_job"], 2),
+        (probe["lr"], 0.05),
+        (backbone["seed"], 3),
+    ]
+    for spec, value in changed:
+        monkeypatch.setitem(spec, "default", value)
+    vocabulary._filling_validator.cache_clear()
+    try:
+        config = base(probes={"lin": {"hidden": 0}}, backbones={"r": {"model": "resnet18"}})
+        del config["split"]
+        exp = resolve(config)
+    finally:
+        monkeypatch.undo()
+        vocabulary._filling_validator.cache_clear()
+    assert (exp.runs, exp.results_dir, exp.fetch_weights) == (7, "elsewhere", False)
+    assert exp.transfer == ("as-trained",) and exp.split["val"] == 0.3
+    assert exp.amnesic["iterations"] == 5 and exp.runs_per_job == 2
+    assert exp.probes["lin"]["lr"] == 0.05 and exp.backbones["r"]["seed"] == 3
+    assert resolve(config).runs == 10  # the schema as shipped
 
 
 def test_cache_dir_defaults_to_results_dir_and_can_move():
@@ -207,7 +242,8 @@ def test_an_unwritable_results_or_cache_dir_is_refused_before_anything_is_create
 
 
 def test_the_schema_agrees_with_the_registries_and_vocabularies():
-    """One place per fact: the schema's enums and defaults are the package's."""
+    """One place per fact: the schema's enums are the package's registries (its defaults
+    are read from it: test_every_default_is_read_from_the_schema)."""
     from visual_ablation import vocabulary
     from visual_ablation.data import sources
 
@@ -216,8 +252,8 @@ def test_the_schema_agrees_with_the_registries_and_vocabularies():
     )
     defs = schema["$defs"]
     assert sorted(defs["dataset"]["properties"]["source"]["enum"]) == sorted(sources.SOURCES)
-    probe = defs["probe"]["properties"]
-    assert {key: probe[key]["default"] for key in probe} == vocabulary.PROBE_DEFAULTS
+    # every probe key has a default (a probe config is complete after filling)
+    assert set(vocabulary.PROBE_DEFAULTS) == set(defs["probe"]["properties"])
     backbone = defs["backbone"]["properties"]
     assert backbone["normalization"]["enum"] == list(vocabulary.NORMALIZATIONS)
     assert backbone["pooling"]["enum"] == list(vocabulary.POOLINGS)
@@ -226,7 +262,7 @@ def test_the_schema_agrees_with_the_registries_and_vocabularies():
     used = {key for defaults in vocabulary.REPRESENTATION_DEFAULTS.values() for key in defaults}
     assert params == used
     transfer = schema["properties"]["transfer"]
-    assert transfer["items"]["enum"] == transfer["default"] == list(vocabulary.TRANSFER_VARIANTS)
+    assert transfer["default"] == list(vocabulary.TRANSFER_VARIANTS)  # every variant
 
 
 def test_config_stage_modules_import_without_torch():
@@ -313,3 +349,64 @@ def test_a_given_split_gets_the_plain_interval_over_runs(tmp_path):
         )
     )
     assert stages.report.resampled_test_datasets(exp) == ["digits"]
+
+
+def reference_tables(text: str) -> dict[str, dict[str, str]]:
+    """config/README.md's tables, by the section above them ("" before the first): the
+    first column's name (unquoted) -> the second column as written."""
+    tables: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip().strip("`")
+        elif line.startswith("| `"):
+            name, second = (cell.strip() for cell in line.strip("|").split("|")[:2])
+            tables.setdefault(section, {})[name.strip("`")] = second
+    return tables
+
+
+def written_default(cell: str):
+    """A default cell that is one quoted literal (`0.15`, `[class]`) as YAML reads it;
+    None for prose (`the model's own`, `= results_dir`)."""
+    if cell.count("`") == 2 and cell.startswith("`") and cell.endswith("`"):
+        return yaml.safe_load(cell.strip("`"))
+    return None
+
+
+def test_the_config_reference_states_the_defaults_read_from_the_schema():
+    """config/README.md writes each default for readers; it must say what the schema (and
+    the sources' and representations' registries) hold, and list every schema default."""
+    from visual_ablation.data.sources import SOURCES
+    from visual_ablation.vocabulary import REPRESENTATION_DEFAULTS, schema_defaults
+
+    tables = reference_tables((REPO / "config" / "README.md").read_text())
+    top = vocabulary.SCHEMA["properties"]
+    expected = {
+        "": {
+            **{
+                f"{key}.{sub}": value
+                for key in top
+                if "properties" in top[key]
+                for sub, value in schema_defaults(top[key]).items()
+            },
+            **{
+                key: top[key]["default"]
+                for key in top
+                if "default" in top[key] and "properties" not in top[key]
+            },
+        },
+        "backbones.<name>": vocabulary.BACKBONE_DEFAULTS,
+        "probes.<name>": vocabulary.PROBE_DEFAULTS,
+    }
+    del expected[""]["probes"]  # written as prose: two probes with their hidden sizes
+    for section, defaults in expected.items():
+        for key, value in defaults.items():
+            assert key in tables[section], f"config/README.md ({section or 'top'}) lacks {key}"
+            assert written_default(tables[section][key]) == value, (section, key)
+    for key, cell in tables["datasets.<name>"].items():
+        given = {str(s.defaults[key]) for s in SOURCES.values() if key in s.defaults}
+        if given and written_default(cell) is not None:
+            assert given == {str(written_default(cell))}, key
+    for name, cell in tables["representations"].items():
+        written = yaml.safe_load("{" + cell.strip("`") + "}") if cell != "-" else {}
+        assert written == REPRESENTATION_DEFAULTS[name], name

@@ -206,3 +206,26 @@ def test_each_rule_imports_only_what_its_env_installs(rule, env, script, tmp_pat
         f"rule {rule}: {script.name} needs a package {env.name} does not list: "
         f"{proc.stderr.strip().splitlines()[-1]}"
     )
+
+
+def test_a_built_package_carries_the_workflows_schema(tmp_path):
+    """The package reads its config defaults from the schema (vocabulary.py): an installed
+    package (a module read from GitHub imports it) holds a copy, the workflow's own file."""
+    import shutil
+    import zipfile
+
+    tree = tmp_path / "tree"  # built from a copy: a build leaves build/ where it runs
+    for part in ("src", "workflow/schemas"):
+        shutil.copytree(REPO / part, tree / part, symlinks=True)
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / part, tree / part)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(tmp_path), str(tree)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("visual_ablation-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        carried = archive.read("visual_ablation/config.schema.yaml")
+    assert carried == (REPO / "workflow" / "schemas" / "config.schema.yaml").read_bytes()

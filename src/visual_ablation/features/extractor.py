@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from visual_ablation.features.backbones import family, image_size, normalization_values
 from visual_ablation.features.readout import Readout
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,7 @@ class LayerExtractor:
         spec = {**spec, "image_size": self.image_size}
         self.readout = Readout.from_spec(spec)
         valid = set(self.family.layers())
-        layers = spec.get("layers", "all")
+        layers = spec.get("layers", BACKBONE_DEFAULTS["layers"])
         self.layers = self.family.default_layers() if layers == "all" else list(layers)
         for layer in self.layers:
             if layer not in valid:

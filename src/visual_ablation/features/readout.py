@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,9 +37,9 @@ class Readout:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Readout:
-        readout = spec.get("readout", "mean")
+        readout = spec.get("readout", BACKBONE_DEFAULTS["readout"])
         spatial = {} if readout == "mean" else dict(readout)
-        return cls(tokens=spec.get("pooling", "mean"), **spatial)
+        return cls(tokens=spec.get("pooling", BACKBONE_DEFAULTS["pooling"]), **spatial)
 
     def side(self, channels: int, height: int, width: int) -> int:
         """The grid side a [C, H, W] map is pooled to (1: the global mean)."""

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+from visual_ablation.vocabulary import SCHEMA_PATH as SCHEMA
 
 
 def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from visual_ablation.features import backbones
 from visual_ablation.plumbing import devices
 from visual_ablation.plumbing.canonical import canonical
 from visual_ablation.vocabulary import (
+    BACKBONE_DEFAULTS,
     CLASS,
     CONTROL,
-    PROBE_DEFAULTS,
     REFERENCE,
     REPRESENTATION_DEFAULTS,
-    TRANSFER_VARIANTS,
+    with_defaults,
 )
 
 # Bump deliberately when the meaning or layout of a store changes: every store of that
@@ -71,13 +71,13 @@ class Experiment:
     split: dict[str, Any]
     probes: dict[str, dict[str, Any]]
     runs: int
-    runs_per_job: int = 1
+    runs_per_job: int
     # whether the fetch_weights rule may download pretrained weights
-    fetch_weights: bool = True
+    fetch_weights: bool
     # how the reference's heads are tested on the other representations (TRANSFER_VARIANTS)
-    transfer: tuple[str, ...] = TRANSFER_VARIANTS
+    transfer: tuple[str, ...]
     # amnesic probing: {"iterations": int, "factors": list or None (every factor)}
-    amnesic: dict[str, Any] = field(default_factory=lambda: {"iterations": 30, "factors": None})
+    amnesic: dict[str, Any]
     # dataset -> what its probes predict (`class` and/or factors of its source)
     targets: dict[str, list[str]] = field(default_factory=dict)
     # dataset -> the representations computed for it (a subset; absent: all)
@@ -321,14 +321,7 @@ def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, 
     """A backbone's config with its defaults (torch-free). Its `source` is kept only where
     it is not the model name's default, so that existing specs stay as they were."""
     key = f"backbones.{name}"
-    out = {
-        "weights": "none",
-        "layers": "all",
-        "pooling": "mean",
-        "readout": "mean",
-        "seed": 0,
-        **spec,
-    }
+    out = {**BACKBONE_DEFAULTS, **spec}
     model = str(out["model"])
     source = out.pop("source", None) or backbones.default_source(model)
     try:
@@ -366,8 +359,10 @@ def _resolve_backbone(name: str, spec: dict[str, Any], base: Path) -> dict[str, 
 
 
 def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment:
-    """Check names and fill defaults; `config` has already passed the JSON schema."""
+    """Check names and fill defaults (the schema's: vocabulary.with_defaults, which the
+    Snakefile's `validate` has already applied); `config` has passed the JSON schema."""
     base = Path(base)
+    config = with_defaults(config)
     datasets = {n: _resolve_dataset(n, s, base) for n, s in config["datasets"].items()}
     models = {
         n: _resolve_backbone(n, {k: v for k, v in s.items() if k != "representations"}, base)
@@ -377,11 +372,10 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         raise ConfigError("config key 'datasets': define at least one dataset.")
     if not models:
         raise ConfigError("config key 'backbones': define at least one backbone.")
-    results_dir = str(config.get("results_dir", "results"))
-    probes = config.get("probes") or {"linear": {"hidden": 0}, "mlp": {"hidden": 256}}
+    results_dir = str(config["results_dir"])
+    probes = config["probes"]
     for name, spec in probes.items():
-        spec = spec or {}
-        if spec.get("solver") == "lbfgs" and spec.get("hidden", 0):
+        if spec["solver"] == "lbfgs" and spec["hidden"]:
             raise ConfigError(
                 f"config key 'probes.{name}.solver': lbfgs fits linear heads only (hidden: 0), "
                 f"and this probe has hidden: {spec['hidden']}; use solver: adamw for an MLP."
@@ -392,13 +386,13 @@ def resolve(config: dict[str, Any], base: str | os.PathLike = ".") -> Experiment
         datasets=datasets,
         representations=_resolve_representations(config["representations"]),
         backbones=models,
-        split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True, **config.get("split", {})},
-        probes={name: {**PROBE_DEFAULTS, **(spec or {})} for name, spec in probes.items()},
-        runs=int(config.get("runs", 10)),
-        fetch_weights=bool(config.get("fetch_weights", True)),
-        transfer=tuple(config.get("transfer", TRANSFER_VARIANTS)),
-        amnesic=_resolve_amnesic(config.get("amnesic") or {}, datasets),
-        runs_per_job=runs_per_job(config.get("training", {}), int(config.get("runs", 10))),
+        split=dict(config["split"]),
+        probes=probes,
+        runs=int(config["runs"]),
+        fetch_weights=bool(config["fetch_weights"]),
+        transfer=tuple(config["transfer"]),
+        amnesic=_resolve_amnesic(config["amnesic"], datasets),
+        runs_per_job=runs_per_job(config["training"], int(config["runs"])),
         targets={n: _resolve_targets(n, s) for n, s in config["datasets"].items()},
         dataset_representations={
             n: _resolve_subset(n, s["representations"], config["representations"])
@@ -421,7 +415,7 @@ def _resolve_amnesic(spec: dict[str, Any], datasets: dict[str, dict[str, Any]]) 
         for factor in factors:
             if factor not in known:
                 raise unknown_value("factor", "amnesic.factors", factor, known)
-    return {"iterations": int(spec.get("iterations", 30)), "factors": factors}
+    return {"iterations": int(spec["iterations"]), "factors": factors}
 
 
 def _resolve_subset(
@@ -444,9 +438,9 @@ def runs_per_job(training: dict[str, Any], runs: int) -> int:
     else one job per run (a CPU is bound by arithmetic: one job per core keeps them busy).
     A GPU is `training.device: cuda`, or `auto` where this process sees one (no CUDA
     initialisation: devices.visible_gpus)."""
-    value = training.get("runs_per_job", "auto")
+    value = training["runs_per_job"]
     if value != "auto":
         return int(value)
-    device = str(training.get("device", "auto"))
+    device = str(training["device"])
     on_gpu = device.startswith("cuda") or (device == "auto" and bool(devices.visible_gpus()))
     return max(1, runs) if on_gpu else 1

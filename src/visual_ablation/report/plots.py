@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from visual_ablation.vocabulary import CLASS  # noqa: E402
+from visual_ablation.vocabulary import CLASS, FIGURE_DEFAULTS  # noqa: E402
 
 SIGNIFICANCE = 0.05
 
@@ -498,8 +498,9 @@ def representation_grid(
     _save(fig, path)
 
 
-# the config's `figures`: the PNG's resolution and the formats written beside it
-FIGURES = {"dpi": 120, "formats": []}
+# the config's `figures`: the PNG's resolution and the formats written beside it (the
+# schema's defaults until a plotting job's config replaces them)
+FIGURES = dict(FIGURE_DEFAULTS)
 
 
 def configure(figures: dict | None) -> None:

@@ -46,6 +46,7 @@ from visual_ablation.features.backbones.bundled import (  # noqa: F401
     ORIENTATIONS,
 )
 from visual_ablation.features.backbones.library_cache import files_sha256, sha256  # noqa: F401
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 
 def available_layers(model: str | dict[str, Any]) -> list[str]:
@@ -132,7 +133,7 @@ def weights_identity(spec: dict[str, Any]) -> dict[str, Any]:
     weights = spec.get("weights")
     fam = family(spec)
     if not fam.uses_weights or weights in (None, "none"):
-        return {"weights": weights, "seed": spec.get("seed", 0)}
+        return {"weights": weights, "seed": spec.get("seed", BACKBONE_DEFAULTS["seed"])}
     if fam.pretrained and not fam.fetched:
         paths = fam.weights_files()  # a pinned package's file
     else:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from visual_ablation.features.readout import Readout
 from visual_ablation.plumbing import records
-from visual_ablation.vocabulary import NORMALIZATIONS
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS, NORMALIZATIONS
 
 if TYPE_CHECKING:
     import torch
@@ -261,7 +261,7 @@ def family(model: str | dict[str, Any], source: str | None = None, weights=None)
     if isinstance(model, dict):
         spec = model
         return family_class(spec["model"], spec.get("source"))(
-            spec["model"], spec.get("weights", "none")
+            spec["model"], spec.get("weights", BACKBONE_DEFAULTS["weights"])
         )
     return family_class(model, source)(model, "none" if weights is None else weights)
 

@@ -24,6 +24,7 @@ from visual_ablation.features.backbones.base import (
     WeightsNotLocal,
     register,
 )
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 if TYPE_CHECKING:
     import torch
@@ -184,7 +185,8 @@ class EfficientNetLite0(Backbone):
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         weights, size = spec.get("weights"), int(spec["image_size"])
         # image_size fixes the TF-style "same" padding of the static convolutions
         if weights == PRETRAINED:
@@ -267,7 +269,8 @@ class MobileNetV2Features(HookedBackbone):
         import torchvision
         from torch import nn
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         # the stack alone, no classifier; its layers keep torchvision's names
         net = nn.Sequential(OrderedDict(features=torchvision.models.mobilenet_v2().features))
         weights = spec.get("weights")

@@ -20,6 +20,7 @@ from visual_ablation.features.backbones.base import (
     WeightsNotLocal,
     register,
 )
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 CONFIG = "config.json"
 PROCESSOR = "preprocessor_config.json"
@@ -156,7 +157,8 @@ class HuggingFace(HookedBackbone):
         import torch
         from transformers import AutoConfig, AutoModel
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         folder, self._image_size = self.folder(), int(spec["image_size"])
         if self.pretrained:
             net = AutoModel.from_pretrained(folder, dtype=torch.float32)

@@ -18,6 +18,7 @@ from visual_ablation.features.backbones.base import (
     HookedBackbone,
     register,
 )
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -145,7 +146,8 @@ class OpenClip(HookedBackbone):
         import open_clip
         import torch
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         size = int(spec["image_size"])
         model = _create(self.model, size, quick_gelu=self.cached_metadata()["quick_gelu"])
         if self.pretrained:

@@ -19,6 +19,7 @@ from visual_ablation.features.backbones.base import (
     WeightsNotLocal,
     register,
 )
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -145,7 +146,8 @@ class Timm(HookedBackbone):
     def build(self, spec: dict[str, Any]):
         import torch
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         size = int(spec["image_size"])
         if self.pretrained:
             file = self.weights_files()[0]

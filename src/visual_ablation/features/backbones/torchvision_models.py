@@ -16,7 +16,7 @@ from visual_ablation.features.backbones.base import (
     WeightsNotLocal,
     register,
 )
-from visual_ablation.vocabulary import NORMALIZATIONS
+from visual_ablation.vocabulary import BACKBONE_DEFAULTS, NORMALIZATIONS
 
 
 @functools.cache
@@ -136,7 +136,8 @@ class Torchvision(HookedBackbone):
         import torch
         import torchvision
 
-        torch.manual_seed(int(spec.get("seed", 0)))  # `weights: none`: seeded random init
+        # `weights: none`: seeded random init
+        torch.manual_seed(int(spec.get("seed", BACKBONE_DEFAULTS["seed"])))
         net = torchvision.models.get_model(self.model, weights=None)
         if self.pretrained:
             state = torch.load(self.weights_files()[0], map_location="cpu", weights_only=True)

@@ -9,7 +9,7 @@ size in `--n` (both datasets at that size), and prints for each:
   one's end (from Snakemake's log, every rule);
 - GPU utilisation over the run (`nvidia-smi` sampled every second; none on a CPU machine);
 - the disk the results took, per kind of store;
-- the projection of benchmarks/README.md ("The seed grid on one GPU") beside the measured
+- the projection of benchmarks/README.md ("`seed_scale.py` on one GPU") beside the measured
   stages, and with two sizes, a linear extrapolation of each stage to 100k images.
 
 Rehearse on a CPU with a small n and one run (a CPU trains one run per job; below about
@@ -37,7 +37,7 @@ from seed_scale import snakemake_command
 from visual_ablation.plumbing import store
 
 GRID = REPO / "config" / "scale-100k.yaml"
-# benchmarks/README.md, "The seed grid on one GPU": seconds per stage at 100k (8 layers at
+# benchmarks/README.md, "`seed_scale.py` on one GPU": seconds per stage at 100k (8 layers at
 # 64 px; the grid's 18 layers at 160 px cost more)
 PROJECTED = {"data": 25, "features": 54, "train": 249, "the rest": 57}
 STAGE_OF_RULE = {"prepare_data": "data", "features": "features", "train": "train"}

@@ -12,7 +12,7 @@ default config's 8 layers) in a temporary directory, then prints:
 3. aten operators dispatched per training step by the static engine (CUDA's), linear and
    MLP, ten runs with their own splits, on random features of the 8 layers' widths: on a
    GPU each is about one kernel, and a step of small matmuls is bound by how many it runs
-   (benchmarks/README.md, GPU). `--baseline DIR` (an older commit's `src/`, e.g.
+   (benchmarks/README.md, `gpu.py`). `--baseline DIR` (an older commit's `src/`, e.g.
    `git archive 1d61d91 src | tar -x -C .baseline`) counts its ops too, in a child process.
 
 Repeats are interleaved and medians reported (this machine's timings drift 10-20%).

@@ -3,8 +3,8 @@ writing real pooled features (EfficientNet-Lite0 pretrained, the default config'
 layers, 2,080 float16 values per image), per codec, with one compressing thread and with
 one per core (chunks of all layers compressed in parallel, as a feature job does), the
 same through a feature job's own writer, and the bytes each image takes on disk. On a
-GPU the forward runs at about 75k images/s at 64 px (benchmarks/README.md): this is what
-the writer has to keep up with. Then the data store's images: read and write MB/s and
+GPU the forward's rate (benchmarks/README.md, `gpu.py`) is what the writer has to keep
+up with. Then the data store's images: read and write MB/s and
 the compression ratio per codec, on the synthetic shapes, digits, Fashion-MNIST (if
 installed) and real ImageNet photos.
 

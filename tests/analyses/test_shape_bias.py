@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ASSETS
+from conftest import ASSETS, tiny_config
 
 from visual_ablation.analyses import imagenet16, shape_bias
 from visual_ablation.data.stimuli import categories_of
@@ -117,15 +117,15 @@ def test_a_networks_own_decisions_are_its_imagenet_heads_16_way_answers(tmp_path
     from visual_ablation.features.extractor import LayerExtractor
     from visual_ablation.plan.config import resolve
 
-    config = {
-        "results_dir": str(tmp_path),
-        "datasets": {"geirhos": {"source": "geirhos", "path": str(SUBSET), "conflict_only": False}},
-        "representations": ["original"],
-        "backbones": {
+    config = tiny_config(
+        results_dir=str(tmp_path),
+        datasets={"geirhos": {"source": "geirhos", "path": str(SUBSET), "conflict_only": False}},
+        representations=["original"],
+        backbones={
             "effnet": {"model": "efficientnet_lite0", "weights": "pretrained", "layers": ["head"]},
             "pixels": {"model": "pixels", "image_size": 8},
         },
-    }
+    )
     exp = resolve(config)
     data_spec = exp.data_spec("geirhos")
     preparation.prepare(data_spec, exp.data_store("geirhos"), progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_stores
+from conftest import build_stores, tiny_config
 
 from visual_ablation.analyses import similarity
 from visual_ablation.features import feature_store
@@ -101,12 +101,12 @@ def test_the_null_in_kernel_form_is_the_debiased_cka_of_shuffled_rows():
 
 def test_a_layer_table_on_real_stores(tmp_path):
     exp = resolve(
-        {
-            "results_dir": str(tmp_path),
-            "datasets": {"digits": {"source": "sklearn-digits", "n": 300}},
-            "representations": ["original", "grayscale", "phase_scramble"],
-            "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
-        }
+        tiny_config(
+            results_dir=str(tmp_path),
+            datasets={"digits": {"source": "sklearn-digits", "n": 300}},
+            representations=["original", "grayscale", "phase_scramble"],
+            backbones={"pixels": {"model": "pixels", "image_size": 8}},
+        )
     )
     build_stores(exp, "digits", [("pixels", rep) for rep in exp.representations])
     assert np.array_equal(similarity.image_rows(300), np.arange(300))

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from scipy.stats import binomtest
 
 from visual_ablation.analyses import inference, stats
@@ -272,15 +273,14 @@ def test_a_real_large_effect_stays_significant(tmp_path):
     from visual_ablation.probes import training
 
     exp = resolve(
-        {
-            "results_dir": str(tmp_path),
-            "datasets": {"digits": {"source": "sklearn-digits", "n": 900}},
-            "representations": ["original", "phase_scramble"],
-            "backbones": {"pixels": {"model": "pixels", "image_size": 16}},
-            "split": {"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
-            "probes": {"linear": {"hidden": 0, "lr": 0.003}},
-            "runs": 3,
-        }
+        tiny_config(
+            results_dir=str(tmp_path),
+            datasets={"digits": {"source": "sklearn-digits", "n": 900}},
+            representations=["original", "phase_scramble"],
+            backbones={"pixels": {"model": "pixels", "image_size": 16}},
+            split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
+            probes={"linear": {"hidden": 0, "lr": 0.003}},
+        )
     )
     preparation.prepare(exp.data_spec("digits"), exp.data_store("digits"), progress=False)
     found = {}

@@ -71,14 +71,14 @@ def test_edges_and_silhouettes_are_shapes_alone():
 
 
 def test_a_config_reads_the_stimuli_into_a_data_store(tmp_path):
-    config = {
-        "results_dir": str(tmp_path),
-        "datasets": {
+    config = tiny_config(
+        results_dir=str(tmp_path),
+        datasets={
             "geirhos": {"source": "geirhos", "path": str(SUBSET), "targets": ["class", "texture"]}
         },
-        "representations": ["original"],
-        "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
-    }
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+    )
     exp = resolve(config)
     spec = exp.data_spec("geirhos")
     assert spec["image_size"] == 224 and spec["stimuli"] == "cue-conflict"
@@ -158,11 +158,11 @@ def test_cue_conflict_splits_never_share_a_shape_or_texture_image_between_parts(
 def test_a_data_job_refuses_stimuli_too_few_to_split_by_exemplar_before_decoding(tmp_path):
     """The committed subset has one shape image a category: no split keeps shape images
     apart, and the data job says so before it decodes anything."""
-    config = {
-        "datasets": {"geirhos": {"source": "geirhos", "path": str(SUBSET)}},
-        "representations": ["original"],
-        "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
-    }
+    config = tiny_config(
+        datasets={"geirhos": {"source": "geirhos", "path": str(SUBSET)}},
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+    )
     exp = resolve(config)
     split = {"val": 0.15, "test": 0.2, "seed": 0}
     store = tmp_path / "geirhos.zarr"
@@ -184,11 +184,11 @@ def test_a_fetched_set_is_the_pinned_commits_files_whatever_is_on_disk(tmp_path,
     """`fetch`: the path may be empty or incomplete; the data spec names the pinned files
     (it does not change once they are there), and fetch_dataset fills the path from a
     mirror, checking every file, then leaves the mark the data job waits for."""
-    config = {
-        "datasets": {"geirhos": {"source": "geirhos", "path": str(tmp_path / "stim")}},
-        "representations": ["original"],
-        "backbones": {"pixels": {"model": "pixels", "image_size": 8}},
-    }
+    config = tiny_config(
+        datasets={"geirhos": {"source": "geirhos", "path": str(tmp_path / "stim")}},
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 8}},
+    )
     with pytest.raises(ConfigError, match="does not exist"):
         resolve(config)
     config["datasets"]["geirhos"]["fetch"] = SUBSET.as_uri()

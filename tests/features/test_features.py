@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import tiny_config
 
 from visual_ablation.data import data_store, preparation
 from visual_ablation.features import (
@@ -19,10 +20,10 @@ from visual_ablation.features.extractor import LayerExtractor
 from visual_ablation.plan.config import resolve
 from visual_ablation.plumbing.store import StoreError
 
-CONFIG = {
-    "datasets": {"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},
-    "representations": {"original": {}, "shuffled": {"kind": "patch_shuffle", "grid": 2}},
-    "backbones": {
+CONFIG = tiny_config(
+    datasets={"digits": {"source": "sklearn-digits", "n": 150, "image_size": 16}},
+    representations={"original": {}, "shuffled": {"kind": "patch_shuffle", "grid": 2}},
+    backbones={
         "effnet": {
             "model": "efficientnet_lite0",
             "weights": "pretrained",
@@ -31,8 +32,7 @@ CONFIG = {
         },
         "pixels": {"model": "pixels", "image_size": 8},
     },
-    "split": {"val": 0.15, "test": 0.2, "seed": 0},
-}
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, build_stores
+from conftest import REPO, build_stores, tiny_config
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
@@ -53,12 +53,12 @@ def stored(exp, dataset: str, backbone: str):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    config = {
-        "results_dir": str(tmp_path_factory.mktemp("linear_eval")),
-        "datasets": {"digits": {"source": "sklearn-digits"}},
-        "representations": ["original"],
-        "backbones": {"pixels": {"model": "pixels", "image_size": 16}},
-    }
+    config = tiny_config(
+        results_dir=str(tmp_path_factory.mktemp("linear_eval")),
+        datasets={"digits": {"source": "sklearn-digits"}},
+        representations=["original"],
+        backbones={"pixels": {"model": "pixels", "image_size": 16}},
+    )
     x, labels, n_classes, _, _ = stored(resolve(config), "digits", "pixels")
     return x["pixels"], labels, n_classes
 

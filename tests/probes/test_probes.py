@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import build_stores
+from conftest import build_stores, tiny_config
 
 from visual_ablation.data import splits
 from visual_ablation.data.splits import SplitError
@@ -27,10 +27,10 @@ from visual_ablation.probes import (
 )
 from visual_ablation.probes.stacking import FeatureError
 
-CONFIG = {
-    "datasets": {"digits": {"source": "sklearn-digits"}},  # all 1,797 images
-    "representations": ["original"],
-    "backbones": {
+CONFIG = tiny_config(
+    datasets={"digits": {"source": "sklearn-digits"}},  # all 1,797 images
+    representations=["original"],
+    backbones={
         "pixels": {"model": "pixels", "image_size": 16},
         "effnet": {
             "model": "efficientnet_lite0",
@@ -39,11 +39,11 @@ CONFIG = {
             "image_size": 16,
         },
     },
-    "split": {"val": 0.15, "test": 0.2, "seed": 0, "resample": False},
+    split={"val": 0.15, "test": 0.2, "seed": 0, "resample": False},
     # the schema defaults: what the reference test is about
-    "probes": {"linear": {"hidden": 0}, "mlp": {"hidden": 32, "max_epochs": 40}},
-    "runs": 5,
-}
+    probes={"linear": {"hidden": 0}, "mlp": {"hidden": 32, "max_epochs": 40}},
+    runs=5,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_stores
+from conftest import build_stores, tiny_config
 
 from visual_ablation.analyses import inference, shape_bias
 from visual_ablation.features import feature_store
 from visual_ablation.plan.config import resolve
 from visual_ablation.probes import run_files, training, transfer
 
-CONFIG = {
-    "datasets": {"digits": {"source": "sklearn-digits", "n": 600}},
-    "representations": ["original", "lowpass"],
-    "backbones": {
+CONFIG = tiny_config(
+    datasets={"digits": {"source": "sklearn-digits", "n": 600}},
+    representations=["original", "lowpass"],
+    backbones={
         "effnet": {
             "model": "efficientnet_lite0",
             "weights": "none",
@@ -24,10 +24,10 @@ CONFIG = {
             "image_size": 16,
         },
     },
-    "split": {"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
-    "probes": {"linear": {"hidden": 0, "max_epochs": 30}, "mlp": {"hidden": 32, "max_epochs": 30}},
-    "runs": 2,
-}
+    split={"val": 0.15, "test": 0.2, "seed": 0, "resample": True},
+    probes={"linear": {"hidden": 0, "max_epochs": 30}, "mlp": {"hidden": 32, "max_epochs": 30}},
+    runs=2,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflow"
@@ -60,13 +61,11 @@ def test_every_rule_names_an_existing_env(tmp_path):
                 envs[rule] = line.strip().strip('"')
     # the parse found the rules Snakemake finds (but `all`, the Snakefile's, with no job),
     # asked with one bundled backbone (the main process checks every backbone named)
-    config = {
-        "datasets": {"d": {"source": "sklearn-digits"}},
-        "representations": ["original"],
-        "backbones": {"p": {"model": "pixels"}},
-        "results_dir": str(tmp_path / "results"),
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    config = tiny_config(
+        backbones={"p": {"model": "pixels"}},
+        results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "cache"),
+    )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     listed = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(WORKFLOW / "Snakefile")]

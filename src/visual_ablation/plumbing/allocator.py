@@ -3,9 +3,9 @@
 glibc's malloc serves a block of 128 KiB or more (the threshold grows up to 32 MiB with
 what was freed) with its own mmap, and gives it back to the kernel when it is freed; the
 next such block is faulted in again, page by page, zeroed by the kernel. A train step
-allocates and frees its tensors' temporaries (tens of MB) hundreds of times a job: the
-default run took 86 million page faults and 270 CPU-seconds of system time that way
-(benchmarks/README.md, "The default run's profile"). Every job therefore asks malloc to
+allocates and frees its tensors' temporaries (tens of MB) hundreds of times a job, each a
+fresh mapping and its page faults (benchmarks/README.md, `default_run.py`, "The
+allocator"). Every job therefore asks malloc to
 keep what it frees (mallopt: mmap only for blocks over 1 GiB, no trimming of the heap's
 top): the same numbers, a peak resident size no larger than the job's peak use.
 """

@@ -24,7 +24,7 @@ def job_log(path: str) -> Iterator[None]:
     the block does (status 0, or 1 after an error), without the interpreter's teardown:
     its outputs are written and closed by then, and with torch loaded the teardown (freeing
     every module, unloading the CUDA libraries) took 0.35 s of every torch job
-    (benchmarks/README.md, "The default run's profile"). So a job script has nothing after
+    (benchmarks/README.md, `default_run.py`). So a job script has nothing after
     its `with job_log(...)` block."""
     keep_freed_memory()
     console = sys.stderr

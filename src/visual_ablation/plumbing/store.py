@@ -56,7 +56,7 @@ def rows_per_chunk(row_bytes: int, target: int = TARGET_CHUNK_BYTES) -> int:
 # at a fraction of its time. Images: lz4, which reads faster than zstd (the data store is
 # read by every feature job, on a GPU machine faster than one core decompresses zstd) for
 # little more disk: photos and noisy shapes hardly compress losslessly. The figures:
-# benchmarks/README.md, "Store codecs".
+# benchmarks/README.md, `writer.py`.
 CODECS = {
     "zstd": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"},
     "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},

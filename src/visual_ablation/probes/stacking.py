@@ -155,9 +155,8 @@ def head_gradients(
     reducing a loss or recording a graph; and every
     stack's logits share one buffer, so that each elementwise kernel runs once for all
     stacks. A step of small matmuls is bound by how many kernels it runs, not by its
-    arithmetic (benchmarks/README.md, GPU): a step of ten linear runs over the default
-    8 layers (4 stacks) now dispatches 35 operators instead of 93, an MLP step 50
-    instead of 117 (benchmarks/training.py counts them)."""
+    arithmetic (benchmarks/README.md, `gpu.py`; the operators a step dispatches:
+    `training.py --ops-only`)."""
     with torch.no_grad():
         sizes = [x.shape[0] for _, x in stacks]
         bounds = np.cumsum([0, *sizes]).tolist()

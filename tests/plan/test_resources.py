@@ -119,3 +119,24 @@ def test_requests_cover_what_the_jobs_of_a_run_used(workflow_copy):
     used = peak_mb(results / "benchmarks" / "prepare_data" / "digits.tsv")
     assert 0 < used < resources.data_mem_mb(exp.data_spec("digits"))
     assert checked == 8
+
+
+def test_a_constant_override_of_a_cluster_rule_is_named_with_its_fix():
+    """A constant replaces the rule's own request, which grows with attempt; an expression of
+    attempt, a local rule and a resource that does not scale pass unnamed."""
+    warnings = resources.constant_overrides(
+        {
+            "train": {"mem_mb": 16000, "runtime": "60*attempt", "gpu": 1},
+            "transfer": {"runtime": "2*input.size_mb"},
+            "aggregate": {"mem_mb": 100},
+        },
+        cluster_rules={"train", "transfer"},
+    )
+    assert len(warnings) == 2
+    assert warnings[0].startswith("set-resources train:mem_mb=16000 does not grow")
+    assert "train:mem_mb=16000*attempt" in warnings[0]
+    assert "killed for memory" in warnings[0]
+    assert warnings[1].startswith("set-resources transfer:runtime=2*input.size_mb")
+    assert "killed for time" in warnings[1]
+    assert resources.light_mem_mb(2) == 2 * resources.light_mem_mb()
+    assert resources.light_runtime(3) == 3 * resources.light_runtime()

@@ -57,8 +57,7 @@ def site_profile(dest: Path) -> Path:
     """profiles/slurm as a site would adapt it, plus the settings that make a test run
     take seconds: the first status check after 2 s, SLURM logs kept to be read."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    profile["default-resources"]["slurm_partition"] = "debug"
-    profile["default-resources"]["slurm_account"] = "va"
+    profile["default-resources"] = {"slurm_partition": "debug", "slurm_account": "va"}
     profile["slurm-init-seconds-before-status-checks"] = 2
     profile["slurm-keep-successful-logs"] = True
     profile["latency-wait"] = 5

@@ -30,6 +30,7 @@ rule amnesic:
         "../envs/report.yaml"
     resources:
         mem_mb=train_mem_mb,
+        runtime=light_runtime,
     params:
         store=reference_params,
         data=data_params,

@@ -144,6 +144,32 @@ def train_runtime(wildcards, input, attempt):
     )
 
 
+def light_mem_mb(wildcards, attempt):
+    return resources.light_mem_mb(attempt)
+
+
+def light_runtime(wildcards, attempt):
+    return resources.light_runtime(attempt)
+
+
+def warn_constant_overrides():
+    """A constant mem_mb or runtime from set-resources (profile or command line) replaces a
+    cluster rule's own request, which grows with attempt: say so once, in the main
+    process, after every rule is defined."""
+    if not workflow.is_main_process:
+        return
+    overrides = workflow.resource_settings.overwrite_resources
+    given = {
+        rule_name: {key: getattr(value, "raw", value) for key, value in dict(v).items()}
+        for rule_name, v in overrides.items()
+    }
+    # rules declared local run in the snakemake process, never on a node
+    local = workflow._localrules
+    cluster = {r.name for r in workflow.rules if not (r.norun or r.name in local)}
+    for warning in resources.constant_overrides(given, cluster):
+        logger.warning(warning)
+
+
 # report() under another name: `report(` opening a line is read as the directive
 from snakemake.io import report as in_report
 

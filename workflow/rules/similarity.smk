@@ -17,6 +17,9 @@ rule similarity:
         LAYOUT.log("similarity", "{dataset}/{backbone}/{representation}"),
     conda:
         "../envs/train.yaml"
+    resources:
+        mem_mb=light_mem_mb,
+        runtime=light_runtime,
     params:
         store=feature_params,
         reference=reference_params,

@@ -28,6 +28,7 @@ rule transfer:
         "../envs/train.yaml"
     resources:
         mem_mb=train_mem_mb,
+        runtime=light_runtime,
     params:
         store=feature_params,
         data=data_params,

@@ -38,6 +38,13 @@ DATA_IMAGES_PER_SECOND = 100
 FEATURE_IMAGES_PER_SECOND_AT_64 = 50
 TRAIN_SECONDS_PER_RUN_PER_MVALUE = 1.0  # per million stored values (images x width)
 MIN_RUNTIME = 10
+# every other cluster job (transfer, amnesic, similarity read one or two stores): the
+# requests the SLURM profile's default-resources held before, now the rules' own, so that
+# a --default-resources on the command line (account, partition) drops nothing
+LIGHT_MEM_MB = 2000
+LIGHT_RUNTIME = 30
+# the requests that grow with `attempt` in every rule a cluster runs
+SCALED = ("mem_mb", "runtime")
 
 
 _FINISHED: dict[str, dict[str, Any]] = {}  # finished stores' attrs, read once per process
@@ -82,6 +89,39 @@ def total_width(feature_store: str | None) -> int:
 
 def _scaled(value: float, attempt: int) -> int:
     return int(math.ceil(value * max(1, attempt)))
+
+
+def light_mem_mb(attempt: int = 1) -> int:
+    return _scaled(LIGHT_MEM_MB, attempt)
+
+
+def light_runtime(attempt: int = 1) -> int:
+    return _scaled(LIGHT_RUNTIME, attempt)
+
+
+def constant_overrides(overrides: dict[str, dict[str, Any]], cluster_rules: set[str]) -> list[str]:
+    """Warnings for each `set-resources` override (profile or command line) of a cluster
+    rule's mem_mb or runtime that does not grow with `attempt`: it replaces the rule's own
+    request, which does, so a job killed for memory or time is retried with the same
+    request and killed again. `overrides` maps rule to resource to its raw value (an int,
+    or the expression's text)."""
+    warnings = []
+    for rule in sorted(overrides):
+        if rule not in cluster_rules:
+            continue  # a local rule runs in the snakemake process: nothing to retry with
+        for name in SCALED:
+            raw = overrides[rule].get(name)
+            if raw is None or "attempt" in str(raw):
+                continue
+            warnings.append(
+                f"set-resources {rule}:{name}={raw} does not grow with attempt: it "
+                f"replaces the rule's own request (which doubles on a retry), so a job "
+                f"killed for {'memory' if name == 'mem_mb' else 'time'} is retried with "
+                f"the same {raw} and killed again. Write it as an expression of attempt, "
+                f"e.g. {rule}:{name}={raw}*attempt (docs/operations.md, 'On a SLURM "
+                f"cluster')."
+            )
+    return warnings
 
 
 def data_threads(data_spec: dict[str, Any], threads: int) -> int:

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB) and one
-# fake GPU, for tests/workflow/test_slurm.py. Debian 12, as root, without systemd.
+# A two-node SLURM cluster on this machine, with accounting (slurmdbd + MariaDB), memory
+# enforcement and one fake GPU a node, for tests/workflow/test_slurm.py. Debian 12, as
+# root, without systemd.
 #
 #   tests/slurm/cluster.sh install   # apt packages (about 15 s)
 #   tests/slurm/cluster.sh start     # munged, mariadb, slurmdbd, slurmctld, slurmd (seconds)
 #   tests/slurm/cluster.sh stop
 #
-# The node is called `localhost` whatever the host name. It offers `gpu:1` backed by
-# /dev/null: a job asking for --gpus=1 runs with CUDA_VISIBLE_DEVICES=0 and no GPU, as a
-# workflow job must then fall back to the CPU.
+# The nodes are `node1` and `node2` whatever the host name: two slurmd on 127.0.0.1, on
+# ports 17001 and 17002, each offering every core and three quarters of the memory. Each
+# offers `gpu:1` backed by /dev/null: a job asking for --gpus=1 runs with
+# CUDA_VISIBLE_DEVICES=0 and no GPU, as a workflow job must then fall back to the CPU.
+# A job that uses more memory than it asked for (--mem) is killed within a second, as
+# OUT_OF_MEMORY (jobacct_gather/linux with OverMemoryKill: no cgroup needed); job comments
+# are stored, so sacct can show the rule a job ran (-o Comment).
 set -euo pipefail
 
 CLUSTER=va-test
@@ -42,18 +47,18 @@ write_config() {
     cpus=$(nproc)
     # leave a quarter of the memory (at least 2 GB) to everything else
     mem=$(awk '/MemTotal/ {m = int($2 / 1024); r = m / 4; if (r < 2048) r = 2048; print int(m - r)}' /proc/meminfo)
-    mkdir -p "$CONF" "$STATE"/ctld "$STATE"/d "$LOGS"
+    mkdir -p "$CONF" "$STATE"/ctld "$STATE"/d/node1 "$STATE"/d/node2 "$LOGS"
     cat >"$CONF"/slurm.conf <<CONF
 ClusterName=$CLUSTER
 SlurmctldHost=localhost
 SlurmUser=root
 AuthType=auth/munge
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$STATE/d/%n
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$STATE/slurmd.%n.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd.log
+SlurmdLogFile=$LOGS/slurmd.%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -65,15 +70,19 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 GresTypes=gpu
 MinJobAge=300
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+NodeName=node1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=17001 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+NodeName=node2 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=17002 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP
 CONF
     cat >"$CONF"/gres.conf <<CONF
-NodeName=localhost Name=gpu File=/dev/null
+NodeName=node1,node2 Name=gpu File=/dev/null
 CONF
     cat >"$CONF"/slurmdbd.conf <<CONF
 AuthType=auth/munge
@@ -120,8 +129,10 @@ start() {
 
     pgrep -x slurmctld >/dev/null || slurmctld
     wait_for 30 slurmctld scontrol ping
-    pgrep -x slurmd >/dev/null || slurmd -N localhost
-    wait_for 30 "an idle node" bash -c "sinfo -h -N -o %T | grep -qx idle"
+    for node in node1 node2; do
+        pgrep -f "slurmd -N $node" >/dev/null || slurmd -N "$node"
+    done
+    wait_for 30 "two idle nodes" bash -c "[ \"\$(sinfo -h -N -t idle -o %N | sort -u | wc -l)\" = 2 ]"
     say "up: $(sinfo -h -o '%P %D %T %G')"
 }
 

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 
+from visual_ablation.plumbing import slurm
 from visual_ablation.plumbing.allocator import keep_freed_memory
 
 
@@ -34,6 +35,9 @@ def job_log(path: str) -> Iterator[None]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        where = slurm.job_line()
+        if where:  # a job killed for memory or time has the reason only in SLURM's log
+            logging.getLogger(__name__).info(where)
         sys.stderr = log_file  # tqdm and warnings land in the log
         try:
             with redirect_stdout(log_file):  # libraries' prints too

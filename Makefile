@@ -32,7 +32,7 @@ features: $(STAMP)
 
 ## Unit and workflow tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 ## The fast tests, while working: no Snakemake runs, nothing at the default size.
 check: $(STAMP)

@@ -21,6 +21,8 @@ import pytest
 import yaml
 from conftest import REPO, Workflow, copy_workflow, tiny_config
 
+from visual_ablation.plumbing import slurm
+
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 
@@ -232,16 +234,29 @@ def test_a_node_lost_mid_job_costs_one_retry_on_the_other_node(cluster, tmp_path
     assert (work / "results" / "metrics.csv").is_file()
 
 
-def queued(name_prefix: str) -> list[str]:
+def queued(name: str) -> list[str]:
+    """The pending and running jobs named `name` (one run's jobs)."""
     out = subprocess.run(
-        ["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True
+        ["squeue", "-h", "--name", name, "-t", "PD,R", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    return [line.split()[0] for line in out.splitlines() if line.split()[1].startswith(name_prefix)]
+    return out.split()
 
 
-def start_held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[str]]:
+def wait_for(condition, seconds: float):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+def start_held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, str, list[str]]:
     """A run through the site profile whose jobs SLURM holds (queued until cancelled, however
-    fast the cluster), once its first jobs are queued: the process, its folder, the jobs."""
+    fast the cluster), once its own first jobs are queued: the process, its folder, its
+    SLURM run name (from its log, so no other run's jobs are mistaken for its own) and its
+    jobs."""
     root = copy_workflow(tmp_path / "repo")
     work = tmp_path / "cluster"
     wf = Workflow(root, work)
@@ -257,40 +272,46 @@ def start_held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[str]]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while not queued("va_") and time.monotonic() < deadline:
-        time.sleep(1)
-    jobs = queued("va_")
+
+    def logged_name() -> str | None:
+        try:
+            return slurm.run_id(work)
+        except SystemExit:
+            return None
+
+    name = wait_for(logged_name, 120)
+    assert name, "snakemake logged no SLURM run ID"
+    jobs = wait_for(lambda: queued(name), 120)
     assert jobs, "no job was queued"
-    return run, work, jobs
+    return run, work, name, jobs
 
 
-def wait_for_empty_queue(seconds: float) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while queued("va_") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return queued("va_")
+def stop(run: subprocess.Popen, name: str) -> None:
+    """Whatever a test saw: no held job of its run left in the queue, no process left."""
+    subprocess.run(["scancel", "--name", name], check=False)
+    if run.poll() is None:
+        os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
 
 
 def test_ctrl_c_cancels_the_runs_jobs(cluster, tmp_path):
-    run, _, _ = start_held_run(tmp_path)
+    run, _, name, _ = start_held_run(tmp_path)
     try:
         run.send_signal(signal.SIGINT)
-        assert run.wait(timeout=60) != 0
-        assert wait_for_empty_queue(10) == []
+        assert run.wait(timeout=120) != 0
+        assert wait_for(lambda: queued(name) == [], 10)
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
+        stop(run, name)
 
 
 def test_a_stopped_runs_jobs_are_cancelled_by_the_documented_command(cluster, tmp_path):
     """SIGTERM leaves a run's SLURM jobs queued (snakemake waits for them); `python -m
     visual_ablation.plumbing.slurm cancel`, run where snakemake ran, cancels them all."""
-    run, work, jobs = start_held_run(tmp_path)
+    run, work, name, jobs = start_held_run(tmp_path)
     try:
         run.send_signal(signal.SIGTERM)
         time.sleep(3)
-        assert queued("va_") == jobs  # still queued: SIGTERM cancels nothing
+        assert queued(name) == jobs  # still queued: SIGTERM cancels nothing
         cancel = subprocess.run(
             [
                 sys.executable,
@@ -305,10 +326,9 @@ def test_a_stopped_runs_jobs_are_cancelled_by_the_documented_command(cluster, tm
             env={**os.environ, "PYTHONPATH": str(REPO / "src")},
         )
         assert cancel.returncode == 0, cancel.stderr
-        assert f"cancelled {len(jobs)} job(s) of run va_" in cancel.stderr
+        assert f"cancelled {len(jobs)} job(s) of run {name}" in cancel.stderr
         for job in jobs:
             assert job in cancel.stdout
-        assert wait_for_empty_queue(30) == []
+        assert wait_for(lambda: queued(name) == [], 30)
     finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+        stop(run, name)

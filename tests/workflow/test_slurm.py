@@ -271,6 +271,10 @@ def start_held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, str, list[st
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        # a test suite started in the background (CI, `nohup ... &`) passes SIGINT on as
+        # ignored, and Python then never raises KeyboardInterrupt: give snakemake the
+        # default a terminal's Ctrl-C meets
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
     def logged_name() -> str | None:
